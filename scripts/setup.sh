@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One command to set up a fresh Debian machine: system packages for a virtual X server (napari tests and
+# screenshots), a virtual environment in .venv, and the package with all its dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends \
+    xvfb xauth x11-utils libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 \
+    libxcb-randr0 libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0 libxkbcommon0 \
+    libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libfontconfig1 libdbus-1-3 libxrender1 libxi6 >/dev/null
+fi
+PY=${PYTHON:-python3}
+[ -d .venv ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# The CPU build of PyTorch, pinned: an unpinned torch pulls several GB of CUDA packages.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[all,testing]"
+echo "setup complete: activate with '. .venv/bin/activate'"

@@ -1,0 +1,59 @@
+"""napari-medseg: segment medical volumes in napari and from Python.
+
+Quick start::
+
+    import napari_medseg as ms
+    vol = ms.read_volume("ct_folder/")          # DICOM folder/zip/file, NIfTI, NRRD, MHA
+    result = ms.segment(vol)                    # default model, GPU when available
+    ms.write_labels(result.labels, "ct_seg.nii.gz")
+
+Importing this package loads neither napari, Qt nor torch: public functions are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+from napari_medseg.errors import (  # noqa: E402
+    CancelledError,
+    GeometryError,
+    InputError,
+    MedsegError,
+    ModelError,
+    SeriesSelectionError,
+)
+from napari_medseg.volume import Volume  # noqa: E402
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "read_volume": "napari_medseg.io",
+    "list_series": "napari_medseg.io",
+    "write_labels": "napari_medseg.io",
+    "write_volume": "napari_medseg.io",
+    "make_phantom": "napari_medseg.sample",
+    "segment": "napari_medseg.inference",
+    "LabelResult": "napari_medseg.inference",
+    "load_model": "napari_medseg.models",
+    "train": "napari_medseg.training",
+    "finetune": "napari_medseg.training",
+}
+
+__all__ = [
+    "__version__",
+    "Volume",
+    "MedsegError",
+    "InputError",
+    "GeometryError",
+    "ModelError",
+    "SeriesSelectionError",
+    "CancelledError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'napari_medseg' has no attribute {name!r}")

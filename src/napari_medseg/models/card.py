@@ -1,0 +1,96 @@
+"""The model card: everything needed to run (and trace) a model, stored as JSON beside its weights.
+
+Array conventions for networks: a model sees tensors ``[N, C, i, j, k]`` in the MONAI/NIfTI axis order
+(the transpose of `Volume.array`'s ``[k, j, i]``), after reorientation to ``preprocessing.orientation``
+(MONAI/nibabel axis codes, e.g. ``"RAS"``). ``roi_size`` and ``preprocessing.spacing`` are in that
+``(i, j, k)`` order, in millimetres. This is what MONAI Model Zoo bundles expect, so our own packages and
+bundles share one pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from napari_medseg.errors import ModelError
+
+CARD_FORMAT = "napari-medseg-model/1"
+
+
+@dataclass
+class ClassInfo:
+    value: int
+    name: str
+    color: tuple[float, float, float, float] | None = None  # RGBA in 0..1
+
+
+@dataclass
+class ModelCard:
+    name: str
+    architecture: str = "UNet"  # a class name in monai.networks.nets
+    arch_args: dict[str, Any] = field(default_factory=dict)  # literal keyword arguments
+    in_channels: int = 1
+    classes: list[ClassInfo] = field(default_factory=list)  # foreground classes; 0 is background
+    # preprocessing
+    orientation: str | None = "RAS"  # None: keep the image's own axis order
+    spacing: tuple[float, float, float] | None = (1.5, 1.5, 2.0)  # (i, j, k) mm; None: native
+    intensity: dict[str, Any] = field(
+        default_factory=lambda: {"type": "ct_window", "a_min": -175.0, "a_max": 250.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
+    )  # or {"type": "zscore", "nonzero": False}
+    crop_foreground: bool = False
+    # sliding window
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    overlap: float = 0.25
+    sw_batch_size: int = 4
+    blend_mode: str = "gaussian"
+    # postprocessing
+    keep_largest: list[int] = field(default_factory=list)  # class values kept as their largest component
+    fill_holes: bool = False
+    # provenance
+    version: str = "1"
+    description: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)  # data, date, parent, metrics, command, ...
+    weights_file: str = "model.safetensors"
+    weights_sha256: str = ""
+    package_version: str = ""
+    format: str = CARD_FORMAT
+
+    @property
+    def out_channels(self) -> int:
+        return 1 + len(self.classes) if not self.classes or min(c.value for c in self.classes) > 0 else len(self.classes)
+
+    def class_names(self) -> dict[int, str]:
+        return {0: "background", **{int(c.value): c.name for c in self.classes}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "") -> "ModelCard":
+        where = f" in {source}" if source else ""
+        if not isinstance(d, dict):
+            raise ModelError(f"model card{where} is not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ModelError(f"model card{where} has unknown keys {sorted(unknown)}; is it from a newer napari-medseg?")
+        d = dict(d)
+        try:
+            d["classes"] = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in d.get("classes", [])]
+            for key in ("spacing", "roi_size"):
+                if d.get(key) is not None:
+                    d[key] = tuple(d[key])
+            return cls(**d)
+        except TypeError as e:
+            raise ModelError(f"model card{where} is malformed: {e}") from e
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "") -> "ModelCard":
+        try:
+            return cls.from_dict(json.loads(text), source)
+        except json.JSONDecodeError as e:
+            raise ModelError(f"model card {source or ''} is not valid JSON: {e}") from e

@@ -1,0 +1,270 @@
+"""`Volume`: a voxel array with its exact physical geometry.
+
+Conventions (the same everywhere in napari-medseg):
+
+* **Array order** is ``[k, j, i]`` (slice, row, column), as SimpleITK's ``GetArrayFromImage`` returns it.
+  A 4D volume is ``[c, k, j, i]`` with the channel/time axis first.
+* **Geometry is in ITK order** ``(i, j, k)`` and in **LPS** patient coordinates (DICOM's frame):
+  ``spacing`` and ``origin`` are 3-tuples, ``direction`` is a 3×3 matrix whose *columns* are the unit
+  direction cosines of the i, j and k axes (SimpleITK's ``GetDirection()`` is this matrix, row-major).
+  The physical LPS position of voxel ``(i, j, k)`` is ``origin + direction @ (spacing * (i, j, k))``.
+* NIfTI files are RAS: :func:`Volume.from_nifti` and :meth:`Volume.nifti_affine` convert explicitly by
+  flipping the sign of the first two physical axes (``diag(-1, -1, 1)``); the NIfTI array order
+  ``[i, j, k]`` is transposed to ``[k, j, i]``.
+* **napari world coordinates** are physical LPS coordinates in reversed order ``(z, y, x)``, so a layer's
+  data axes ``(k, j, i)`` map onto world axes ``(z, y, x)``; with an identity direction this is plain
+  ``scale``/``translate`` and napari shows axial slices in the radiological convention (patient left on
+  screen right, anterior up).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_medseg.errors import GeometryError, InputError
+
+#: RAS <-> LPS: negate the first two physical axes.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+_ORTHO_TOL = 1e-4
+
+
+def _as3(values, name: str) -> tuple[float, float, float]:
+    arr = np.asarray(values, dtype=float).reshape(-1)
+    if arr.shape != (3,):
+        raise GeometryError(f"{name} must have 3 values (i, j, k order), got {list(arr)}")
+    if not np.all(np.isfinite(arr)):
+        raise GeometryError(f"{name} has non-finite values: {list(arr)}")
+    return tuple(float(v) for v in arr)  # type: ignore[return-value]
+
+
+def check_direction(direction, source: str = "") -> np.ndarray:
+    """Return ``direction`` as a float 3×3 array, raising `GeometryError` unless it is orthonormal."""
+    d = np.asarray(direction, dtype=float)
+    if d.size == 9:
+        d = d.reshape(3, 3)
+    where = f" in {source}" if source else ""
+    if d.shape != (3, 3) or not np.all(np.isfinite(d)):
+        raise GeometryError(f"direction cosines{where} must be a finite 3x3 matrix, got {d.tolist()}")
+    err = np.abs(d.T @ d - np.eye(3)).max()
+    if err > _ORTHO_TOL:
+        raise GeometryError(
+            f"direction cosines{where} are not orthonormal (max |DᵀD - I| = {err:.3g}); "
+            "the file's orientation header is corrupt or sheared. Fix the header (e.g. re-export it) "
+            "or resample the image with a tool that handles shear."
+        )
+    return d
+
+
+@dataclass
+class Volume:
+    """Voxel array + geometry (LPS, ITK order) + metadata. See the module docstring for conventions."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    #: Free-form metadata. Well-known keys: ``modality``, ``series_uid``, ``series_description``,
+    #: ``series_number``, ``source_path``, ``original_dtype``, ``rescale`` (slope, intercept),
+    #: ``warnings`` (list of str shown to the user), ``classes`` ({value: name}) for label volumes,
+    #: ``dicom_reference`` (for DICOM SEG: study/series/SOP instance UIDs in slice order),
+    #: ``channel_names`` (4D), ``tilt_handling``.
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.array = np.asarray(self.array)
+        if self.array.ndim not in (3, 4):
+            raise InputError(
+                f"a Volume needs a 3D [k, j, i] or 4D [c, k, j, i] array, got shape {self.array.shape}"
+                + self._source_suffix()
+            )
+        self.spacing = _as3(self.spacing, "spacing")
+        if min(self.spacing) <= 0:
+            raise GeometryError(f"spacing must be positive, got {self.spacing}" + self._source_suffix())
+        self.origin = _as3(self.origin, "origin")
+        self.direction = check_direction(self.direction, str(self.meta.get("source_path", "")))
+        self.meta = dict(self.meta)
+        self.meta.setdefault("warnings", [])
+
+    # ------------------------------------------------------------------ basic properties
+    def _source_suffix(self) -> str:
+        src = (self.meta or {}).get("source_path")
+        return f" ({src})" if src else ""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Array shape, ``(k, j, i)`` or ``(c, k, j, i)``."""
+        return tuple(self.array.shape)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """Shape of the spatial part, array order ``(k, j, i)``."""
+        return tuple(self.array.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def size_ijk(self) -> tuple[int, int, int]:
+        """Number of voxels along i, j, k (ITK order)."""
+        return tuple(reversed(self.spatial_shape))  # type: ignore[return-value]
+
+    @property
+    def is_4d(self) -> bool:
+        return self.array.ndim == 4
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.meta.setdefault("warnings", [])
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(np.prod(self.spacing))
+
+    # ------------------------------------------------------------------ geometry
+    def affine_lps(self) -> np.ndarray:
+        """4×4 matrix mapping ``(i, j, k, 1)`` to LPS millimetres."""
+        a = np.eye(4)
+        a[:3, :3] = self.direction @ np.diag(self.spacing)
+        a[:3, 3] = self.origin
+        return a
+
+    def nifti_affine(self) -> np.ndarray:
+        """The NIfTI (RAS) affine of this volume when its array is written as ``array.T`` (``[i, j, k]``)."""
+        a = self.affine_lps()
+        a[:3, :] = LPS_TO_RAS @ a[:3, :]
+        return a
+
+    def index_to_physical(self, ijk) -> np.ndarray:
+        """LPS position(s) of continuous index ``(i, j, k)`` (shape (..., 3))."""
+        ijk = np.asarray(ijk, dtype=float)
+        return ijk @ (self.direction @ np.diag(self.spacing)).T + np.asarray(self.origin)
+
+    def physical_to_index(self, xyz) -> np.ndarray:
+        """Continuous ``(i, j, k)`` index of LPS position(s) (shape (..., 3))."""
+        xyz = np.asarray(xyz, dtype=float) - np.asarray(self.origin)
+        m = np.linalg.inv(self.direction @ np.diag(self.spacing))
+        return xyz @ m.T
+
+    def same_grid(self, other: "Volume", tol: float = 1e-4) -> bool:
+        """True when ``other`` has the same spatial shape, spacing, origin and direction (within ``tol`` mm)."""
+        return (
+            self.spatial_shape == other.spatial_shape
+            and np.allclose(self.spacing, other.spacing, atol=tol)
+            and np.allclose(self.origin, other.origin, atol=tol)
+            and np.allclose(self.direction, other.direction, atol=tol)
+        )
+
+    def orientation_code(self) -> str:
+        """Three-letter code of the patient directions the i, j, k axes point *towards*, LPS style.
+
+        An identity direction gives ``"LPS"``; a standard RAS NIfTI gives ``"RAS"``.
+        """
+        letters = (("L", "R"), ("P", "A"), ("S", "I"))
+        code = ""
+        for col in self.direction.T:
+            ax = int(np.argmax(np.abs(col)))
+            code += letters[ax][0] if col[ax] > 0 else letters[ax][1]
+        return code
+
+    def is_axis_aligned(self, tol: float = 1e-6) -> bool:
+        """True when direction is a signed permutation matrix (no obliquity)."""
+        d = np.abs(self.direction)
+        return bool(np.all((d < tol) | (np.abs(d - 1) < tol)))
+
+    # ------------------------------------------------------------------ NIfTI
+    @classmethod
+    def from_nifti(cls, array_ijk: np.ndarray, affine_ras: np.ndarray, meta: dict | None = None) -> "Volume":
+        """Build a Volume from a NIfTI-ordered array ``[i, j, k(, t)]`` and its RAS affine.
+
+        The affine may contain shear-free rotation/scaling only; a sheared affine raises `GeometryError`.
+        """
+        meta = dict(meta or {})
+        aff = np.asarray(affine_ras, dtype=float)
+        if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+            raise GeometryError(f"NIfTI affine must be a finite 4x4 matrix{_src(meta)}")
+        lps = aff.copy()
+        lps[:3, :] = LPS_TO_RAS @ aff[:3, :]
+        m = lps[:3, :3]
+        spacing = np.linalg.norm(m, axis=0)
+        if np.any(spacing <= 0):
+            raise GeometryError(f"NIfTI affine has a zero-length axis{_src(meta)}: {aff.tolist()}")
+        direction = m / spacing
+        arr = np.asarray(array_ijk)
+        if arr.ndim == 3:
+            data = arr.transpose(2, 1, 0)
+        elif arr.ndim == 4:
+            data = arr.transpose(3, 2, 1, 0)
+        else:
+            raise InputError(f"NIfTI array must be 3D or 4D, got shape {arr.shape}{_src(meta)}")
+        # Keep memory layout C-contiguous for fast slicing in [k, j, i] order.
+        data = np.ascontiguousarray(data)
+        return cls(data, tuple(spacing), tuple(lps[:3, 3]), direction, meta)
+
+    def nifti_array(self) -> np.ndarray:
+        """Array in NIfTI order ``[i, j, k(, t)]`` (a view)."""
+        return self.array.transpose(2, 1, 0) if self.array.ndim == 3 else self.array.transpose(3, 2, 1, 0)
+
+    # ------------------------------------------------------------------ napari
+    def napari_kwargs(self) -> dict[str, Any]:
+        """Layer keyword arguments placing this volume at its exact physical position in napari.
+
+        World axes are LPS ``(z, y, x)``. With an identity direction this is ``scale`` (spacing) and
+        ``translate`` (origin); otherwise ``scale`` is the spacing and ``affine`` carries the rotation
+        and the origin. For 4D volumes the leading channel axis gets scale 1 and translate 0.
+        """
+        scale = list(reversed(self.spacing))
+        if np.allclose(self.direction, np.eye(3), atol=1e-9):
+            kwargs: dict[str, Any] = {"scale": scale, "translate": list(reversed(self.origin))}
+        else:
+            rev = np.eye(3)[::-1]  # reverses (x, y, z) <-> (z, y, x)
+            aff = np.eye(4)
+            aff[:3, :3] = rev @ self.direction @ rev
+            aff[:3, 3] = list(reversed(self.origin))
+            kwargs = {"scale": scale, "translate": [0.0, 0.0, 0.0], "affine": aff}
+        if self.is_4d:
+            kwargs["scale"] = [1.0] + kwargs["scale"]
+            kwargs["translate"] = [0.0] + list(kwargs["translate"])
+            if "affine" in kwargs:
+                a5 = np.eye(5)
+                a5[1:, 1:] = kwargs["affine"]
+                kwargs["affine"] = a5
+        return kwargs
+
+    @classmethod
+    def from_napari(cls, data, scale=None, translate=None, affine=None, meta: dict | None = None) -> "Volume":
+        """Inverse of :meth:`napari_kwargs` for 3D data (plain arrays get unit spacing, zero origin)."""
+        data = np.asarray(data)
+        nd = data.ndim
+        scale = np.ones(nd) if scale is None else np.asarray(scale, dtype=float)
+        translate = np.zeros(nd) if translate is None else np.asarray(translate, dtype=float)
+        aff = np.eye(nd + 1) if affine is None else np.asarray(affine, dtype=float)
+        s3, t3, a3 = scale[-3:], translate[-3:], aff[-4:, -4:]
+        rev = np.eye(3)[::-1]
+        lin = a3[:3, :3]  # world(zyx) = lin @ (t3 + s3 * idx) + a3[:3, 3]
+        sp_zyx = np.linalg.norm(lin @ np.diag(s3), axis=0)
+        dir_zyx = (lin @ np.diag(s3)) / sp_zyx
+        origin_zyx = lin @ t3 + a3[:3, 3]
+        direction = rev @ dir_zyx @ rev
+        return cls(data, tuple(sp_zyx[::-1]), tuple(origin_zyx[::-1]), direction, meta or {})
+
+    # ------------------------------------------------------------------ helpers
+    def with_array(self, array: np.ndarray, **meta_updates) -> "Volume":
+        """A new Volume on the same grid with another array (metadata copied, then updated)."""
+        meta = copy.deepcopy({k: v for k, v in self.meta.items() if k != "warnings"})
+        meta["warnings"] = list(self.warnings)
+        meta.update(meta_updates)
+        return Volume(array, self.spacing, self.origin, self.direction.copy(), meta)
+
+    def __repr__(self) -> str:
+        return (
+            f"Volume(shape={self.shape}, dtype={self.array.dtype}, spacing={tuple(round(s, 4) for s in self.spacing)}, "
+            f"origin={tuple(round(o, 3) for o in self.origin)}, orientation={self.orientation_code()}"
+            + (f", source={self.meta.get('source_path')!r}" if self.meta.get("source_path") else "")
+            + ")"
+        )
+
+
+def _src(meta: dict) -> str:
+    return f" ({meta['source_path']})" if meta.get("source_path") else ""
