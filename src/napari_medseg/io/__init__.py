@@ -1,0 +1,114 @@
+"""Reading and writing volumes with exact geometry.
+
+Public API (all paths may be ``str`` or ``Path``):
+
+* :func:`detect_format` — ``"dicom"``, ``"nifti"``, ``"itk"`` (NRRD/MHA/MHD) or ``None``; never raises.
+* :func:`list_series` — every image series at a path (a DICOM folder/zip/file may hold several).
+* :func:`read_volume` — one `Volume`; with several DICOM series ``series=`` (UID, number or description)
+  is required, otherwise `SeriesSelectionError` lists them.
+* :func:`read_all` — one `Volume` per series (what the napari reader shows as layers).
+* :func:`write_labels` / :func:`write_volume` — atomic writes, format chosen by extension
+  (``.nii``/``.nii.gz``, ``.nrrd``, ``.mha``; ``.dcm`` writes a DICOM SEG for labels).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from napari_medseg.io.series import SeriesInfo
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+__all__ = ["SeriesInfo", "detect_format", "list_series", "read_volume", "read_all", "write_labels", "write_volume"]
+
+
+def _lower_name(path: Path) -> str:
+    return path.name.lower()
+
+
+def detect_format(path) -> str | None:
+    """Which reader handles ``path``; ``None`` for anything else. Cheap, and never raises."""
+    try:
+        p = Path(path)
+        name = _lower_name(p)
+        if p.is_dir():
+            from napari_medseg.io.dicom import folder_has_dicom
+
+            return "dicom" if folder_has_dicom(p) else None
+        if not p.is_file():
+            return None
+        if name.endswith(NIFTI_SUFFIXES):
+            return "nifti"
+        if name.endswith(ITK_SUFFIXES):
+            return "itk"
+        if name.endswith(".zip"):
+            return "dicom" if zipfile.is_zipfile(p) else None
+        from napari_medseg.io.dicom import is_dicom_file
+
+        return "dicom" if is_dicom_file(p) else None
+    except Exception:  # noqa: BLE001 - detection must never raise
+        return None
+
+
+def _require_format(path) -> str:
+    from napari_medseg.errors import InputError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    fmt = detect_format(p)
+    if fmt is None:
+        raise InputError(
+            f"{p}: not a format napari-medseg reads (DICOM file/folder/zip, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd)"
+            + (" — the folder contains no DICOM files" if p.is_dir() else "")
+        )
+    return fmt
+
+
+def list_series(path) -> list[SeriesInfo]:
+    fmt = _require_format(path)
+    if fmt == "dicom":
+        from napari_medseg.io.dicom import list_dicom_series
+
+        return list_dicom_series(path)
+    from napari_medseg.io.formats import info_single_file
+
+    return [info_single_file(path)]
+
+
+def read_volume(path, series=None):
+    fmt = _require_format(path)
+    if fmt == "dicom":
+        from napari_medseg.io.dicom import read_dicom
+
+        return read_dicom(path, series=series)
+    if fmt == "nifti":
+        from napari_medseg.io.formats import read_nifti
+
+        return read_nifti(path)
+    from napari_medseg.io.formats import read_itk
+
+    return read_itk(path)
+
+
+def read_all(path):
+    fmt = _require_format(path)
+    if fmt == "dicom":
+        from napari_medseg.io.dicom import read_dicom_all
+
+        return read_dicom_all(path)
+    return [read_volume(path)]
+
+
+def write_labels(labels, path, classes=None, reference=None, force: bool = False) -> Path:
+    from napari_medseg.io.writers import write_labels as _write
+
+    return _write(labels, path, classes=classes, reference=reference, force=force)
+
+
+def write_volume(volume, path, force: bool = False) -> Path:
+    from napari_medseg.io.writers import write_volume as _write
+
+    return _write(volume, path, force=force)
