@@ -1,0 +1,255 @@
+"""Run core step generators (see `napari_medseg.progress`) from napari widgets without blocking the GUI.
+
+`ProgressPanel` is a small reusable widget: a progress bar, a status line (``done/total``, stage, time left)
+and a Cancel button. ``panel.start(make_steps, on_done=..., on_error=...)`` runs ``make_steps()`` — a
+zero-argument callable returning a step generator — in a napari ``thread_worker``; every yielded
+`Progress` updates the bar, Cancel (or closing the viewer) stops the work at the next yield and calls
+``on_cancelled``. Nothing in the callbacks runs in the worker thread: results, errors and cancellation
+are delivered on the GUI thread.
+
+Set the environment variable ``MEDSEG_SYNC=1`` to run the same generator synchronously on the GUI thread
+(tracebacks are then plain and debuggers work), which is also handy in scripts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from napari_medseg.errors import CancelledError
+from napari_medseg.progress import Progress, Steps
+
+SYNC_ENV = "MEDSEG_SYNC"
+
+
+def run_synchronously() -> bool:
+    """True when ``MEDSEG_SYNC`` asks for synchronous work (debugging)."""
+    return os.environ.get(SYNC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class Eta:
+    """Time-left estimate from the fraction done within the current stage (restarts when the stage changes)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._stage: str | None = None
+        self._t0 = clock()
+        self._f0 = 0.0
+
+    def update(self, p: Progress) -> float | None:
+        now = self._clock()
+        if p.stage != self._stage:
+            self._stage, self._t0, self._f0 = p.stage, now, p.fraction
+            return None
+        df = p.fraction - self._f0
+        if df <= 0 or p.total <= 0:
+            return None
+        return (now - self._t0) / df * (1.0 - p.fraction)
+
+
+def describe(p: Progress, eta: float | None) -> str:
+    parts = [p.stage or "working"]
+    if p.total > 0:
+        parts.append(f"{p.done}/{p.total}")
+    if p.message:
+        parts.append(p.message)
+    if eta is not None:
+        parts.append(f"about {format_seconds(eta)} left")
+    return " · ".join(parts)
+
+
+def _drive(make_steps: Callable[[], Steps]):
+    """Generator run by the thread worker: re-yields each Progress and returns the steps' result.
+
+    The worker stops iterating as soon as an abort is requested; closing this generator (``finally``)
+    then closes the inner step generator so its own cleanup runs.
+    """
+    steps = make_steps()
+    try:
+        while True:
+            try:
+                p = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield p
+    finally:
+        steps.close()
+
+
+class ProgressPanel(QWidget):
+    """Progress bar + status line + Cancel button that runs one step generator at a time."""
+
+    #: emitted on the GUI thread when a run ends, with "done", "error" or "cancelled"
+    finished = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self.bar.setTextVisible(True)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        self.worker = None
+        self._cancel_requested = False
+        self._callbacks: dict[str, Callable | None] = {}
+        self._eta = Eta()
+        self.last_progress: Progress | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(
+        self,
+        make_steps: Callable[[], Steps],
+        on_done: Callable[[Any], None],
+        on_error: Callable[[BaseException], None] | None = None,
+        on_cancelled: Callable[[], None] | None = None,
+    ):
+        """Run ``make_steps()`` in a thread worker (or synchronously with ``MEDSEG_SYNC=1``)."""
+        if self.running:
+            raise RuntimeError("a run is already in progress; cancel it first")
+        self._callbacks = {"done": on_done, "error": on_error, "cancelled": on_cancelled}
+        self._cancel_requested = False
+        self._eta = Eta()
+        self.last_progress = None
+        self.bar.setRange(0, 0)  # busy until the first Progress arrives
+        self.status.setText("starting…")
+        self.cancel_button.setEnabled(True)
+        if run_synchronously():
+            return self._run_sync(make_steps)
+
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(_drive, make_steps, _start_thread=False)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.aborted.connect(self._on_aborted)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def _run_sync(self, make_steps):
+        from napari_medseg.progress import run_steps
+
+        self.worker = "sync"
+
+        def progress(p):
+            self._on_progress(p)
+            QApplication.processEvents()  # lets Cancel be clicked even in synchronous mode
+
+        try:
+            result = run_steps(make_steps(), progress, cancel=lambda: self._cancel_requested)
+        except CancelledError:
+            self._on_aborted()
+        except Exception as e:  # noqa: BLE001 - reported to the user by the widget
+            self._on_errored(e)
+        else:
+            self._on_returned(result)
+        return None
+
+    def cancel(self):
+        """Ask the running work to stop at its next step (within a window/batch)."""
+        if not self.running:
+            return
+        self._cancel_requested = True
+        self.status.setText("cancelling…")
+        self.cancel_button.setEnabled(False)
+        if self.worker not in (None, "sync"):
+            self.worker.quit()
+
+    def wait(self, timeout_ms: int = 5000) -> bool:
+        """Block until the worker thread ends (used when the viewer closes). True when it ended."""
+        worker = self.worker
+        if worker in (None, "sync"):
+            return True
+        worker.quit()
+        deadline = time.monotonic() + timeout_ms / 1000
+        while self.worker is not None and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.01)
+        return self.worker is None
+
+    # ------------------------------------------------------------------ worker signals (GUI thread)
+    def _on_progress(self, p):
+        if not isinstance(p, Progress):
+            return
+        self.last_progress = p
+        eta = self._eta.update(p)
+        if p.total > 0:
+            self.bar.setRange(0, p.total)
+            self.bar.setValue(min(p.done, p.total))
+        else:
+            self.bar.setRange(0, 0)
+        if not self._cancel_requested:
+            self.status.setText(describe(p, eta))
+
+    def _finish(self, outcome: str, *args):
+        self.worker = None
+        self.cancel_button.setEnabled(False)
+        self.bar.setRange(0, 1)
+        self.bar.setValue(1 if outcome == "done" else 0)
+        callback = self._callbacks.get(outcome)
+        self._callbacks = {}
+        try:
+            if callback is not None:
+                callback(*args)
+        finally:
+            self.finished.emit(outcome)
+
+    def _on_returned(self, result):
+        if self._cancel_requested:  # finished between the click and the next step: still honour Cancel
+            self.status.setText("cancelled")
+            self._finish("cancelled")
+            return
+        self.status.setText("done")
+        self._finish("done", result)
+
+    def _on_errored(self, exc):
+        if isinstance(exc, CancelledError):
+            self._on_aborted()
+            return
+        self.status.setText(f"failed: {exc}")
+        self._finish("error", exc)
+
+    def _on_aborted(self):
+        self.status.setText("cancelled; nothing was changed")
+        self._finish("cancelled")
+
+
+def notify_error(exc: BaseException, what: str = "") -> None:
+    """Show an exception as a napari error notification (a readable message, not a traceback dump)."""
+    from napari.utils.notifications import show_error
+
+    prefix = f"{what}: " if what else ""
+    show_error(f"{prefix}{exc}")
