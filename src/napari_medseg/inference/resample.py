@@ -1,0 +1,154 @@
+"""Resampling an array from one voxel grid onto another, exactly where possible and on the device otherwise.
+
+A *grid* is anything with ``spatial_shape`` (array order ``k, j, i``), ``spacing``, ``origin`` and
+``direction`` (a `Volume`, or a `Grid`). The map from destination to source voxel indices is the affine
+``inv(A_src) @ A_dst``. When it is a signed permutation with integer offsets (reorientation only, the same
+spacing) the result is plain array indexing: bit-exact, no interpolation. Otherwise `torch.nn.functional.
+grid_sample` runs on the chosen device, one slab of destination slices at a time to bound memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_medseg.errors import InputError
+
+#: voxels per grid_sample call (bounds the temporary sampling grid: 3 floats per voxel)
+SLAB_VOXELS = 4_000_000
+
+
+@dataclass
+class Grid:
+    """Geometry without data (same conventions as `Volume`)."""
+
+    spatial_shape: tuple[int, int, int]  # k, j, i
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    @classmethod
+    def of(cls, vol) -> "Grid":
+        return cls(tuple(int(s) for s in vol.spatial_shape), tuple(vol.spacing), tuple(vol.origin), np.asarray(vol.direction, float))
+
+    def affine_lps(self) -> np.ndarray:
+        a = np.eye(4)
+        a[:3, :3] = np.asarray(self.direction) @ np.diag(self.spacing)
+        a[:3, 3] = self.origin
+        return a
+
+    @property
+    def size_ijk(self) -> tuple[int, int, int]:
+        return tuple(reversed(self.spatial_shape))  # type: ignore[return-value]
+
+
+def _affine(g) -> np.ndarray:
+    return g.affine_lps() if hasattr(g, "affine_lps") else Grid.of(g).affine_lps()
+
+
+def index_map(src, dst) -> np.ndarray:
+    """4×4 matrix mapping a destination index ``(i, j, k, 1)`` to the source's continuous index."""
+    return np.linalg.inv(_affine(src)) @ _affine(dst)
+
+
+def _exact_permutation(m: np.ndarray, tol: float = 1e-5):
+    """(src axis per dst axis, sign per dst axis, offset per dst axis) when ``m`` is an integer axis map."""
+    lin, t = m[:3, :3], m[:3, 3]
+    r = np.round(lin)
+    if np.abs(lin - r).max() > tol or not np.all(np.abs(r).sum(axis=0) == 1) or not np.all(np.abs(r).sum(axis=1) == 1):
+        return None
+    if np.abs(t - np.round(t)).max() > 1e-3:
+        return None
+    src_axis = [int(np.nonzero(r[:, d])[0][0]) for d in range(3)]
+    sign = [int(r[src_axis[d], d]) for d in range(3)]
+    off = [int(round(t[src_axis[d]])) for d in range(3)]
+    return src_axis, sign, off
+
+
+def _resample_exact(arr: np.ndarray, src_shape, dst_shape, perm, padding: str) -> np.ndarray:
+    """Axis permutation/flip/shift by indexing. ``arr`` is ``[C, k, j, i]``."""
+    src_axis, sign, off = perm
+    n_src = list(reversed(src_shape))  # i, j, k sizes
+    n_dst = list(reversed(dst_shape))
+    a = arr.transpose(0, 3, 2, 1)  # [C, i, j, k]
+    a = a.transpose(0, *(1 + s for s in src_axis))  # source axes in destination order
+    idx, valid = [], []
+    for d in range(3):
+        raw = off[d] + sign[d] * np.arange(n_dst[d])
+        n = n_src[src_axis[d]]
+        idx.append(np.clip(raw, 0, n - 1))
+        valid.append((raw >= 0) & (raw < n))
+    if all(np.array_equal(ix, np.arange(len(ix))) for ix in idx) and a.shape[1:] == tuple(n_dst):
+        out = a
+    elif all(np.all(np.diff(ix) == sign[d]) and len(ix) > 0 for d, ix in enumerate(idx)) and all(v.all() for v in valid):
+        sl = tuple(slice(ix[0], ix[-1] + (1 if sign[d] > 0 else -1) if not (sign[d] < 0 and ix[-1] == 0) else None, sign[d])
+                   for d, ix in enumerate(idx))
+        out = a[(slice(None), *sl)]
+    else:
+        out = a[np.ix_(np.arange(a.shape[0]), *idx)]
+        if padding == "zeros" and not all(v.all() for v in valid):
+            mask = valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
+            out = np.where(mask[None], out, 0)
+    return np.ascontiguousarray(out.transpose(0, 3, 2, 1))
+
+
+def resample(array, src, dst, mode: str = "linear", padding: str = "border", device=None, dtype=None) -> np.ndarray:
+    """Resample ``array`` (``[k, j, i]`` or ``[C, k, j, i]``, numpy or torch) from grid ``src`` onto ``dst``.
+
+    ``mode``: ``"linear"`` or ``"nearest"``; ``padding``: ``"border"`` or ``"zeros"``. Returns numpy in
+    ``dst``'s array order, float32 for linear, the input dtype for nearest (unless ``dtype`` is given).
+    """
+    import torch
+
+    if mode not in ("linear", "nearest"):
+        raise InputError(f"interpolation must be 'linear' or 'nearest', got {mode!r}")
+    is_torch = isinstance(array, torch.Tensor)
+    squeeze = array.ndim == 3
+    if squeeze:
+        array = array[None]
+    if tuple(array.shape[-3:]) != tuple(src.spatial_shape):
+        raise InputError(f"array shape {tuple(array.shape)} does not match the source grid {tuple(src.spatial_shape)}")
+    dst_shape = tuple(int(s) for s in dst.spatial_shape)
+    m = index_map(src, dst)
+    perm = _exact_permutation(m)
+    if perm is not None:
+        arr = array.detach().cpu().numpy() if is_torch else np.asarray(array)
+        out = _resample_exact(arr, src.spatial_shape, dst_shape, perm, padding)
+        if mode == "linear" and dtype is None:
+            out = out.astype(np.float32, copy=False)
+    else:
+        out = _resample_torch(array, m, dst_shape, mode, padding, device)
+        if mode == "nearest" and dtype is None:
+            out = out.astype(array.dtype if not is_torch else np.float32, copy=False)
+    if dtype is not None:
+        out = out.astype(dtype, copy=False)
+    return out[0] if squeeze else out
+
+
+def _resample_torch(array, m: np.ndarray, dst_shape, mode: str, padding: str, device) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device(device or "cpu")
+    src = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
+    src = src.to(dev, torch.float32)[None]  # [1, C, K, J, I]
+    n_src = torch.tensor(list(reversed(src.shape[-3:])), dtype=torch.float64, device=dev)  # i, j, k sizes
+    kd, jd, id_ = dst_shape
+    out = np.empty((src.shape[1], kd, jd, id_), dtype=np.float32)
+    mt = torch.from_numpy(m).to(dev)
+    scale = torch.where(n_src > 1, 2.0 / (n_src - 1).clamp(min=1), torch.zeros_like(n_src))
+    ii = torch.arange(id_, device=dev, dtype=torch.float64)
+    jj = torch.arange(jd, device=dev, dtype=torch.float64)
+    step = max(1, SLAB_VOXELS // max(1, jd * id_))
+    gmode = "bilinear" if mode == "linear" else "nearest"
+    for k0 in range(0, kd, step):
+        kk = torch.arange(k0, min(kd, k0 + step), device=dev, dtype=torch.float64)
+        # source index = M[:3,:3] @ (i, j, k) + M[:3,3], broadcast over the slab [k, j, i, 3]
+        pos = (mt[:3, 3] + kk[:, None, None, None] * mt[:3, 2] + jj[None, :, None, None] * mt[:3, 1]
+               + ii[None, None, :, None] * mt[:3, 0])
+        grid = (pos * scale - 1.0).to(torch.float32)[None]
+        res = F.grid_sample(src, grid, mode=gmode, padding_mode=padding, align_corners=True)
+        out[:, k0:k0 + len(kk)] = res[0].cpu().numpy()
+        del pos, grid, res
+    return out

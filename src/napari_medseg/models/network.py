@@ -1,0 +1,60 @@
+"""Build a network from a model card: only classes of `monai.networks.nets`, only literal arguments."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from napari_medseg.errors import ModelError
+
+_LITERALS = (str, int, float, bool, type(None))
+
+
+def check_literal(value: Any, where: str) -> Any:
+    """Return ``value`` if it is built from JSON literals only (no "$" expressions); else `ModelError`."""
+    if isinstance(value, str) and value.startswith("$"):
+        raise ModelError(f"{where}: {value!r} is a code expression; napari-medseg never evaluates code in model configs")
+    if isinstance(value, _LITERALS):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [check_literal(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {str(k): check_literal(v, f"{where}.{k}") for k, v in value.items()}
+    raise ModelError(f"{where}: {type(value).__name__} is not a literal value")
+
+
+def network_class(name: str):
+    """The class ``monai.networks.nets.<name>``; `ModelError` for anything else."""
+    import torch
+    from monai.networks import nets
+
+    short = name.rsplit(".", 1)[-1] if name.startswith(("monai.networks.nets.", "monai.networks.nets")) else name
+    if "." in short or not short.isidentifier():
+        raise ModelError(f"architecture {name!r} is not a class of monai.networks.nets; only those are allowed")
+    cls = getattr(nets, short, None)
+    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)):
+        raise ModelError(
+            f"architecture {name!r} is not a network class of monai.networks.nets "
+            "(e.g. UNet, DynUNet, SegResNet, SwinUNETR, BasicUNet)"
+        )
+    return cls
+
+
+def build_network(card) -> "torch.nn.Module":  # noqa: F821
+    """Instantiate ``card.architecture`` with ``card.arch_args`` (in/out channels filled from the card)."""
+    cls = network_class(card.architecture)
+    args = check_literal(dict(card.arch_args), f"arch_args of model {card.name!r}")
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in (("in_channels", card.in_channels), ("out_channels", card.out_channels)):
+        if key in params:
+            if key not in args:
+                args[key] = value
+            elif int(args[key]) != int(value):
+                raise ModelError(
+                    f"model {card.name!r}: arch_args.{key}={args[key]} but the card says {value} "
+                    f"({'input channels' if key == 'in_channels' else 'classes incl. background'}); fix card.json"
+                )
+    try:
+        return cls(**args)
+    except Exception as e:  # noqa: BLE001 - any constructor failure is a bad card
+        raise ModelError(f"cannot build {card.architecture}({args}) for model {card.name!r}: {e}") from e

@@ -1,0 +1,193 @@
+"""Model packages: a folder (or a ``.zip`` of it) holding ``card.json`` and safetensors weights.
+
+* :func:`save_model_package` writes the weights as safetensors, fills ``weights_sha256`` and
+  ``package_version`` in the card, and writes everything atomically (a temporary folder renamed into place).
+* :func:`load_model_package` checks the SHA-256 before reading a byte of the weights (`IntegrityError`),
+  builds the network from the card and loads the state dict strictly: a truncated file or an architecture
+  that does not match the weights is a `ModelError` naming the file. ``.pt``/``.pth`` state dicts load with
+  ``torch.load(weights_only=True)``; nothing is ever unpickled otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_medseg.errors import IntegrityError, ModelError, OutputExistsError
+from napari_medseg.models.card import ModelCard
+
+CARD_NAME = "card.json"
+
+
+@dataclass
+class LoadedModel:
+    network: Any  # torch.nn.Module in eval mode, on the CPU
+    card: ModelCard
+    path: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _state_dict(network_or_state_dict) -> dict:
+    import torch
+
+    sd = network_or_state_dict.state_dict() if isinstance(network_or_state_dict, torch.nn.Module) else network_or_state_dict
+    if not isinstance(sd, dict):
+        raise ModelError(f"expected a torch.nn.Module or a state dict, got {type(network_or_state_dict).__name__}")
+    # safetensors refuses shared or non-contiguous storage: give every tensor its own contiguous copy
+    return {str(k): v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
+
+
+def save_model_package(network_or_state_dict, card: ModelCard, path, force: bool = False) -> Path:
+    """Write a model package folder (or a single ``.zip`` when ``path`` ends with ``.zip``); return its path.
+
+    The card is copied; its ``weights_sha256`` and ``package_version`` are filled in. An existing ``path``
+    raises `OutputExistsError` unless ``force``.
+    """
+    from safetensors.torch import save as st_save
+
+    from napari_medseg import __version__
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists; refusing to overwrite a model package (pass force=True / --force)")
+    weights_name = Path(card.weights_file or "model.safetensors").name
+    if not weights_name.endswith(".safetensors"):
+        weights_name = Path(weights_name).stem + ".safetensors"
+    blob = st_save(_state_dict(network_or_state_dict), metadata={"format": "pt", "model": card.name})
+    card = dataclasses.replace(card, weights_file=weights_name, weights_sha256=sha256_bytes(blob), package_version=__version__)
+    card_text = card.to_json()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".zip":
+        from napari_medseg._atomic import atomic_path
+
+        with atomic_path(path, force=True) as tmp:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+                zf.writestr(CARD_NAME, card_text)
+                zf.writestr(weights_name, blob)
+        return path
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / weights_name).write_bytes(blob)
+        (tmp / CARD_NAME).write_text(card_text, encoding="utf-8")
+        if path.exists():  # force: swap the old package out, then remove it
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "pkg")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _read_package(path: Path) -> tuple[str, str, bytes, str]:
+    """(card text, card source, weights bytes, weights source) of a package folder, zip or card.json."""
+    if path.is_file() and path.name == CARD_NAME:
+        path = path.parent
+    if path.is_dir():
+        card_file = path / CARD_NAME
+        if not card_file.is_file():
+            raise ModelError(f"{path}: not a model package (no {CARD_NAME}); expected a folder with card.json + weights")
+        text = card_file.read_text(encoding="utf-8")
+        card = ModelCard.from_json(text, str(card_file))
+        wfile = path / Path(card.weights_file).name
+        if not wfile.is_file():
+            raise ModelError(f"{wfile}: weights file named in {card_file} is missing")
+        return text, str(card_file), wfile.read_bytes(), str(wfile)
+    if path.is_file() and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
+                if CARD_NAME not in names:
+                    raise ModelError(f"{path}: zip holds no {CARD_NAME}; not a napari-medseg model package")
+                text = zf.read(names[CARD_NAME]).decode("utf-8")
+                card = ModelCard.from_json(text, f"{path}!{CARD_NAME}")
+                wname = Path(card.weights_file).name
+                if wname not in names:
+                    raise ModelError(f"{path}: weights file {wname!r} named in its card is not in the zip")
+                return text, f"{path}!{CARD_NAME}", zf.read(names[wname]), f"{path}!{wname}"
+        except (zipfile.BadZipFile, OSError, KeyError) as e:
+            raise ModelError(f"{path}: cannot read the model package zip ({e}); re-download or re-export it") from e
+    raise ModelError(f"{path}: no such model package (folder with {CARD_NAME}, or a .zip of one)")
+
+
+def load_state_dict_bytes(blob: bytes, name: str, source: str) -> dict:
+    """A state dict from safetensors bytes or a ``.pt`` file (``weights_only=True``); `ModelError` if unreadable."""
+    import torch
+
+    try:
+        if name.endswith(".safetensors"):
+            from safetensors.torch import load as st_load
+
+            return st_load(blob)
+        sd = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated/corrupt files raise many types
+        raise ModelError(f"{source}: weights file is corrupt or truncated ({type(e).__name__}: {e}); re-download it") from e
+    for key in ("state_dict", "model", "network", "model_state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelError(f"{source}: does not hold a state dict of tensors")
+    return sd
+
+
+def load_weights(network, state_dict: dict, source: str, architecture: str = "") -> None:
+    """``network.load_state_dict(strict=True)`` with a `ModelError` naming the file on mismatch."""
+    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    try:
+        network.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        short = str(e).splitlines()[0:4]
+        raise ModelError(
+            f"{source}: the weights do not fit the {architecture or type(network).__name__} described by the model "
+            f"card (wrong architecture or arguments): {' '.join(s.strip() for s in short)[:600]}"
+        ) from e
+
+
+def load_model_package(path) -> LoadedModel:
+    """Load and verify a model package (folder, ``.zip`` or the ``card.json`` inside a folder)."""
+    from napari_medseg.models.network import build_network
+
+    path = Path(path)
+    text, card_src, blob, wsrc = _read_package(path)
+    card = ModelCard.from_json(text, card_src)
+    warnings: list[str] = []
+    if card.weights_sha256:
+        digest = sha256_bytes(blob)
+        if digest != card.weights_sha256.lower():
+            raise IntegrityError(
+                f"{wsrc}: SHA-256 {digest[:16]}… does not match the model card's {card.weights_sha256[:16]}… — "
+                "the weights file is truncated or was modified; re-download or re-export the model"
+            )
+    else:
+        warnings.append(f"{card_src} records no weights_sha256; the weights were not integrity-checked")
+    sd = load_state_dict_bytes(blob, Path(card.weights_file).name, wsrc)
+    network = build_network(card)
+    load_weights(network, sd, wsrc, card.architecture)
+    network.eval()
+    return LoadedModel(network=network, card=card, path=path, warnings=warnings)
+
+
+def read_card(path) -> ModelCard:
+    """The model card of a package without verifying its weights."""
+    path = Path(path)
+    folder = path.parent if path.name == CARD_NAME else path
+    if (folder / CARD_NAME).is_file():
+        return ModelCard.from_json((folder / CARD_NAME).read_text(encoding="utf-8"), str(folder / CARD_NAME))
+    text, src, _, _ = _read_package(path)
+    return ModelCard.from_json(text, src)
