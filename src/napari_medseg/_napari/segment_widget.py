@@ -1,0 +1,405 @@
+"""The Segment dock widget: image layer + model + device + preset -> a Labels layer with class names.
+
+Thin by design: it reads its controls into a `SegmentSettings`, turns the chosen layer into a `Volume`,
+runs `napari_medseg.inference.segment_steps` in a thread worker (`ProgressPanel`) and turns the
+`LabelResult` back into layers. Re-running never replaces a layer: results get a new unique name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medseg._napari._worker import ProgressPanel, notify_error
+from napari_medseg._napari.layers import (
+    check_volume_layer,
+    labels_layer_data,
+    unique_layer_name,
+    volume_from_layer,
+    volume_record,
+)
+from napari_medseg.errors import InputError, ModelError
+from napari_medseg.progress import Progress
+
+#: speed/quality presets: sliding-window overlap and test-time augmentation (flips)
+PRESETS: dict[str, tuple[float, bool]] = {"fast": (0.25, False), "balanced": (0.5, False), "best": (0.5, True)}
+DEVICES = ("auto", "cpu", "cuda")
+RECENT_FILE = "recent_models.json"
+MAX_RECENT = 8
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    model: str | None = None  # None: the default model; else a name, name@version or a path
+    device: str = "auto"
+    preset: str = "balanced"
+    uncertainty: bool = False
+
+    @property
+    def overlap(self) -> float:
+        return PRESETS[self.preset][0]
+
+    @property
+    def tta(self) -> bool:
+        return PRESETS[self.preset][1]
+
+
+# ---------------------------------------------------------------------------- recent models (JSON)
+def config_dir() -> Path:
+    env = os.environ.get("MEDSEG_CONFIG_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("napari-medseg"))
+
+
+def load_recent() -> list[str]:
+    path = config_dir() / RECENT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [str(p) for p in data.get("recent_models", []) if isinstance(p, str)][:MAX_RECENT]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def remember_model(path: str) -> list[str]:
+    from napari_medseg._atomic import atomic_path
+
+    recent = [str(path)] + [p for p in load_recent() if p != str(path)]
+    recent = recent[:MAX_RECENT]
+    target = config_dir() / RECENT_FILE
+    try:
+        with atomic_path(target, force=True) as tmp:
+            tmp.write_text(json.dumps({"recent_models": recent}, indent=1), encoding="utf-8")
+    except OSError:
+        pass  # a read-only config folder must not break segmentation
+    return recent
+
+
+# ---------------------------------------------------------------------------- statistics
+def class_statistics(labels: np.ndarray, image: np.ndarray, classes: dict[int, str], voxel_mm3: float) -> list[dict]:
+    """Per foreground class: value, name, voxel count, volume in mL and mean image intensity."""
+    flat = np.asarray(labels).reshape(-1).astype(np.int64, copy=False)
+    top = int(max([flat.max(initial=0), *classes])) + 1
+    counts = np.bincount(flat, minlength=top)
+    sums = np.bincount(flat, weights=np.asarray(image, dtype=np.float64).reshape(-1), minlength=top)
+    rows = []
+    for value in range(1, top):
+        if value not in classes and counts[value] == 0:
+            continue
+        n = int(counts[value])
+        rows.append(
+            {
+                "value": value,
+                "class": classes.get(value, f"label {value}"),
+                "voxels": n,
+                "volume_ml": n * voxel_mm3 / 1000.0,
+                "mean_intensity": float(sums[value] / n) if n else float("nan"),
+            }
+        )
+    return rows
+
+
+def write_stats_csv(rows: list[dict], path) -> Path:
+    from napari_medseg._atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path, force=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["value", "class", "voxels", "volume_ml", "mean_intensity"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+# ---------------------------------------------------------------------------- the work (worker thread)
+def segment_job(volume, settings: SegmentSettings):
+    """Step generator run in the worker: load the model, check it fits, segment. Returns a LabelResult."""
+    yield Progress(0, 0, "loading model")
+    from napari_medseg.models import load_model
+
+    model = load_model(settings.model)
+    in_ch = int(getattr(model.card, "in_channels", 1))
+    if in_ch != 1:
+        raise ModelError(
+            f"model {model.card.name!r} ({model.path}) expects {in_ch} input channels but the image has 1; "
+            "choose a single-channel (CT/MR) model"
+        )
+    if not model.card.classes:
+        raise ModelError(f"model {model.card.name!r} ({model.path}) declares no classes in its card; it cannot label an image")
+    from napari_medseg.inference import segment_steps
+
+    result = yield from segment_steps(
+        volume,
+        model=model,
+        device=settings.device,
+        overlap=settings.overlap,
+        tta=settings.tta,
+        return_probabilities=settings.uncertainty,
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------- the widget
+class SegmentWidget(QWidget):
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.result = None
+        self.result_layer = None
+        self.stats_rows: list[dict] = []
+        self._source_layer = None
+
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.setToolTip("Choose a napari-medseg model package or a MONAI bundle folder")
+        self.browse_button.clicked.connect(self._browse_model)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(list(PRESETS))
+        self.preset_combo.setCurrentText("balanced")
+        self.preset_combo.setToolTip("fast: overlap 0.25 · balanced: overlap 0.5 · best: overlap 0.5 + flip TTA")
+        self.uncertainty_check = QCheckBox("add uncertainty map")
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.panel = ProgressPanel()
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["class", "voxels", "volume (mL)", "mean"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.browse_button)
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", model_row)
+        form.addRow("device", self.device_combo)
+        form.addRow("preset", self.preset_combo)
+        form.addRow("", self.uncertainty_check)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.panel)
+        layout.addWidget(self.info)
+        layout.addWidget(self.table)
+        layout.addWidget(self.export_button)
+        layout.addStretch(1)
+
+        self._fill_models()
+        self._refresh_images()
+        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed, self.viewer.layers.events.reordered):
+            ev.connect(self._refresh_images)
+        self._watch_viewer_close()
+
+    # ------------------------------------------------------------------ controls
+    def _refresh_images(self, event=None):
+        from napari.layers import Image
+
+        current = self.image_combo.currentText()
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for layer in self.viewer.layers:
+            if isinstance(layer, Image):
+                self.image_combo.addItem(layer.name)
+        if current:
+            idx = self.image_combo.findText(current)
+            if idx >= 0:
+                self.image_combo.setCurrentIndex(idx)
+        self.image_combo.blockSignals(False)
+
+    def _fill_models(self):
+        self.model_combo.clear()
+        self.model_combo.addItem("default", None)
+        try:
+            from napari_medseg.models import list_models
+
+            for row in list_models():
+                if not row.get("builtin"):
+                    spec = f"{row['name']}@{row['version']}"
+                    self.model_combo.addItem(spec + (" (active)" if row.get("active") else ""), spec)
+        except Exception:  # noqa: BLE001 - a broken models home must not break the widget
+            pass
+        for path in load_recent():
+            if Path(path).exists():
+                self.model_combo.addItem(Path(path).name + f" — {path}", path)
+
+    def add_model_path(self, path) -> None:
+        """Select a model package or bundle on disk (and remember it in the recently used list)."""
+        path = str(Path(path).expanduser().resolve())
+        remember_model(path)
+        self._fill_models()
+        idx = self.model_combo.findData(path)
+        self.model_combo.setCurrentIndex(max(idx, 0))
+
+    def _browse_model(self):
+        path = QFileDialog.getExistingDirectory(self, "Model package or MONAI bundle folder")
+        if path:
+            self.add_model_path(path)
+
+    def set_image(self, name: str) -> None:
+        idx = self.image_combo.findText(name)
+        if idx < 0:
+            raise InputError(f"no image layer named {name!r}")
+        self.image_combo.setCurrentIndex(idx)
+
+    def settings(self) -> SegmentSettings:
+        return SegmentSettings(
+            model=self.model_combo.currentData(),
+            device=self.device_combo.currentText(),
+            preset=self.preset_combo.currentText(),
+            uncertainty=self.uncertainty_check.isChecked(),
+        )
+
+    # ------------------------------------------------------------------ run
+    def run(self):
+        """Start segmenting the chosen image layer (the Run button)."""
+        if self.panel.running:
+            return
+        name = self.image_combo.currentText()
+        try:
+            if not name or name not in self.viewer.layers:
+                raise InputError("no image layer chosen: open a volume first (File → Open, or a sample)")
+            layer = self.viewer.layers[name]
+            check_volume_layer(layer)
+            volume, has_geometry = volume_from_layer(layer)
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            self.info.setText(str(e))
+            notify_error(e, "Segment")
+            return
+        if not has_geometry:
+            from napari.utils.notifications import show_warning
+
+            msg = f"'{name}' has no medical geometry (plain array): segmenting in voxel units (1 voxel = 1 mm)"
+            show_warning(msg)
+            self.info.setText(msg)
+        else:
+            self.info.setText("")
+        self._source_layer = layer
+        self._source_volume = volume
+        settings = self.settings()
+        self._settings = settings
+        self._set_busy(True)
+        self.panel.start(
+            lambda: segment_job(volume, settings),
+            on_done=self._on_done,
+            on_error=self._on_error,
+            on_cancelled=self._on_cancelled,
+        )
+
+    def cancel(self):
+        self.panel.cancel()
+
+    def _set_busy(self, busy: bool):
+        for w in (self.run_button, self.image_combo, self.model_combo, self.browse_button, self.device_combo,
+                  self.preset_combo, self.uncertainty_check):
+            w.setEnabled(not busy)
+
+    def _on_cancelled(self):
+        self._set_busy(False)
+        self.info.setText("cancelled; the viewer was left as it was")
+
+    def _on_error(self, exc):
+        self._set_busy(False)
+        self.info.setText(str(exc))
+        notify_error(exc, "Segment")
+
+    def _on_done(self, result):
+        self._set_busy(False)
+        try:
+            self._show_result(result)
+        except Exception as e:  # noqa: BLE001
+            self._on_error(e)
+
+    def _show_result(self, result):
+        source = self._source_layer
+        labels = result.labels
+        classes = {int(k): str(v) for k, v in (getattr(result, "classes", None) or labels.meta.get("classes") or {}).items()}
+        colors = getattr(result, "colors", None) or labels.meta.get("colors")
+        present = set(np.unique(labels.array).tolist()) - {0}
+        unknown = sorted(v for v in present if v not in classes)
+        if unknown:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"the model produced label values {unknown} that its card does not name")
+        if source.name not in self.viewer.layers:  # the image was removed during the run
+            raise InputError(f"the image layer '{source.name}' was removed during the run; nothing was added")
+        name = unique_layer_name(self.viewer, f"{source.name} labels")
+        data, kwargs, _ = labels_layer_data(labels, name, classes=classes, colors=colors, source=volume_record(self._source_volume))
+        self.result = result
+        self.result_layer = self.viewer.add_labels(data, **kwargs)
+        unc = getattr(result, "uncertainty", None)
+        if self._settings.uncertainty and unc is not None:
+            arr = np.asarray(getattr(unc, "array", unc), dtype=np.float32)
+            ukw = dict(labels.napari_kwargs())
+            self.viewer.add_image(arr, name=unique_layer_name(self.viewer, f"{source.name} uncertainty"),
+                                  colormap="magma", opacity=0.6, blending="additive", contrast_limits=(0.0, max(float(arr.max()), 1e-6)),
+                                  visible=True, **ukw)
+        self.stats_rows = class_statistics(labels.array, self._source_volume.array, classes, labels.voxel_volume_mm3)
+        self._fill_table()
+        timings = getattr(result, "timings", None) or {}
+        total = sum(v for v in timings.values() if isinstance(v, (int, float))) if isinstance(timings, dict) else 0
+        self.info.setText(f"added '{name}'" + (f" in {total:.1f} s" if total else ""))
+
+    def _fill_table(self):
+        self.table.setRowCount(len(self.stats_rows))
+        for r, row in enumerate(self.stats_rows):
+            cells = [row["class"], f"{row['voxels']:d}", f"{row['volume_ml']:.2f}", f"{row['mean_intensity']:.1f}"]
+            for c, text in enumerate(cells):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        self.export_button.setEnabled(bool(self.stats_rows))
+
+    def export_csv(self, path) -> Path:
+        if not self.stats_rows:
+            raise InputError("nothing to export yet: run a segmentation first")
+        return write_stats_csv(self.stats_rows, path)
+
+    def _export_dialog(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Export class statistics", "stats.csv", "CSV (*.csv)")
+        if path:
+            try:
+                self.export_csv(path)
+            except Exception as e:  # noqa: BLE001
+                notify_error(e, "Export CSV")
+
+    # ------------------------------------------------------------------ viewer closing
+    def _watch_viewer_close(self):
+        try:
+            self._main_window = self.viewer.window._qt_window
+            self._main_window.installEventFilter(self)
+        except AttributeError:  # headless viewer model without a window
+            self._main_window = None
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if obj is self._main_window and event.type() == QEvent.Type.Close and self.panel.running:
+            self.panel.cancel()
+            self.panel.wait(5000)
+        return False
