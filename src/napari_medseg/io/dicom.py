@@ -1,0 +1,412 @@
+"""DICOM reader: series discovery and volume reading with exact geometry.
+
+Public API (used by :mod:`napari_medseg.io`): :func:`is_dicom_file`, :func:`folder_has_dicom`,
+:func:`list_dicom_series`, :func:`read_dicom`, :func:`read_dicom_all`, :func:`source_datasets`.
+
+Geometry follows :mod:`napari_medseg.volume`: array ``[k, j, i]``, spacing/origin/direction in ITK order,
+LPS. Slices are sorted along the slice normal; see :mod:`napari_medseg.io.dicom_geometry` for how
+localizers, missing slices, non-uniform spacing and gantry tilt are handled.
+
+Pixel values: RescaleSlope/Intercept are applied. When every slope and intercept is integral and the result
+fits, the volume is ``int16`` (else ``int32``); otherwise ``float32``. ``meta["original_dtype"]`` is the
+stored dtype and ``meta["rescale"]`` the ``(slope, intercept)`` pair (``None`` when it varies by slice; the
+per-slice values are then in ``meta["rescale_per_slice"]``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from napari_medseg.errors import InputError, SeriesSelectionError
+from napari_medseg.io.dicom_geometry import group
+from napari_medseg.io.dicom_scan import (
+    MAX_ARRAY_BYTES,
+    NATIVE_SYNTAXES,
+    Source,
+    folder_has_dicom,
+    is_dicom_file,
+    open_key,
+    read_header,
+    scan,
+)
+from napari_medseg.io.series import SeriesInfo
+from napari_medseg.volume import Volume
+
+__all__ = [
+    "is_dicom_file",
+    "folder_has_dicom",
+    "list_dicom_series",
+    "read_dicom",
+    "read_dicom_all",
+    "source_datasets",
+]
+
+_WORKERS = min(8, (os.cpu_count() or 2) * 2)
+
+
+# ---------------------------------------------------------------------------------------------- listing
+def list_dicom_series(path) -> list[SeriesInfo]:
+    """One `SeriesInfo` per image series under ``path`` (a DICOM file, a folder searched recursively, a zip).
+
+    Raises `InputError` when no DICOM image is found. Each entry's ``warnings`` say which files were
+    skipped and why, and what was detected (missing slices, non-uniform spacing, gantry tilt, localizers).
+    """
+    path = Path(path)
+    result = scan(path)
+    series = group(result)
+    if not series:
+        what = []
+        if result.unreadable:
+            what.append(f"{len(result.unreadable)} unreadable/non-DICOM (e.g. {result.unreadable[0]})")
+        if result.non_image:
+            what.append(f"{len(result.non_image)} DICOM object(s) without an image (e.g. {result.non_image[0]})")
+        if result.no_geometry:
+            what.append(f"{len(result.no_geometry)} image(s) without position/orientation")
+        if result.localizers:
+            what.append(f"{len(result.localizers)} localizer(s)")
+        if result.absurd:
+            raise InputError(
+                f"{result.absurd[0]}: the header declares an image far larger than any real scan "
+                f"(more than {MAX_ARRAY_BYTES // 1024**3} GiB of pixels); the file is corrupt — re-export it"
+            )
+        raise InputError(
+            f"{path}: no DICOM image series found ({result.n_files} file(s) scanned"
+            + (": " + "; ".join(what) if what else "")
+            + "). Point at the folder, file or zip that holds the image slices"
+        )
+    return series
+
+
+def _series_table(series: list[SeriesInfo]) -> str:
+    return "\n".join(
+        f"  - uid={s.uid} number={s.number} description={s.description!r} modality={s.modality} "
+        f"shape={tuple(s.shape)}"
+        for s in series
+    )
+
+
+def select_series(series: list[SeriesInfo], choice, path) -> SeriesInfo:
+    """Pick the series matching ``choice`` (UID, series number or description); never a silent pick."""
+    if choice is None:
+        if len(series) == 1:
+            return series[0]
+        raise SeriesSelectionError(
+            f"{path} holds {len(series)} image series; choose one with series=<uid | number | description> "
+            f"(CLI: --series):\n{_series_table(series)}",
+            series,
+        )
+    text = str(choice).strip()
+    matches = [s for s in series if s.uid == text]
+    if not matches and text.lstrip("-").isdigit():
+        matches = [s for s in series if s.number is not None and s.number == int(text)]
+    if not matches:
+        matches = [s for s in series if s.description.strip().lower() == text.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        # several stacks share a number/description: the main stacks (uid without '#') win if unique
+        main = [s for s in matches if "#" not in s.uid]
+        if len(main) == 1:
+            return main[0]
+        raise SeriesSelectionError(
+            f"{path}: series={choice!r} matches {len(matches)} series; use the SeriesInstanceUID instead:\n"
+            f"{_series_table(matches)}",
+            matches,
+        )
+    raise SeriesSelectionError(
+        f"{path}: no series matches {choice!r}; the series found are:\n{_series_table(series)}", series
+    )
+
+
+# ---------------------------------------------------------------------------------------------- pixels
+def _native_frames(ds, key: str) -> np.ndarray:
+    """Stored values of an uncompressed little-endian dataset as (frames, rows, cols), without copying."""
+    bits = int(ds.BitsAllocated)
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    if bits not in (8, 16, 32) or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return np.asarray(ds.pixel_array)
+    dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}").newbyteorder("<")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    need = rows * cols * n
+    arr = np.frombuffer(ds.PixelData, dtype=dtype, count=need) if len(ds.PixelData) >= need * dtype.itemsize else None
+    if arr is None:
+        raise InputError(
+            f"{key}: pixel data is shorter than Rows x Columns x Frames declares (truncated file); "
+            "remove it or re-export the series"
+        )
+    stored = int(ds.get("BitsStored", bits) or bits)
+    if signed and stored < bits:  # sign-extend from BitsStored
+        shift = bits - stored
+        arr = (arr << shift) >> shift
+    return arr.reshape(n, rows, cols)
+
+
+def _decode(ds, key: str) -> np.ndarray:
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            arr = np.asarray(ds.pixel_array, dtype=np.float32)
+            if not np.all(np.isfinite(arr)):
+                raise InputError(
+                    f"{key}: float pixel data contains {int((~np.isfinite(arr)).sum())} NaN/inf value(s); "
+                    "fix the file (e.g. replace them with a background value) and read it again"
+                )
+            return arr.reshape((-1,) + arr.shape[-2:])
+        raise InputError(
+            f"{key}: the file has no pixel data (header-only or non-image object); remove it from the "
+            "folder or choose another series"
+        )
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise InputError(
+            f"{key}: colour images (SamplesPerPixel={ds.SamplesPerPixel}) are not supported for segmentation; "
+            "convert the series to greyscale"
+        )
+    tsyntax = str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else ""
+    try:
+        if tsyntax in NATIVE_SYNTAXES and tsyntax != "1.2.840.10008.1.2.2":
+            return _native_frames(ds, key)
+        arr = np.asarray(ds.pixel_array)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - decoder errors of all kinds
+        raise InputError(
+            f"{key}: cannot decode the pixel data (transfer syntax {tsyntax or 'unknown'}): {e}. The file may be "
+            "truncated, or needs a decoder that is not installed (pylibjpeg-libjpeg/-openjpeg/-rle, pyjpegls "
+            "or python-gdcm)"
+        ) from e
+    return arr.reshape((-1,) + arr.shape[-2:])
+
+
+def _read_file(source: Source, key: str) -> tuple[str, np.ndarray]:
+    try:
+        ds = read_header(source.open(key), stop_before_pixels=False)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{key}: cannot read the file ({e}); remove it or re-export the series") from e
+    return key, _decode(ds, key)
+
+
+def _output_dtype(lo: float, hi: float, slopes: np.ndarray, inters: np.ndarray) -> np.dtype:
+    """int16 (else int32) when every slope/intercept is integral and the rescaled range fits; else float32."""
+    integral = bool(np.all(slopes == np.round(slopes)) and np.all(inters == np.round(inters)))
+    if not integral:
+        return np.dtype(np.float32)
+    ends = np.concatenate([lo * slopes + inters, hi * slopes + inters])
+    for dt in (np.int16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= ends.min() and ends.max() <= info.max:
+            return np.dtype(dt)
+    return np.dtype(np.float32)
+
+
+def _output_range(lo, hi, slopes, inters) -> tuple[float, float]:
+    ends = np.concatenate([lo * slopes + inters, hi * slopes + inters])
+    return float(ends.min()), float(ends.max())
+
+
+def _declared_range(f) -> tuple[float, float]:
+    """Range of stored values BitsStored/PixelRepresentation allow (a first guess of the output dtype)."""
+    bits = max(1, min(int(f.info.get("bits_stored") or f.info["bits_allocated"]), 32))
+    if f.info.get("signed"):
+        return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+    return 0.0, 2.0**bits - 1
+
+
+def _check_rescale(frames) -> tuple[np.ndarray, np.ndarray]:
+    slopes = np.array([f.slope for f in frames], float)
+    inters = np.array([f.intercept for f in frames], float)
+    if not (np.all(np.isfinite(slopes)) and np.all(np.isfinite(inters))):
+        bad = next(f for f in frames if not (np.isfinite(f.slope) and np.isfinite(f.intercept)))
+        raise InputError(
+            f"{bad.key}: RescaleSlope/RescaleIntercept is NaN, infinite or unreadable "
+            f"({bad.slope}, {bad.intercept}); fix the header and read the series again"
+        )
+    return slopes, inters
+
+
+def _read_pixels(info: SeriesInfo, source: Source, out_dtype=None) -> tuple[np.ndarray, dict]:
+    """Read, decode and rescale every frame straight into a preallocated ``[k, j, i]`` array.
+
+    Each file is read once, in a thread pool; the output dtype is chosen up front from BitsStored and the
+    rescale values, and widened (one re-read) in the rare case where stored values exceed BitsStored.
+    """
+    frames = info.extra["frames"]
+    n, rows, cols = len(frames), frames[0].rows, frames[0].columns
+    if n * rows * cols * 4 > MAX_ARRAY_BYTES:
+        raise InputError(
+            f"{frames[0].key}: series {info.uid} declares {n} x {rows} x {cols} voxels "
+            f"({n * rows * cols * 4 / 1024**3:.1f} GiB as float32), more than the "
+            f"{MAX_ARRAY_BYTES // 1024**3} GiB limit; the headers are corrupt or the series is too large to load"
+        )
+    slopes, inters = _check_rescale(frames)
+    lo, hi = _declared_range(frames[0])
+    dtype = np.dtype(out_dtype) if out_dtype is not None else _output_dtype(lo, hi, slopes, inters)
+    out = np.empty((n, rows, cols), dtype=dtype)
+    index: dict[str, list[tuple[int, int]]] = {}
+    for k, f in enumerate(frames):
+        index.setdefault(f.key, []).append((k, f.frame or 0))
+
+    def work(key: str):
+        key, arr = _read_file(source, key)
+        if arr.shape[-2:] != (rows, cols):
+            raise InputError(f"{key}: pixel data is {arr.shape[-2:]} but the header says {rows} x {cols}; corrupt file")
+        lo_hi = []
+        for k, fr in index[key]:
+            if fr >= arr.shape[0]:
+                raise InputError(f"{key}: frame {fr + 1} is missing from the pixel data; the file is truncated")
+            a = arr[fr]
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                raise InputError(f"{key}: pixel data contains NaN/inf values; fix the file and read it again")
+            lo_hi.append((float(a.min()), float(a.max())))
+            s, b = slopes[k], inters[k]
+            if s == 1 and b == 0:
+                np.copyto(out[k], a, casting="unsafe")
+            elif dtype.kind == "f":
+                np.multiply(a, np.float32(s), out=out[k], casting="unsafe")
+                out[k] += np.float32(b)
+            elif s == 1:
+                np.add(a, np.int32(b), out=out[k], casting="unsafe")
+            else:
+                np.copyto(out[k], a.astype(np.int64) * int(s) + int(b), casting="unsafe")
+        return arr.dtype, lo_hi
+
+    keys = list(index)
+    workers = max(1, min(_WORKERS, len(keys)))
+    if workers == 1:
+        results = [work(k) for k in keys]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(work, keys))
+    stored_dtype = results[0][0]
+    ranges = np.array([r for _, lh in results for r in lh])
+    s_lo, s_hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
+    if out_dtype is None and (s_lo < lo or s_hi > hi):
+        needed = _output_dtype(s_lo, s_hi, slopes, inters)
+        if needed != dtype and np.result_type(needed, dtype) != dtype:
+            return _read_pixels(info, source, out_dtype=np.result_type(needed, dtype))
+    if out.dtype == np.int32 and out_dtype is None:  # declared range was wide; the values may fit int16
+        r_lo, r_hi = _output_range(s_lo, s_hi, slopes, inters)
+        if -(2**15) <= r_lo and r_hi < 2**15:
+            out = out.astype(np.int16)
+    uniform = bool(np.all(slopes == slopes[0]) and np.all(inters == inters[0]))
+    meta = {"original_dtype": str(stored_dtype), "rescale": (float(slopes[0]), float(inters[0])) if uniform else None}
+    if not uniform:
+        meta["rescale_per_slice"] = [(float(s), float(i)) for s, i in zip(slopes, inters)]
+    return out, meta
+
+
+def _resample_tilt(data: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Shift each slice in-plane by (i, j) pixels so the sheared stack lands on an orthogonal grid."""
+    from scipy import ndimage
+
+    fill = float(data.min())
+    out = np.empty(data.shape, dtype=np.float32)
+    for k in range(data.shape[0]):
+        # slice k's content sits shifts[k] pixels away from the grid column through the origin
+        ndimage.shift(
+            data[k].astype(np.float32), (shifts[k, 1], shifts[k, 0]), output=out[k], order=1, mode="constant",
+            cval=fill,
+        )  # fmt: skip
+    if data.dtype.kind in "iu":
+        return np.round(out).astype(data.dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _volume(info: SeriesInfo, source: Source, path: Path) -> Volume:
+    if info.shape[0] < 2 and info.extra["frames"][0].n_frames == 1:
+        raise InputError(
+            f"{info.files[0]}: series {info.label} has a single slice; a 3D volume needs at least 2 slices. "
+            "Point at the folder that holds the whole series (or choose another series)"
+        )
+    data, pix_meta = _read_pixels(info, source)
+    warnings = list(info.warnings)
+    meta = {
+        "modality": info.modality,
+        "series_uid": info.extra["series_uid"],
+        "series_description": info.description,
+        "series_number": info.number,
+        "study_uid": info.extra["study_uid"],
+        "source_path": str(path),
+        **pix_meta,
+        "warnings": warnings,
+        "dicom_files": [str(f) for f in info.files],
+        "slice_positions": info.extra["slice_positions"].tolist(),
+        "dicom_reference": {
+            "study_uid": info.extra["study_uid"],
+            "series_uid": info.extra["series_uid"],
+            "sop_instance_uids": [f.sop_uid for f in info.extra["frames"]],
+            "frame_numbers": [None if f.frame is None else f.frame + 1 for f in info.extra["frames"]],
+        },
+        "tilt_handling": "none",
+    }
+    if info.extra["tilt_shift"] is not None:
+        data = _resample_tilt(data, info.extra["tilt_shift"])
+        meta["tilt_handling"] = "resampled"
+        meta["tilt_degrees"] = info.extra["tilt_deg"]
+    return Volume(data, info.spacing, info.origin, np.asarray(info.direction).reshape(3, 3), meta)
+
+
+def read_dicom(path, series=None) -> Volume:
+    """Read one DICOM series from a file, a folder (recursive) or a zip as a `Volume`.
+
+    ``series`` is a SeriesInstanceUID, a series number or a series description; it is required when the
+    path holds several series (`SeriesSelectionError` lists them otherwise). A single-frame series with one
+    slice is an `InputError` (a 3D volume needs at least two slices); an enhanced multi-frame file is read
+    from its per-frame functional groups.
+    """
+    path = Path(path)
+    infos = list_dicom_series(path)
+    info = select_series(infos, series, path)
+    with Source(path) as source:
+        return _volume(info, source, path)
+
+
+def read_dicom_all(path) -> list[Volume]:
+    """Every readable series under ``path``, one `Volume` each (single-slice series are skipped with a warning)."""
+    path = Path(path)
+    infos = list_dicom_series(path)
+    volumes, skipped = [], []
+    with Source(path) as source:
+        for info in infos:
+            try:
+                volumes.append(_volume(info, source, path))
+            except InputError as e:
+                if len(infos) == 1:
+                    raise
+                skipped.append((info, e))
+    if not volumes:
+        raise InputError(
+            f"{path}: none of the {len(infos)} series could be read:\n" + "\n".join(f"  - {e}" for _, e in skipped)
+        ) from skipped[0][1]
+    for v in volumes:
+        for info, e in skipped:
+            v.warnings.append(f"series {info.label} was not loaded: {e}")
+    return volumes
+
+
+def source_datasets(volume: Volume) -> list[pydicom.Dataset]:
+    """Headers (no pixel data) of the volume's source DICOM instances, in k order (one per file).
+
+    For an enhanced multi-frame source this is the one multi-frame dataset. Raises `InputError` when the
+    volume was not read from DICOM or its files are gone.
+    """
+    files = volume.meta.get("dicom_files")
+    if not files:
+        raise InputError(
+            "this volume was not read from DICOM (no meta['dicom_files']); a DICOM SEG needs the source "
+            "DICOM series — read the image with napari-medseg's DICOM reader"
+        )
+    out = []
+    for key in files:
+        try:
+            out.append(read_header(open_key(key), stop_before_pixels=True))
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"{key}: cannot read the source DICOM file ({e}); was it moved or deleted?") from e
+    return out

@@ -1,0 +1,210 @@
+"""Grouping DICOM frames into volumes and computing their exact geometry.
+
+Rules (documented behaviour, also in ``read_dicom``'s docstring):
+
+* Frames are grouped by SeriesInstanceUID and, within a series, by compatible geometry (orientation, matrix
+  size, pixel spacing; each enhanced multi-frame file is its own stack). The largest group is the series'
+  volume. A different-geometry group of one image (a localizer/scout) is dropped with a warning; a group of
+  two or more images is reported as its own series with uid ``"<SeriesInstanceUID>#<n>"``.
+* Slices are sorted by their position along the slice normal ``n = row × col`` (never by file name or
+  InstanceNumber). The k axis is ``n``; the origin is the position of the first slice.
+* Spacing along k is the median step between consecutive slices. Missing slices (a gap that is a multiple
+  of the median step) and non-uniform spacing are reported in warnings; the slices are kept in order (no
+  gap filling), so positions away from the median grid are off by the reported deviation; the exact
+  per-slice positions are kept in ``meta["slice_positions"]``.
+* Gantry tilt (slice positions drifting in-plane, so the stack is sheared): the volume is resampled onto a
+  regular orthogonal grid (each slice shifted in-plane by linear interpolation); ``meta["tilt_handling"]``
+  says ``"resampled"``.
+* Two or more frames at the same position: the first (lowest InstanceNumber) is kept, with a warning.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from napari_medseg.errors import GeometryError
+from napari_medseg.io.dicom_scan import Frame, ScanResult
+from napari_medseg.io.series import SeriesInfo
+
+_STEP_TOL = 0.01  # mm: slice steps closer than this to the median count as uniform
+_TILT_TOL = 0.01  # mm: in-plane drift of the last slice above this is gantry tilt
+_DUP_TOL = 1e-3  # mm: positions closer than this are the same slice
+
+
+def _orientation_key(f: Frame) -> tuple:
+    return (
+        tuple(np.round(np.concatenate([f.row, f.col]), 3)),
+        f.rows,
+        f.columns,
+        tuple(np.round(f.pixel_spacing, 4)),
+        f.key if f.n_frames > 1 else "",
+    )
+
+
+def _orientation_code(direction: np.ndarray) -> str:
+    letters = (("L", "R"), ("P", "A"), ("S", "I"))
+    code = ""
+    for col in direction.T:
+        ax = int(np.argmax(np.abs(col)))
+        code += letters[ax][0] if col[ax] > 0 else letters[ax][1]
+    return code
+
+
+def _axes(frames: list[Frame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    f0 = frames[0]
+    row = np.asarray(f0.row, float)
+    col = np.asarray(f0.col, float)
+    nr, nc = np.linalg.norm(row), np.linalg.norm(col)
+    if nr < 1e-6 or nc < 1e-6 or abs(float(row @ col)) / (nr * nc) > 1e-3:
+        raise GeometryError(
+            f"{f0.key}: ImageOrientationPatient {list(np.r_[row, col])} is not two orthogonal unit vectors; "
+            "the header is corrupt — re-export the series from the scanner or PACS"
+        )
+    row, col = row / nr, col / nc
+    if abs(float(row @ col)) > 1e-5:  # slightly non-orthogonal from rounding: Gram-Schmidt
+        col = col - (col @ row) * row
+        col /= np.linalg.norm(col)
+    normal = np.cross(row, col)
+    return row, col, normal
+
+
+def _describe(info: SeriesInfo) -> str:
+    return info.label if info.label != info.uid else info.uid
+
+
+def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesInfo:
+    """SeriesInfo (with the sorted frames and geometry details in ``extra``) for one compatible stack."""
+    row, col, normal = _axes(frames)
+    depth = np.array([float(np.asarray(f.position) @ normal) for f in frames])
+    order = np.lexsort((np.array([f.instance_number for f in frames]), depth))
+    frames = [frames[i] for i in order]
+    depth = depth[order]
+    warnings = list(warnings)
+    # duplicates (same position): keep the first
+    keep = np.ones(len(frames), bool)
+    keep[1:] = np.diff(depth) > _DUP_TOL
+    if not keep.all():
+        n_dup = int((~keep).sum())
+        warnings.append(
+            f"{n_dup} image(s) share a slice position with another image of the series (several acquisitions, "
+            "echoes or phases in one series?); kept the one with the lowest InstanceNumber at each position"
+        )
+        frames = [f for f, k in zip(frames, keep) if k]
+        depth = depth[keep]
+    f0 = frames[0]
+    n = len(frames)
+    positions = np.array([np.asarray(f.position, float) for f in frames])
+    extra: dict = {"frames": frames, "slice_positions": positions, "tilt_deg": 0.0, "tilt_shift": None}
+    spacing_k = 1.0
+    if n >= 2:
+        steps = np.diff(depth)
+        spacing_k = float(np.median(steps))
+        dev = np.abs(steps - spacing_k)
+        if dev.max() > _STEP_TOL:
+            ratio = steps / spacing_k
+            gaps = np.round(ratio).astype(int)
+            missing_at = np.where((gaps >= 2) & (np.abs(ratio - gaps) * spacing_k <= _STEP_TOL))[0]
+            if len(missing_at):
+                n_missing = int((gaps[missing_at] - 1).sum())
+                where = ", ".join(f"between k={i} and k={i + 1}" for i in missing_at[:5])
+                warnings.append(
+                    f"{n_missing} slice(s) missing ({where}); the volume keeps the {n} slices present in order "
+                    f"at the median spacing {spacing_k:.4g} mm, so positions past a gap are off by up to "
+                    f"{float(np.cumsum(steps - spacing_k).__abs__().max()):.4g} mm. Re-export the complete series "
+                    "for exact geometry"
+                )
+            else:
+                warnings.append(
+                    f"non-uniform slice spacing: steps from {steps.min():.4g} to {steps.max():.4g} mm; the volume "
+                    f"uses the median step {spacing_k:.4g} mm, slice positions are off by up to "
+                    f"{float(np.abs(np.cumsum(steps - spacing_k)).max()):.4g} mm"
+                )
+            extra["nonuniform_deviation_mm"] = float(np.abs(np.cumsum(steps - spacing_k)).max())
+        # gantry tilt: in-plane drift of the slice positions relative to the first
+        rel = positions - positions[0]
+        inplane = rel - np.outer(rel @ normal, normal)
+        drift = float(np.linalg.norm(inplane[-1]))
+        if drift > _TILT_TOL and n >= 2:
+            along = float(rel[-1] @ normal)
+            tilt = float(np.degrees(np.arctan2(drift, along)))
+            extra["tilt_deg"] = tilt
+            extra["tilt_shift"] = np.stack(
+                [inplane @ row / f0.pixel_spacing[1], inplane @ col / f0.pixel_spacing[0]], axis=1
+            )  # (n, 2): in-plane offset of each slice in (i, j) pixels
+            warnings.append(
+                f"gantry tilt of {tilt:.2f} degrees (slices drift {drift:.3g} mm in-plane over the stack); "
+                "resampled onto a regular orthogonal grid by shifting each slice in-plane (linear interpolation)"
+            )
+        if spacing_k <= 0:
+            raise GeometryError(f"{f0.key}: slices of series {uid} do not advance along the slice normal")
+    direction = np.stack([row, col, normal], axis=1)
+    info = f0.info
+    n_files = len({f.key for f in frames})
+    return SeriesInfo(
+        uid=uid,
+        description=info["series_description"],
+        number=info["series_number"],
+        modality=info["modality"],
+        format="dicom",
+        shape=(n, f0.rows, f0.columns),
+        spacing=(float(f0.pixel_spacing[1]), float(f0.pixel_spacing[0]), spacing_k),
+        origin=tuple(float(v) for v in positions[0]),
+        direction=tuple(float(v) for v in direction.reshape(-1)),
+        orientation=_orientation_code(direction),
+        warnings=warnings,
+        files=list(dict.fromkeys(f.key for f in frames)),
+        extra={**extra, "n_files": n_files, "series_uid": frames[0].series_uid, "study_uid": info["study_uid"]},
+    )
+
+
+def group(scan: ScanResult) -> list[SeriesInfo]:
+    """Split the scanned frames into series (see the module docstring for the rules)."""
+    common: list[str] = []
+    if scan.unreadable:
+        common.append(
+            f"skipped {len(scan.unreadable)} unreadable, truncated or non-DICOM file(s) (e.g. {scan.unreadable[0]})"
+        )
+    if scan.absurd:
+        common.append(f"skipped {len(scan.absurd)} file(s) whose header declares an absurd image size "
+                      f"(e.g. {scan.absurd[0]})")  # fmt: skip
+    if scan.no_geometry:
+        common.append(
+            f"skipped {len(scan.no_geometry)} image(s) without ImagePositionPatient/ImageOrientationPatient "
+            f"(e.g. {scan.no_geometry[0]})"
+        )
+    if scan.localizers:
+        common.append(f"dropped {len(scan.localizers)} localizer/scout image(s) (ImageType LOCALIZER)")
+    by_uid: dict[str, list[Frame]] = defaultdict(list)
+    for f in scan.frames:
+        by_uid[f.series_uid].append(f)
+    out: list[SeriesInfo] = []
+    for uid, frames in by_uid.items():
+        groups: dict[tuple, list[Frame]] = defaultdict(list)
+        for f in frames:
+            groups[_orientation_key(f)].append(f)
+        ordered = sorted(groups.values(), key=len, reverse=True)
+        warnings = list(common)
+        singles = [g for g in ordered[1:] if len(g) == 1]
+        if singles:
+            warnings.append(
+                f"dropped {len(singles)} image(s) whose orientation or size differs from the rest of the series "
+                f"(localizer/scout, e.g. {singles[0][0].key})"
+            )
+        main = build_series(ordered[0], uid, warnings)
+        out.append(main)
+        others = [g for g in ordered[1:] if len(g) > 1]
+        for n, g in enumerate(others, start=2):
+            sub = build_series(g, f"{uid}#{n}", list(common))
+            sub.description = (sub.description + f" (stack {n})").strip()
+            sub.warnings.append(
+                f"series {uid} holds stacks of different orientation/size; this is stack {n} "
+                f"({len(g)} images), read it with series='{uid}#{n}'"
+            )
+            main.warnings.append(
+                f"series also holds {len(g)} images of another orientation/size, listed as '{uid}#{n}'"
+            )
+            out.append(sub)
+    out.sort(key=lambda s: (s.number if s.number is not None else 10**9, s.uid))
+    return out
