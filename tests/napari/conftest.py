@@ -42,6 +42,12 @@ def make_tiny_model(path, roi=(32, 32, 16), spacing=(1.6, 1.6, 2.5), channels=(4
 
 
 @pytest.fixture
+def tiny_model_factory(tmp_path):
+    """``make(name, **kwargs) -> Path`` of a tiny model package in tmp_path (see `make_tiny_model`)."""
+    return lambda name, **kwargs: make_tiny_model(tmp_path / name, **kwargs)
+
+
+@pytest.fixture
 def tiny_model(tmp_path):
     return make_tiny_model(tmp_path / "tiny_model")
 

@@ -76,7 +76,9 @@ def test_open_oblique_nifti_and_labels_with_class_names(make_napari_viewer, tmp_
     a = np.deg2rad(30)
     rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     rng = np.random.default_rng(0)
-    img = Volume(rng.normal(0, 50, (6, 10, 12)).astype(np.int16), (0.7, 0.9, 2.5), (10.0, -20.0, 35.0), rot, {"modality": "CT"})
+    hu = rng.normal(0, 50, (6, 10, 12))
+    hu[:, :3] = -1000  # air: a CT-like range, so the reader picks the CT window even without a modality tag
+    img = Volume(hu.astype(np.int16), (0.7, 0.9, 2.5), (10.0, -20.0, 35.0), rot, {"modality": "CT"})
     lab = img.with_array((img.array > 40).astype(np.uint8) + (img.array > 90).astype(np.uint8))
     write_volume(img, tmp_path / "ct.nii.gz")
     write_labels(lab, tmp_path / "ct_labels.nii.gz", classes={1: "organ", 2: "lesion"})

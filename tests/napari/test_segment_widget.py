@@ -1,0 +1,159 @@
+"""The Segment widget driven as a user would, in a real viewer under Xvfb, with a tiny CPU U-Net package."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_medseg._napari.layers import META_KEY, SOURCE_KEY, image_layer_data
+from napari_medseg._napari.segment_widget import SegmentWidget, config_dir
+
+pytestmark = pytest.mark.gui
+RUN_TIMEOUT_MS = 120_000
+
+
+def _add_phantom(viewer, phantom, name="abdomen"):
+    data, kwargs, _ = image_layer_data(phantom[0], name=name)
+    return viewer.add_image(data, **kwargs)
+
+
+def _widget(make_napari_viewer, qtbot, model_path, preset="fast"):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    widget.add_model_path(model_path)
+    widget.device_combo.setCurrentText("cpu")
+    widget.preset_combo.setCurrentText(preset)
+    return viewer, widget
+
+
+def _run(qtbot, widget):
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.panel.running, timeout=RUN_TIMEOUT_MS)
+
+
+def test_segment_adds_labels_in_source_geometry(make_napari_viewer, qtbot, phantom, tiny_model, tmp_path):
+    viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
+    image = _add_phantom(viewer, phantom)
+    widget.set_image("abdomen")
+    _run(qtbot, widget)
+    assert widget.panel.status.text() == "done", widget.info.text()
+    labels = viewer.layers["abdomen labels"]
+    assert labels._type_string == "labels"
+    assert labels.data.shape == image.data.shape
+    assert np.issubdtype(labels.data.dtype, np.integer)
+    assert set(np.unique(labels.data)) <= set(range(7))
+    np.testing.assert_allclose(labels.scale, image.scale)
+    np.testing.assert_allclose(labels.translate, image.translate)
+    np.testing.assert_allclose(labels.extent.world, image.extent.world)
+    assert list(labels.features["class"][:7]) == ["background", "liver", "spleen", "kidney_right", "kidney_left",
+                                                  "liver_tumour", "spine"]
+    # colours from the model card, class name on hover (napari's status uses the features table)
+    np.testing.assert_allclose(labels.colormap.map(1)[:3], (0.86, 0.47, 0.35), atol=1e-3)
+    assert labels.metadata[SOURCE_KEY]["spacing"] == pytest.approx(list(phantom[0].spacing))
+    # class table: the widget's rows equal counts computed here, volumes in mL from the spacing
+    rows = {r["class"]: r for r in widget.stats_rows}
+    vox_ml = np.prod(phantom[0].spacing) / 1000
+    for value, name in [(1, "liver"), (6, "spine")]:
+        n = int((np.asarray(labels.data) == value).sum())
+        assert rows[name]["voxels"] == n
+        assert rows[name]["volume_ml"] == pytest.approx(n * vox_ml)
+    assert widget.table.rowCount() == len(widget.stats_rows) == 6
+    out = widget.export_csv(tmp_path / "stats.csv")
+    with open(out, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["class"] for r in table] == [r["class"] for r in widget.stats_rows]
+    # the chosen model is remembered
+    recent = json.loads((config_dir() / "recent_models.json").read_text())["recent_models"]
+    assert recent[0] == str(tiny_model.resolve())
+    # running again never replaces the (possibly edited) labels
+    labels.data[0, 0, 0] = 5
+    _run(qtbot, widget)
+    assert "abdomen labels (2)" in viewer.layers
+    assert viewer.layers["abdomen labels"].data[0, 0, 0] == 5
+
+
+def test_cancel_mid_run_leaves_viewer_unchanged(make_napari_viewer, qtbot, phantom, tiny_model_factory):
+    slow_model = tiny_model_factory("slow", roi=(16, 16, 8), spacing=(0.8, 0.8, 2.5))
+    viewer, widget = _widget(make_napari_viewer, qtbot, slow_model, preset="best")
+    _add_phantom(viewer, phantom)
+    before = [layer.name for layer in viewer.layers]
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.panel.last_progress is not None and widget.panel.last_progress.done >= 1,
+                    timeout=RUN_TIMEOUT_MS)
+    assert widget.panel.last_progress.total > widget.panel.last_progress.done
+    assert "/" in widget.panel.status.text()
+    qtbot.mouseClick(widget.panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.panel.running, timeout=5_000)
+    assert [layer.name for layer in viewer.layers] == before
+    assert "cancel" in widget.panel.status.text()
+    assert widget.run_button.isEnabled()
+
+
+def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tiny_model, monkeypatch):
+    import napari_medseg._napari.segment_widget as sw
+
+    warnings = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", lambda msg: warnings.append(msg))
+    monkeypatch.setenv("MEDSEG_SYNC", "1")  # the debugging switch: same work, on the GUI thread
+    viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
+    viewer.add_image(np.asarray(phantom[0].array[:, ::2, ::2]), name="plain")
+    widget.set_image("plain")
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    assert not widget.panel.running  # synchronous
+    labels = viewer.layers["plain labels"]
+    np.testing.assert_allclose(labels.scale, 1.0)
+    np.testing.assert_allclose(labels.translate, 0.0)
+    assert labels.data.shape == (48, 64, 64)
+    assert any("voxel units" in w for w in warnings)
+    assert sw.run_synchronously()
+
+
+@pytest.mark.parametrize("kind", ["2d", "rgb", "4d"])
+def test_unsuitable_layers_give_a_clear_error(make_napari_viewer, qtbot, tiny_model, monkeypatch, kind):
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda msg: errors.append(msg))
+    viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
+    data = {"2d": np.zeros((32, 32)), "rgb": np.zeros((8, 32, 32, 3), np.uint8), "4d": np.zeros((2, 8, 32, 32))}[kind]
+    viewer.add_image(data, name="bad", rgb=kind == "rgb")
+    widget.set_image("bad")
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    assert not widget.panel.running
+    assert len(viewer.layers) == 1
+    expected = {"2d": "2D", "rgb": "RGB", "4d": "4 dimensions"}[kind]
+    assert len(errors) == 1 and expected in errors[0]
+
+
+def test_model_that_does_not_fit_is_reported(make_napari_viewer, qtbot, phantom, tmp_path, monkeypatch):
+    import torch
+
+    from napari_medseg.models import ClassInfo, ModelCard, build_network, save_model_package
+
+    card = ModelCard(name="two-channel", arch_args={"spatial_dims": 3, "channels": [4, 8], "strides": [2], "num_res_units": 0},
+                     in_channels=2, classes=[ClassInfo(1, "liver")], roi_size=(16, 16, 16))
+    torch.manual_seed(0)
+    path = save_model_package(build_network(card), card, tmp_path / "two_channel")
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda msg: errors.append(msg))
+    viewer, widget = _widget(make_napari_viewer, qtbot, path)
+    _add_phantom(viewer, phantom)
+    _run(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["abdomen"]
+    assert len(errors) == 1 and "2 input channels" in errors[0]
+
+
+def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot, phantom, tiny_model_factory):
+    slow_model = tiny_model_factory("slow", roi=(16, 16, 8), spacing=(0.8, 0.8, 2.5))
+    viewer, widget = _widget(make_napari_viewer, qtbot, slow_model, preset="best")
+    _add_phantom(viewer, phantom)
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.panel.last_progress is not None and widget.panel.last_progress.done >= 1,
+                    timeout=RUN_TIMEOUT_MS)
+    worker = widget.panel.worker
+    viewer.close()
+    qtbot.waitUntil(lambda: widget.panel.worker is None, timeout=5_000)
+    assert worker.abort_requested
