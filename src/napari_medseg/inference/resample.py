@@ -93,11 +93,14 @@ def _resample_exact(arr: np.ndarray, src_shape, dst_shape, perm, padding: str) -
     return np.ascontiguousarray(out.transpose(0, 3, 2, 1))
 
 
-def resample(array, src, dst, mode: str = "linear", padding: str = "border", device=None, dtype=None) -> np.ndarray:
+def resample(array, src, dst, mode: str = "linear", padding: str = "border", device=None, dtype=None,
+             reduce=None) -> np.ndarray:
     """Resample ``array`` (``[k, j, i]`` or ``[C, k, j, i]``, numpy or torch) from grid ``src`` onto ``dst``.
 
     ``mode``: ``"linear"`` or ``"nearest"``; ``padding``: ``"border"`` or ``"zeros"``. Returns numpy in
     ``dst``'s array order, float32 for linear, the input dtype for nearest (unless ``dtype`` is given).
+    ``reduce`` (e.g. an argmax over channels) maps each resampled slab ``[C, k, j, i]`` (a torch tensor) to
+    ``[C', k, j, i]`` before it is stored, so the full multi-channel result never exists in memory.
     """
     import torch
 
@@ -115,18 +118,20 @@ def resample(array, src, dst, mode: str = "linear", padding: str = "border", dev
     if perm is not None:
         arr = array.detach().cpu().numpy() if is_torch else np.asarray(array)
         out = _resample_exact(arr, src.spatial_shape, dst_shape, perm, padding)
-        if mode == "linear" and dtype is None:
+        if reduce is not None:
+            out = reduce(torch.from_numpy(out)).cpu().numpy()
+        elif mode == "linear" and dtype is None:
             out = out.astype(np.float32, copy=False)
     else:
-        out = _resample_torch(array, m, dst_shape, mode, padding, device)
-        if mode == "nearest" and dtype is None:
+        out = _resample_torch(array, m, dst_shape, mode, padding, device, reduce)
+        if mode == "nearest" and dtype is None and reduce is None:
             out = out.astype(array.dtype if not is_torch else np.float32, copy=False)
     if dtype is not None:
         out = out.astype(dtype, copy=False)
     return out[0] if squeeze else out
 
 
-def _resample_torch(array, m: np.ndarray, dst_shape, mode: str, padding: str, device) -> np.ndarray:
+def _resample_torch(array, m: np.ndarray, dst_shape, mode: str, padding: str, device, reduce=None) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
@@ -135,7 +140,7 @@ def _resample_torch(array, m: np.ndarray, dst_shape, mode: str, padding: str, de
     src = src.to(dev, torch.float32)[None]  # [1, C, K, J, I]
     n_src = torch.tensor(list(reversed(src.shape[-3:])), dtype=torch.float64, device=dev)  # i, j, k sizes
     kd, jd, id_ = dst_shape
-    out = np.empty((src.shape[1], kd, jd, id_), dtype=np.float32)
+    out = None
     mt = torch.from_numpy(m).to(dev)
     scale = torch.where(n_src > 1, 2.0 / (n_src - 1).clamp(min=1), torch.zeros_like(n_src))
     ii = torch.arange(id_, device=dev, dtype=torch.float64)
@@ -148,7 +153,12 @@ def _resample_torch(array, m: np.ndarray, dst_shape, mode: str, padding: str, de
         pos = (mt[:3, 3] + kk[:, None, None, None] * mt[:3, 2] + jj[None, :, None, None] * mt[:3, 1]
                + ii[None, None, :, None] * mt[:3, 0])
         grid = (pos * scale - 1.0).to(torch.float32)[None]
-        res = F.grid_sample(src, grid, mode=gmode, padding_mode=padding, align_corners=True)
-        out[:, k0:k0 + len(kk)] = res[0].cpu().numpy()
+        res = F.grid_sample(src, grid, mode=gmode, padding_mode=padding, align_corners=True)[0]
+        if reduce is not None:
+            res = reduce(res)
+        res = res.cpu().numpy()
+        if out is None:
+            out = np.empty((res.shape[0], kd, jd, id_), dtype=res.dtype)
+        out[:, k0:k0 + len(kk)] = res
         del pos, grid, res
     return out

@@ -1,0 +1,232 @@
+"""The segmentation pipeline: read -> model grid -> intensity -> sliding window -> source grid -> labels.
+
+`segment_steps` is a step generator (progress per window batch; cancellable between batches by
+`run_steps`); `segment` runs it. Nothing is written to disk here, so a cancelled run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_medseg.errors import InputError, ModelError
+from napari_medseg.progress import Progress, run_steps
+from napari_medseg.volume import Volume
+
+#: refuse model grids above this many voxels (a spacing mismatch that would exhaust memory)
+MAX_MODEL_VOXELS = 400_000_000
+
+
+def _as_volume(volume_or_path, series=None) -> Volume:
+    if isinstance(volume_or_path, Volume):
+        return volume_or_path
+    if isinstance(volume_or_path, (str, Path)):
+        from napari_medseg.io import read_volume
+
+        return read_volume(volume_or_path, series=series)
+    if isinstance(volume_or_path, np.ndarray):
+        if volume_or_path.ndim == 2:
+            raise InputError(f"a 2D image (shape {volume_or_path.shape}) cannot be segmented by a 3D model; "
+                             "pass a 3D volume [k, j, i]")
+        vol = Volume(volume_or_path)
+        vol.warnings.append("a plain array was given: assuming 1 mm isotropic spacing and an identity orientation")
+        return vol
+    raise InputError(f"segment() takes a Volume, a path or a 3D numpy array, not {type(volume_or_path).__name__}")
+
+
+def check_input(volume: Volume, card, model_grid_shape) -> list[str]:
+    """Errors for inputs the model cannot handle; warnings for ones it handles poorly."""
+    from napari_medseg.inference.preprocess import check_channels
+
+    src = volume._source_suffix()
+    if 1 in volume.spatial_shape:
+        raise InputError(
+            f"the image{src} is 2D (shape {volume.spatial_shape}, array order k, j, i); the model "
+            f"{card.name!r} is a 3D network: load the whole series/volume, not a single slice"
+        )
+    check_channels(volume, card)
+    warnings = []
+    voxels = int(np.prod(model_grid_shape))
+    if voxels > MAX_MODEL_VOXELS:
+        raise ModelError(
+            f"model {card.name!r} resamples the image{src} (spacing {tuple(round(s, 3) for s in volume.spacing)} mm) "
+            f"to its spacing {card.spacing} mm: {model_grid_shape} = {voxels:,} voxels is more than this machine "
+            "should hold; the image and the model do not fit (check the image's spacing header or use a model "
+            "trained at a coarser spacing)"
+        )
+    if card.spacing is not None:
+        from napari_medseg.inference.preprocess import model_grid
+
+        ratio = np.asarray(model_grid(volume, card).spacing) / np.asarray(card.spacing)
+        img_sp = sorted(volume.spacing)
+        coarse = max(img_sp) / min(card.spacing)
+        if coarse > 4:
+            warnings.append(
+                f"the image{src} has {max(img_sp):.2f} mm voxels along one axis but the model {card.name!r} works "
+                f"at {tuple(card.spacing)} mm: it is upsampled {coarse:.1f}x there and results may be poor"
+            )
+        del ratio
+    if not np.issubdtype(volume.array.dtype, np.number) or volume.array.dtype == bool:
+        raise InputError(f"the image{src} has dtype {volume.array.dtype}; a numeric intensity image is needed")
+    return warnings
+
+
+def _flip_sets(tta) -> list[tuple[int, ...]]:
+    if not tta:
+        return [()]
+    if tta is True or tta == "flips":
+        return [(), (1,), (2,), (3,)]
+    if tta == "all":
+        return [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]
+    raise InputError(f"tta must be False, True/'flips' or 'all', got {tta!r}")
+
+
+def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: float | None = None, tta=False,
+                  return_probabilities: bool = False, series=None, postprocess: bool = True,
+                  sw_batch_size: int | None = None, amp: bool | None = None, mem_info=None):
+    """Step generator of :func:`segment`: yields `Progress`, returns a `LabelResult`."""
+    import torch
+
+    from napari_medseg.inference.planner import plan_run
+    from napari_medseg.inference.postprocess import fill_holes, keep_largest
+    from napari_medseg.inference.preprocess import model_grid, model_input
+    from napari_medseg.inference.resample import resample
+    from napari_medseg.inference.result import LabelResult, class_stats
+    from napari_medseg.inference.sliding import SlidingWindow, sliding_window_steps
+    from napari_medseg.models import LoadedModel, load_model
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    yield Progress(0, 1, "read", "reading the image")
+    volume = _as_volume(volume_or_path, series)
+    timings["read"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    yield Progress(0, 1, "load", "loading the model")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    card, net = loaded.card, loaded.network
+    timings["load_model"] = time.perf_counter() - t
+    warnings = list(volume.warnings) + list(loaded.warnings)
+
+    t = time.perf_counter()
+    grid = model_grid(volume, card)
+    warnings += check_input(volume, card, grid.spatial_shape)
+    is_module = isinstance(net, torch.nn.Module)
+    plan = plan_run(card, int(np.prod(grid.spatial_shape)), device, sw_batch_size, mem_info=mem_info, amp=amp,
+                    is_module=is_module)
+    warnings += plan.notes
+    yield Progress(0, 1, "preprocess", "resampling to the model grid")
+    work = volume
+    if not np.all(np.isfinite(volume.array)) and np.issubdtype(volume.array.dtype, np.floating):
+        warnings.append("the image has NaN/inf voxels; they were set to 0 for the model")
+        work = volume.with_array(np.nan_to_num(volume.array, nan=0.0, posinf=0.0, neginf=0.0))
+    x, mvol = model_input(work, card, device=plan.device)
+    timings["preprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if is_module:
+        net = net.eval().to(plan.device)
+        if plan.channels_last:
+            net = net.to(memory_format=torch.channels_last_3d)
+    cfg = SlidingWindow(tuple(card.roi_size), card.overlap if overlap is None else float(overlap), plan.sw_batch_size,
+                        card.blend_mode, device=plan.device, stitch_device=plan.stitch_device,
+                        amp_dtype=plan.amp_dtype, channels_last=plan.channels_last)
+    flips = _flip_sets(tta)
+    per_pass = cfg.n_windows(tuple(x.shape[1:]))
+    total = per_pass * len(flips)
+    acc = None
+    try:
+        for n, dims in enumerate(flips):
+            xin = torch.flip(x, dims) if dims else x
+            gen = sliding_window_steps(xin, net, cfg, n_out=card.out_channels)
+            try:
+                while True:
+                    p = next(gen)
+                    yield Progress(n * per_pass + p.done, total, "inference", p.message)
+            except StopIteration as stop:
+                out = stop.value
+            if dims:
+                out = torch.flip(out, dims)
+            if len(flips) > 1:
+                out = torch.softmax(out, 0)
+                acc = out if acc is None else acc.add_(out)
+            else:
+                acc = out
+    finally:
+        if is_module and plan.device != "cpu":
+            loaded.network.to("cpu")
+    if len(flips) > 1:
+        acc /= len(flips)
+    warnings += cfg.events
+    timings["inference"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    yield Progress(0, 1, "invert", "resampling to the source grid")
+    out_kji = acc.permute(0, 3, 2, 1)  # [C, k, j, i] on the model grid
+    lut = _channel_to_value(card)
+    probs_vol = unc_vol = None
+    if return_probabilities:
+        probs = out_kji if len(flips) > 1 else torch.softmax(out_kji, 0)
+        p_src = resample(probs.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device)
+        p_src /= np.maximum(p_src.sum(0, keepdims=True), 1e-8)
+        labels_idx = p_src.argmax(0)
+        probs_vol = volume.with_array(p_src.astype(np.float32), channel_names=[card.class_names().get(int(v), str(v)) for v in lut])
+        unc_vol = volume.with_array((1.0 - p_src.max(0)).astype(np.float32), kind="uncertainty (1 - max probability)")
+        del p_src
+    else:
+        labels_idx = resample(out_kji.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device,
+                              reduce=lambda r: r.argmax(0, keepdim=True).to(torch.int16))[0]
+    del acc, out_kji, x
+    dtype = np.uint8 if max(lut) < 256 else np.uint16
+    labels = lut.astype(dtype)[labels_idx] if not np.array_equal(lut, np.arange(len(lut))) else labels_idx.astype(dtype)
+    timings["invert"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if postprocess and (card.keep_largest or card.fill_holes):
+        yield Progress(0, 1, "postprocess", "cleaning up the labels")
+        if card.keep_largest:
+            labels = keep_largest(labels, card.keep_largest)
+        if card.fill_holes:
+            labels = fill_holes(labels)
+    timings["postprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    classes = card.class_names()
+    colors = {int(c.value): tuple(c.color) for c in card.classes if c.color is not None}
+    image = volume.array if not volume.is_4d else volume.array[0]
+    stats = class_stats(labels, image, classes, volume.voxel_volume_mm3)
+    timings["stats"] = time.perf_counter() - t
+    model_info = {"name": card.name, "version": card.version, "path": str(loaded.path) if loaded.path else "",
+                  "architecture": card.architecture, "sha256": card.weights_sha256}
+    lab_vol = volume.with_array(labels, classes=classes, colors=colors, model=model_info, modality="SEG")
+    lab_vol.meta["warnings"] = list(warnings)
+    yield Progress(1, 1, "done", "")
+    return LabelResult(labels=lab_vol, classes=classes, colors=colors, stats=stats, probabilities=probs_vol,
+                       uncertainty=unc_vol, timings=timings, warnings=warnings, model=model_info, plan=plan.describe())
+
+
+def _channel_to_value(card) -> np.ndarray:
+    """Label value of each output channel: channel 0 is background, then the classes in value order."""
+    values = sorted(int(c.value) for c in card.classes)
+    if values and min(values) == 0:
+        return np.asarray(values, dtype=np.int64)
+    return np.asarray([0] + values, dtype=np.int64)
+
+
+def segment(volume_or_path, model=None, device: str = "auto", overlap: float | None = None, tta=False,
+            return_probabilities: bool = False, progress=None, cancel=None, series=None, **options):
+    """Segment a volume (a `Volume`, a path to DICOM/NIfTI/NRRD/MHA, or a 3D array) with a model.
+
+    ``model``: None (the default model), a name (``"default"``, ``"default@v2"``), a model package or MONAI
+    bundle path, or a `LoadedModel` (whose ``network`` may be any callable ``[N, C, i, j, k] -> logits``).
+    ``device``: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. ``overlap``: sliding-window
+    overlap (default: the model card's). ``tta``: average over flips. ``return_probabilities``: also
+    return per-class probabilities and an uncertainty map on the source grid. ``progress(Progress)`` is
+    called per batch of windows; ``cancel()`` returning True stops the run (`CancelledError`).
+    Returns a `LabelResult`.
+    """
+    steps = segment_steps(volume_or_path, model=model, device=device, overlap=overlap, tta=tta,
+                          return_probabilities=return_probabilities, series=series, **options)
+    return run_steps(steps, progress, cancel)

@@ -1,0 +1,136 @@
+"""Choose the device, batch size, stitching device and precision *before* the run (not by crashing).
+
+The planner only needs memory figures, so the CUDA decisions are testable on a CPU machine by passing
+``mem_info=(free_bytes, total_bytes)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_medseg.errors import InputError
+
+GIB = 1024**3
+#: fraction of free device memory the plan may use
+SAFETY = 0.75
+
+
+@dataclass
+class Plan:
+    device: str
+    stitch_device: str
+    sw_batch_size: int
+    amp_dtype: object  # torch dtype or None
+    channels_last: bool
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "float32"
+        return (f"device={self.device}, stitching on {self.stitch_device}, sw_batch_size={self.sw_batch_size}, "
+                f"precision={amp}, channels_last_3d={self.channels_last}")
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    import torch
+
+    d = (device or "auto").lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available here; use --device cpu or auto")
+        return d
+    if d in ("cpu", "mps"):
+        return d
+    raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
+
+
+def cpu_bf16_supported() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def window_bytes(card, amp: bool) -> int:
+    """Rough peak activation memory of one ROI window through the network (inference mode)."""
+    roi = int(np.prod(card.roi_size))
+    chans = card.arch_args.get("channels") or card.arch_args.get("features") or [card.arch_args.get("feature_size", 32)]
+    c0 = int(chans[0]) if isinstance(chans, (list, tuple)) else int(chans)
+    per_elem = 2 if amp else 4
+    # ~ a dozen full-resolution feature maps alive at once (skips, residual branches, decoder)
+    return int(roi * max(c0, 8) * 12 * per_elem + roi * (card.in_channels + card.out_channels) * 4 * 2)
+
+
+def stitch_bytes(model_voxels: int, card) -> int:
+    """Output accumulator + weight map + input on the model grid (float32)."""
+    return int(model_voxels * (card.out_channels + 1 + card.in_channels) * 4)
+
+
+def host_available_bytes() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * GIB
+
+
+def plan_run(card, model_voxels: int, device: str = "auto", sw_batch_size: int | None = None,
+             mem_info: tuple[int, int] | None = None, amp: bool | None = None, is_module: bool = True) -> Plan:
+    """A `Plan` for ``model_voxels`` voxels on the model grid. ``mem_info`` overrides the CUDA figures."""
+    import torch
+
+    dev = resolve_device(device) if mem_info is None else ("cuda" if device in ("auto", None) else device)
+    want = int(sw_batch_size or card.sw_batch_size or 4)
+    notes: list[str] = []
+    if dev.startswith("cuda"):
+        if mem_info is None:
+            free, total = torch.cuda.mem_get_info(torch.device(dev))
+        else:
+            free, total = mem_info
+        use_amp = is_module if amp is None else amp
+        amp_dtype = None
+        if use_amp:
+            bf16 = mem_info is None and torch.cuda.is_bf16_supported()
+            amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        budget = free * SAFETY
+        per_win = window_bytes(card, use_amp)
+        stitch = stitch_bytes(model_voxels, card)
+        stitch_dev = dev
+        if stitch + per_win > budget:
+            stitch_dev = "cpu"
+            notes.append(f"GPU memory is short ({free / GIB:.1f} GiB free): blending the output on the CPU")
+            stitch = 0
+        fit = int((budget - stitch) // per_win)
+        if fit < 1:
+            notes.append(f"one window needs ~{per_win / GIB:.1f} GiB but only {free / GIB:.1f} GiB is free: running on the CPU")
+            return _cpu_plan(card, model_voxels, want, amp, is_module, notes)
+        batch = max(1, min(want, fit))
+        if batch < want:
+            notes.append(f"sw_batch_size {want} -> {batch} to fit {free / GIB:.1f} GiB of free GPU memory")
+        return Plan(dev, stitch_dev, batch, amp_dtype, channels_last=False, notes=notes)
+    return _cpu_plan(card, model_voxels, want, amp, is_module, notes)
+
+
+def _cpu_plan(card, model_voxels, want, amp, is_module, notes) -> Plan:
+    import torch
+
+    use_amp = (is_module and cpu_bf16_supported()) if amp is None else amp
+    avail = host_available_bytes()
+    per_win = window_bytes(card, use_amp)
+    fit = int((avail * SAFETY - stitch_bytes(model_voxels, card)) // max(per_win, 1))
+    batch = max(1, min(want, fit))
+    if batch < want:
+        notes.append(f"sw_batch_size {want} -> {batch} to fit {avail / GIB:.1f} GiB of available memory")
+    return Plan("cpu", "cpu", batch, torch.bfloat16 if use_amp else None, channels_last=bool(is_module), notes=notes)

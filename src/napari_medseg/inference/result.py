@@ -1,0 +1,77 @@
+"""`LabelResult`: the labels `Volume` on the source grid plus class table, statistics, timings, warnings."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_medseg.volume import Volume
+
+STAT_COLUMNS = ("value", "name", "voxels", "volume_ml", "mean_intensity", "std_intensity")
+
+
+def class_stats(labels: np.ndarray, image: np.ndarray | None, classes: dict[int, str], voxel_mm3: float) -> dict[int, dict]:
+    """Per foreground class: voxel count, volume in mL, mean/std of ``image`` inside it (one pass, bincount)."""
+    flat = labels.ravel().astype(np.int64, copy=False)
+    n = max(int(flat.max(initial=0)), max(classes, default=0)) + 1
+    counts = np.bincount(flat, minlength=n)
+    if image is not None:
+        img = np.asarray(image, dtype=np.float64).ravel()
+        s1 = np.bincount(flat, weights=img, minlength=n)
+        s2 = np.bincount(flat, weights=img * img, minlength=n)
+    stats = {}
+    for v, name in classes.items():
+        if v == 0:
+            continue
+        c = int(counts[v]) if v < len(counts) else 0
+        row = {"value": int(v), "name": name, "voxels": c, "volume_ml": c * voxel_mm3 / 1000.0,
+               "mean_intensity": float("nan"), "std_intensity": float("nan")}
+        if image is not None and c:
+            mean = s1[v] / c
+            row["mean_intensity"] = float(mean)
+            row["std_intensity"] = float(np.sqrt(max(s2[v] / c - mean * mean, 0.0)))
+        stats[int(v)] = row
+    return stats
+
+
+@dataclass
+class LabelResult:
+    labels: Volume  # uint8/uint16 on the source grid; meta["classes"] = {value: name}
+    classes: dict[int, str]
+    colors: dict[int, tuple] = field(default_factory=dict)
+    stats: dict[int, dict] = field(default_factory=dict)
+    probabilities: Volume | None = None  # [C, k, j, i] float32 on the source grid (return_probabilities=True)
+    uncertainty: Volume | None = None  # [k, j, i] float32: 1 - max probability
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    warnings: list[str] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)  # name, version, path, architecture
+    plan: str = ""  # device / batch / precision actually used
+
+    def stats_table(self) -> list[dict]:
+        """One row per foreground class (columns `STAT_COLUMNS`)."""
+        return [dict(self.stats[v]) for v in sorted(self.stats)]
+
+    def stats_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=STAT_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for row in self.stats_table():
+            w.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k]) for k in STAT_COLUMNS})
+        return buf.getvalue()
+
+    def to_csv(self, path, force: bool = True):
+        """Write the statistics table as CSV (atomically)."""
+        from napari_medseg._atomic import atomic_path
+
+        with atomic_path(path, force=force) as tmp:
+            tmp.write_text(self.stats_csv(), encoding="utf-8")
+        return path
+
+    def __repr__(self) -> str:
+        present = {v: s["voxels"] for v, s in self.stats.items() if s["voxels"]}
+        return (f"LabelResult(labels={self.labels!r}, classes={len(self.classes) - 1}, present={present}, "
+                f"seconds={sum(self.timings.values()):.1f})")
