@@ -1,0 +1,128 @@
+"""napari-side edit tracking: which slices of a labels layer the user painted or changed.
+
+A `SliceTracker` listens to a Labels layer's ``paint`` event (emitted by napari for every brush stroke,
+fill, eraser stroke and for our own operations) and keeps a `CorrectionRecord` in the layer's metadata:
+``layer.metadata["medseg_corrected_slices"]`` (slices marked reviewed/corrected, the input of fine-tuning),
+``medseg_edited_slices`` and ``medseg_correction_log``. Slices are ``[axis, index]`` in array order
+(axis 0 = k = "z"); the axis of a brush stroke is the slice axis shown in the viewer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+
+from napari_medseg.session import CorrectionRecord
+
+
+def atom_slices(atom, axis: int) -> set[int]:
+    """Indices along ``axis`` touched by one napari Labels history atom (masked atom or index tuple)."""
+    slice_key = getattr(atom, "slice_key", None)
+    if slice_key is not None:  # napari's _MaskedPaintAtom (bounding box + optional mask)
+        box = slice_key[axis]
+        start = box.start or 0
+        mask = getattr(atom, "mask", None)
+        if mask is None:
+            return set(range(start, box.stop))
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        return {int(i) + start for i in np.nonzero(mask.any(axis=other))[0]}
+    indices = atom[0]
+    ix = np.asarray(indices[axis])
+    return {int(i) for i in np.unique(ix)} if ix.size else set()
+
+
+class SliceTracker:
+    """Keeps a `CorrectionRecord` in sync with one Labels layer (see the module docstring)."""
+
+    def __init__(self, layer, axis_getter: Callable[[], int] | None = None):
+        self.layer = layer
+        self.record = CorrectionRecord.from_metadata(layer.metadata)
+        self._axis_getter = axis_getter or (lambda: 0)
+        self._suspended = 0
+        self.dirty = False
+        self.listeners: list[Callable[[], None]] = []
+        layer.events.paint.connect(self._on_paint)
+
+    def disconnect(self) -> None:
+        try:
+            self.layer.events.paint.disconnect(self._on_paint)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+
+    # ---------------------------------------------------------------- recording
+    def _on_paint(self, event) -> None:
+        if self._suspended:
+            return
+        axis = int(self._axis_getter())
+        touched: set[int] = set()
+        for atom in getattr(event, "value", None) or []:
+            try:
+                touched |= atom_slices(atom, axis)
+            except (IndexError, TypeError, AttributeError):  # an unknown atom type: ignore, never break painting
+                continue
+        if touched:
+            mode = str(getattr(self.layer, "mode", "paint"))
+            mode = mode if mode in ("paint", "fill", "erase", "polygon") else "paint"
+            self.record.note_edit(mode, [(axis, i) for i in sorted(touched)])
+            self._changed()
+
+    def note_edit(self, op: str, axis: int, slices: Iterable[int], params: dict | None = None) -> None:
+        """Record one of our own operations (the widget suspends paint tracking while applying it)."""
+        extra = {k: v for k, v in (params or {}).items() if k not in ("op", "slices", "time")}
+        self.record.note_edit(op, [(int(axis), int(i)) for i in slices], **extra)
+        self._changed()
+
+    def mark(self, axis: int, index: int, corrected: bool = True) -> None:
+        self.record.mark(axis, index, corrected)
+        self._changed()
+
+    def suspend(self):
+        tracker = self
+
+        class _Ctx:
+            def __enter__(self):
+                tracker._suspended += 1
+
+            def __exit__(self, *exc):
+                tracker._suspended -= 1
+
+        return _Ctx()
+
+    def _changed(self) -> None:
+        self.dirty = True
+        self.record.to_metadata(self.layer.metadata)
+        for fn in list(self.listeners):
+            fn()
+
+    def reload(self) -> None:
+        """Re-read the record from the layer metadata (after a restore)."""
+        self.record = CorrectionRecord.from_metadata(self.layer.metadata)
+        for fn in list(self.listeners):
+            fn()
+
+
+def apply_edit(layer, edit, tracker: SliceTracker | None = None, axis: int = 0) -> int:
+    """Apply an `Edit` to a Labels layer as ONE undoable step of napari's history (``layer.undo()``).
+
+    Returns the number of voxels changed; records the changed slices in ``tracker``.
+    """
+    if edit.is_empty:
+        return 0
+    idx, values = edit.indices()
+    values = values.astype(layer.data.dtype, copy=False)
+    ctx = tracker.suspend() if tracker is not None else _null()
+    with ctx, layer.block_history():
+        layer.data_setitem(idx, values)
+    if tracker is not None:
+        tracker.note_edit(edit.params.get("op", edit.description), axis, edit.slices(axis),
+                          {**edit.params, "n_changed": edit.n_changed})
+    return edit.n_changed
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,154 @@
+"""Correction widget in a real viewer: every operation is undone exactly by napari's own undo; tracking;
+autosave and restore in a new viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medseg._napari.correction_widget import OPERATIONS, CorrectionWidget
+from napari_medseg._napari.layers import image_layer_data, labels_layer_data
+from napari_medseg.errors import InputError
+from napari_medseg.session import CORRECTED_KEY, Session
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def small(phantom):
+    """A cropped phantom (fast): anisotropic 0.8 x 0.8 x 2.5 mm voxels."""
+    image, labels = phantom
+    crop = (slice(10, 30), slice(20, 100), slice(10, 110))
+    img = image.with_array(np.ascontiguousarray(image.array[crop]))
+    lab = labels.with_array(np.ascontiguousarray(labels.array[crop]))
+    img.meta["source_path"] = "/virtual/abdomen_ct.nii.gz"
+    return img, lab
+
+
+def open_viewer(make_napari_viewer, img, lab, with_labels=True):
+    viewer = make_napari_viewer()
+    data, kw, _ = image_layer_data(img, name="ct")
+    viewer.add_image(data, **kw)
+    layer = None
+    if with_labels:
+        data, kw, _ = labels_layer_data(lab, "ct seg", classes=lab.meta["classes"], source=img)
+        layer = viewer.add_labels(data.copy(), **kw)
+    widget = CorrectionWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget, layer
+
+
+def test_each_operation_is_undone_exactly(make_napari_viewer, small):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    assert widget.labels_layer is layer
+    assert widget.set_class("liver") == 1 and layer.selected_label == 1
+    widget.jump_to(0, 8)
+    assert widget.current_slice() == (0, 8)
+    # damage the liver so every operation has something to do
+    layer.data[8, 30:34, 30:34] = 0  # a hole
+    layer.data[8, 2, 2] = 1  # an island
+    layer.data[5:7] = np.where(layer.data[5:7] == 1, 0, layer.data[5:7])  # missing slices (interpolate)
+    original = layer.data.copy()
+    changed = {}
+    for name in OPERATIONS:
+        for scope in ("slice", "volume"):
+            kwargs = {"scope": scope}
+            if name == "relabel":
+                kwargs["target"] = 2
+            n = widget.run_operation(name, **kwargs)
+            changed[(name, scope)] = n
+            if n:
+                assert not np.array_equal(layer.data, original)
+                layer.undo()
+            assert np.array_equal(layer.data, original), (name, scope)
+    for must_change in ["interpolate", "fill_holes", "remove_islands", "keep_largest", "dilate", "erode", "smooth",
+                        "copy_previous", "relabel"]:
+        assert changed[(must_change, "slice")] > 0, must_change
+    # redo works too, and the operation was one history item
+    widget.run_operation("dilate", scope="slice", distance_mm=1.6)
+    after = layer.data.copy()
+    layer.undo()
+    layer.redo()
+    assert np.array_equal(layer.data, after)
+
+
+def test_dilate_is_physical_on_anisotropic_layer(make_napari_viewer, small):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    layer.data[:] = 0
+    layer.data[10, 40, 50] = 1
+    widget.set_class(1)
+    widget.jump_to(0, 10)
+    # 2.4 mm: three voxels in-plane (0.8 mm), none across slices (2.5 mm)
+    widget.run_operation("dilate", scope="volume", distance_mm=2.4)
+    assert np.array_equal(np.nonzero(layer.data.any(axis=(1, 2)))[0], [10])
+    assert layer.data[10, 40, 47:54].all() and layer.data[10, 40, 46] == 0 and layer.data[10, 40, 54] == 0
+
+
+def test_tracking_records_painted_slices_and_marks(make_napari_viewer, small):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    widget.set_class("spleen")
+    widget.jump_to(0, 12)
+    layer.paint((12, 40, 40), 2)  # napari's own brush API
+    assert widget.tracker.record.edited == {(0, 12)}
+    widget.jump_to(0, 3)
+    layer.fill((3, 40, 40), 4)  # napari's fill tool (contiguous in the slice)
+    assert widget.tracker.record.edited == {(0, 3), (0, 12)}
+    assert [e["op"] for e in widget.tracker.record.log] == ["paint", "paint"]
+    assert widget.mark_current_slice() == (0, 3)
+    assert layer.metadata[CORRECTED_KEY] == [[0, 3]]
+    assert widget.slice_list.count() == 2
+    # unchecking in the list unmarks; jump-to moves the slider
+    item = [widget.slice_list.item(i) for i in range(2) if "= 3" in widget.slice_list.item(i).text()][0]
+    from qtpy.QtCore import Qt
+
+    item.setCheckState(Qt.CheckState.Unchecked)
+    assert layer.metadata[CORRECTED_KEY] == []
+    widget._on_item_activated([widget.slice_list.item(i) for i in range(2) if "= 12" in widget.slice_list.item(i).text()][0])
+    assert widget.current_slice() == (0, 12)
+
+
+def test_autosave_then_restore_in_new_viewer(make_napari_viewer, small, tmp_path):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    widget.set_class("liver")
+    widget.jump_to(0, 9)
+    layer.paint((9, 10, 10), 1)
+    widget.run_operation("fill_holes", scope="volume")
+    widget.mark_current_slice()
+    expected = layer.data.copy()
+    assert widget.autosave_now(force=True) == ["ct seg"]
+    session = widget.session_for(layer)
+    assert str(session.folder).startswith(str(tmp_path)) and "sessions" in session.folder.parts
+    viewer.close()
+    # a new viewer with the same image: the widget finds the session and restores it
+    viewer2, widget2, _ = open_viewer(make_napari_viewer, img, lab, with_labels=False)
+    restored = widget2.restore_session()
+    assert len(restored) == 1 and restored[0].name == "ct seg"
+    np.testing.assert_array_equal(restored[0].data, expected)
+    np.testing.assert_allclose(restored[0].scale, viewer2.layers["ct"].scale)
+    np.testing.assert_allclose(restored[0].translate, viewer2.layers["ct"].translate)
+    assert restored[0].metadata[CORRECTED_KEY] == [[0, 9]]
+    assert widget2.tracker.record.corrected == {(0, 9)}
+
+
+def test_bad_input_messages(make_napari_viewer, small):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    with pytest.raises(InputError, match="not in labels"):
+        widget.set_class("pancreas")
+    # labels on another grid: clear message and a resample that makes a new layer on the image grid
+    other = viewer.add_labels(np.zeros((10, 40, 50), np.uint8), scale=(5.0, 1.6, 1.6), translate=layer.translate, name="coarse")
+    widget.set_labels_layer(other)
+    assert "not on the grid" in widget.grid_label.text()
+    new = widget.resample_to_image()
+    assert new.data.shape == layer.data.shape and new.name.startswith("coarse") and other.data.shape == (10, 40, 50)
+    flat = viewer.add_labels(np.zeros((20, 20), np.uint8), name="flat")
+    widget.set_labels_layer(flat)
+    with pytest.raises(InputError, match="3D"):
+        widget.run_operation("fill_holes")
+    widget.set_labels_layer(layer)
+    with pytest.raises(InputError, match="uncertainty"):
+        widget.next_slice()
