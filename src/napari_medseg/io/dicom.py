@@ -69,6 +69,12 @@ def list_dicom_series(path) -> list[SeriesInfo]:
             what.append(f"{len(result.no_geometry)} image(s) without position/orientation")
         if result.localizers:
             what.append(f"{len(result.localizers)} localizer(s)")
+        if result.no_pixels:
+            raise InputError(
+                f"{result.no_pixels[0]}: the file has an image header but no pixel data"
+                + (f" (like {len(result.no_pixels) - 1} other file(s) here)" if len(result.no_pixels) > 1 else "")
+                + "; it is a header-only or incomplete export — re-export the series with its images"
+            )
         if result.absurd:
             raise InputError(
                 f"{result.absurd[0]}: the header declares an image far larger than any real scan "
@@ -158,8 +164,8 @@ def _decode(ds, key: str) -> np.ndarray:
                 )
             return arr.reshape((-1,) + arr.shape[-2:])
         raise InputError(
-            f"{key}: the file has no pixel data (header-only or non-image object); remove it from the "
-            "folder or choose another series"
+            f"{key}: the file has no pixel data (a header-only or non-image object, or a file truncated in its "
+            "pixel data); remove it from the folder, re-export the series, or choose another series"
         )
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise InputError(
@@ -306,11 +312,13 @@ def _resample_tilt(data: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     fill = float(data.min())
+    snapped = np.round(shifts)
+    shifts = np.where(np.abs(shifts - snapped) < 1e-3, snapped, shifts)  # exact copies for whole-pixel drifts
     out = np.empty(data.shape, dtype=np.float32)
     for k in range(data.shape[0]):
         # slice k's content sits shifts[k] pixels away from the grid column through the origin
         ndimage.shift(
-            data[k].astype(np.float32), (shifts[k, 1], shifts[k, 0]), output=out[k], order=1, mode="constant",
+            data[k].astype(np.float32), (shifts[k, 1], shifts[k, 0]), output=out[k], order=1, mode="grid-constant",
             cval=fill,
         )  # fmt: skip
     if data.dtype.kind in "iu":

@@ -169,6 +169,8 @@ def group(scan: ScanResult) -> list[SeriesInfo]:
     if scan.absurd:
         common.append(f"skipped {len(scan.absurd)} file(s) whose header declares an absurd image size "
                       f"(e.g. {scan.absurd[0]})")  # fmt: skip
+    if scan.no_pixels:
+        common.append(f"skipped {len(scan.no_pixels)} image file(s) without pixel data (e.g. {scan.no_pixels[0]})")
     if scan.no_geometry:
         common.append(
             f"skipped {len(scan.no_geometry)} image(s) without ImagePositionPatient/ImageOrientationPatient "
@@ -180,31 +182,45 @@ def group(scan: ScanResult) -> list[SeriesInfo]:
     for f in scan.frames:
         by_uid[f.series_uid].append(f)
     out: list[SeriesInfo] = []
+    errors: list[GeometryError] = []
     for uid, frames in by_uid.items():
-        groups: dict[tuple, list[Frame]] = defaultdict(list)
-        for f in frames:
-            groups[_orientation_key(f)].append(f)
-        ordered = sorted(groups.values(), key=len, reverse=True)
-        warnings = list(common)
-        singles = [g for g in ordered[1:] if len(g) == 1]
-        if singles:
-            warnings.append(
-                f"dropped {len(singles)} image(s) whose orientation or size differs from the rest of the series "
-                f"(localizer/scout, e.g. {singles[0][0].key})"
-            )
-        main = build_series(ordered[0], uid, warnings)
-        out.append(main)
-        others = [g for g in ordered[1:] if len(g) > 1]
-        for n, g in enumerate(others, start=2):
-            sub = build_series(g, f"{uid}#{n}", list(common))
-            sub.description = (sub.description + f" (stack {n})").strip()
-            sub.warnings.append(
-                f"series {uid} holds stacks of different orientation/size; this is stack {n} "
-                f"({len(g)} images), read it with series='{uid}#{n}'"
-            )
-            main.warnings.append(
-                f"series also holds {len(g)} images of another orientation/size, listed as '{uid}#{n}'"
-            )
-            out.append(sub)
+        try:
+            out.extend(_group_one(uid, frames, common))
+        except GeometryError as e:  # one corrupt series must not hide the others
+            errors.append(e)
+    if errors and not out:
+        raise errors[0]
+    for info in out:
+        info.warnings.extend(f"a series was skipped: {e}" for e in errors)
     out.sort(key=lambda s: (s.number if s.number is not None else 10**9, s.uid))
+    return out
+
+
+def _group_one(uid: str, frames: list[Frame], common: list[str]) -> list[SeriesInfo]:
+    out: list[SeriesInfo] = []
+    groups: dict[tuple, list[Frame]] = defaultdict(list)
+    for f in frames:
+        groups[_orientation_key(f)].append(f)
+    ordered = sorted(groups.values(), key=len, reverse=True)
+    warnings = list(common)
+    singles = [g for g in ordered[1:] if len(g) == 1]
+    if singles:
+        warnings.append(
+            f"dropped {len(singles)} image(s) whose orientation or size differs from the rest of the series "
+            f"(localizer/scout, e.g. {singles[0][0].key})"
+        )
+    main = build_series(ordered[0], uid, warnings)
+    out.append(main)
+    others = [g for g in ordered[1:] if len(g) > 1]
+    for n, g in enumerate(others, start=2):
+        sub = build_series(g, f"{uid}#{n}", list(common))
+        sub.description = (sub.description + f" (stack {n})").strip()
+        sub.warnings.append(
+            f"series {uid} holds stacks of different orientation/size; this is stack {n} "
+            f"({len(g)} images), read it with series='{uid}#{n}'"
+        )
+        main.warnings.append(
+            f"series also holds {len(g)} images of another orientation/size, listed as '{uid}#{n}'"
+        )
+        out.append(sub)
     return out

@@ -27,8 +27,18 @@ from napari_medseg.errors import InputError
 
 ZIP_SEP = "::"
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
-#: Largest voxel array we agree to allocate for one series (bytes); a corrupt header declaring more fails fast.
-MAX_ARRAY_BYTES = 32 * 1024**3
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 64 * 1024**3
+
+
+#: Largest voxel array we agree to allocate for one series (bytes): a header declaring more (corrupt, or
+#: beyond this machine) fails fast, before any allocation.
+MAX_ARRAY_BYTES = min(64 * 1024**3, _physical_memory() // 2)
 
 HEADER_TAGS = [
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber",
@@ -194,6 +204,7 @@ class ScanResult:
     no_geometry: list[str] = field(default_factory=list)  # images without position/orientation
     localizers: list[str] = field(default_factory=list)  # ImageType LOCALIZER
     absurd: list[str] = field(default_factory=list)  # headers declaring an impossible image size
+    no_pixels: list[str] = field(default_factory=list)  # image headers without pixel data
 
 
 def _floats(value, n) -> np.ndarray | None:
@@ -311,6 +322,16 @@ def _declared_bytes(ds) -> int:
     return rows * cols * frames * spp * bits // 8
 
 
+def _why_short(source: Source, key: str) -> str:
+    """A file smaller than its declared pixel data: 'no_pixels' (header only) or 'unreadable' (truncated)."""
+    try:
+        ds = read_header(source.open(key), stop_before_pixels=False)
+        has = any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        return "unreadable" if has else "no_pixels"
+    except Exception:  # noqa: BLE001
+        return "unreadable"
+
+
 def _scan_one(source: Source, key: str):
     try:
         ds = read_header(source.open(key), specific_tags=HEADER_TAGS)
@@ -322,7 +343,7 @@ def _scan_one(source: Source, key: str):
             return key, "absurd"
         tsyntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
         if "Rows" in ds and tsyntax in NATIVE_SYNTAXES and source.size(key) < declared:
-            return key, "unreadable"  # truncated: the pixel data cannot be complete
+            return key, _why_short(source, key)
         return key, frames_from_header(ds, key)
     except Exception:  # noqa: BLE001 - corrupt values in a header: skip the file, count it
         return key, "unreadable"
@@ -341,6 +362,7 @@ def scan(path) -> ScanResult:
     buckets = {
         "unreadable": result.unreadable, "non_image": result.non_image, "no_geometry": result.no_geometry,
         "localizer": result.localizers, "absurd": result.absurd,
+        "no_pixels": result.no_pixels,
     }  # fmt: skip
     for key, outcome in outcomes:
         if isinstance(outcome, str):
