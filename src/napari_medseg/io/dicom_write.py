@@ -140,7 +140,7 @@ def write_dicom_series(
     folder,
     *,
     series_description: str = "napari-medseg",
-    patient_name: str = "Anonymous",
+    patient_name: str = "Anonymous^",
     patient_id: str = "MEDSEG0001",
     study_uid: str | None = None,
     series_uid: str | None = None,

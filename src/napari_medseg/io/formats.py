@@ -143,6 +143,29 @@ def _read_class_table_nifti(img) -> tuple[dict[int, str], dict[int, tuple]]:
     return names, colors
 
 
+def _read_gz_voxels(img, path: Path) -> np.ndarray:
+    """Decompress the voxel block once, then read to the end of the stream so gzip verifies its CRC.
+
+    (nibabel stops reading at the end of the voxel data, so a corrupt block would go unnoticed.)
+    """
+    import gzip
+
+    dtype = img.get_data_dtype()
+    nbytes = int(np.prod(img.shape, dtype=np.int64)) * dtype.itemsize
+    buf = bytearray(nbytes)
+    with gzip.open(path, "rb") as f:
+        f.seek(int(img.dataobj.offset))
+        n = f.readinto(buf)
+        if n != nbytes:
+            raise InputError(
+                f"{path}: truncated: the header declares {nbytes} bytes of voxel data but the stream holds {n}; "
+                "re-export or re-download it"
+            )
+        while f.read(1 << 20):  # rest of the stream: triggers the CRC/length check at its end
+            pass
+    return np.frombuffer(buf, dtype=dtype).reshape(img.shape, order="F")
+
+
 def _apply_scaling(raw: np.ndarray, slope, inter) -> tuple[np.ndarray, tuple[float, float] | None]:
     """Apply scl_slope/scl_inter the way nibabel does, keeping integer types when the result is integral."""
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
@@ -194,12 +217,19 @@ def read_nifti(path) -> Volume:
     _check_nifti_size(img, path, shape)
     warnings = _nifti_geometry_warnings(img, path, shape)
     try:
-        raw = np.asanyarray(img.dataobj.get_unscaled())
+        if path.name.lower().endswith(".gz"):
+            raw = _read_gz_voxels(img, path)
+        else:
+            raw = np.asanyarray(img.dataobj.get_unscaled())
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - zlib.error, EOFError, OSError, ValueError ...
         raise _file_error(
             path, "cannot read the voxel data; the file is truncated or its gzip stream is corrupt. Re-export it", e
         ) from e
     raw = raw.reshape(shape)
+    if not raw.dtype.isnative:
+        raw = raw.astype(raw.dtype.newbyteorder("="))
     original_dtype = str(raw.dtype)
     arr, rescale = _apply_scaling(raw, img.dataobj.slope, img.dataobj.inter)
     arr = _replace_non_finite(arr, path, warnings)
