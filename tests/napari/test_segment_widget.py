@@ -95,7 +95,7 @@ def test_cancel_mid_run_leaves_viewer_unchanged(make_napari_viewer, qtbot, phant
 
 
 def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tiny_model, monkeypatch):
-    import napari_medseg._napari.segment_widget as sw
+    from napari_medseg._napari._worker import run_synchronously
 
     warnings = []
     monkeypatch.setattr("napari.utils.notifications.show_warning", lambda msg: warnings.append(msg))
@@ -110,7 +110,7 @@ def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tin
     np.testing.assert_allclose(labels.translate, 0.0)
     assert labels.data.shape == (48, 64, 64)
     assert any("voxel units" in w for w in warnings)
-    assert sw.run_synchronously()
+    assert run_synchronously()
 
 
 @pytest.mark.parametrize("kind", ["2d", "rgb", "4d"])

@@ -150,7 +150,7 @@ class ProgressPanel(QWidget):
 
         from napari.qt.threading import create_worker
 
-        worker = create_worker(_drive, make_steps, _start_thread=False)
+        worker = create_worker(_drive, make_steps, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)

@@ -399,7 +399,9 @@ class SegmentWidget(QWidget):
             self._main_window = None
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        if obj is self._main_window and event.type() == QEvent.Type.Close and self.panel.running:
-            self.panel.cancel()
-            self.panel.wait(5000)
+        window = getattr(self, "_main_window", None)
+        panel = getattr(self, "panel", None)
+        if window is not None and obj is window and event.type() == QEvent.Type.Close and panel is not None and panel.running:
+            panel.cancel()
+            panel.wait(5000)
         return False
