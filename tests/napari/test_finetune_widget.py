@@ -1,0 +1,93 @@
+"""Fine-tune widget end to end on the sample phantom: paint -> mark corrected -> fine-tune -> re-segment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medseg._napari.correction_widget import CorrectionWidget
+from napari_medseg._napari.finetune_widget import FinetuneWidget, describe_slices
+from napari_medseg._napari.layers import image_layer_data, labels_layer_data
+from napari_medseg.errors import InputError
+
+pytestmark = pytest.mark.gui
+
+
+def open_sample(make_napari_viewer, phantom):
+    image, labels = phantom
+    viewer = make_napari_viewer()
+    data, kw, _ = image_layer_data(image, name="abdomen")
+    viewer.add_image(data, **kw)
+    data, kw, _ = labels_layer_data(labels, "abdomen labels", classes=labels.meta["classes"], source=image)
+    layer = viewer.add_labels(data.copy(), **kw)
+    return viewer, layer
+
+
+def test_finetune_widget_end_to_end(make_napari_viewer, qtbot, phantom, tiny_model):
+    viewer, layer = open_sample(make_napari_viewer, phantom)
+    correction = CorrectionWidget(viewer)
+    finetune = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(correction)
+    viewer.window.add_dock_widget(finetune)
+    # paint a correction on two slices with napari's brush and mark them corrected
+    correction.set_class("liver")
+    for k in (20, 30):
+        correction.jump_to(0, k)
+        layer.paint((k, 60, 40), 1)
+        correction.mark_current_slice()
+    assert layer.metadata["medseg_corrected_slices"] == [[0, 20], [0, 30]]
+    edited = layer.data.copy()
+    finetune._refresh_layers()
+    finetune.set_layers(viewer.layers["abdomen"], layer)
+    assert finetune.corrected_slices() == [(0, 20), (0, 30)]
+    assert "2 corrected slice(s)" in finetune.slices_label.text()
+    finetune.set_model(str(tiny_model))
+    finetune.steps.setValue(4)
+    finetune.budget.setValue(60)
+    n_layers = len(viewer.layers)
+    with qtbot.waitSignal(finetune.panel.finished, timeout=240_000) as blocker:
+        finetune.start_button.click()
+    assert blocker.args == ["done"], finetune.result_label.text()
+    result = finetune.result
+    assert result is not None and result.version == "v1" and result.model_path.is_dir()
+    assert len(finetune.plot.losses) >= 1
+    # re-segmented into a NEW layer on the exact image grid; the edited layer is untouched
+    assert len(viewer.layers) == n_layers + 1
+    after = finetune.after_layer
+    assert after is viewer.layers[-1] and after.data.shape == layer.data.shape
+    np.testing.assert_allclose(after.scale, layer.scale)
+    np.testing.assert_allclose(after.translate, layer.translate)
+    np.testing.assert_array_equal(layer.data, edited)
+    assert "held-out Dice" in finetune.result_label.text()
+    # activate / roll back buttons follow the decision
+    if result.activated:
+        assert finetune.rollback_button.isEnabled()
+    else:
+        assert finetune.activate_button.isEnabled()
+        assert finetune.activate_new() == "v1"
+    from napari_medseg.training import active_version
+
+    assert active_version(result.name) == "v1"
+
+
+def test_finetune_widget_bad_input(make_napari_viewer, phantom, tiny_model):
+    viewer, layer = open_sample(make_napari_viewer, phantom)
+    widget = FinetuneWidget(viewer)
+    widget.set_layers(viewer.layers["abdomen"], layer)
+    widget.set_model(str(tiny_model))
+    with pytest.raises(InputError, match="no corrected slices"):
+        widget.start()
+    assert "no corrected slices" in describe_slices([])
+    # a class the model does not know
+    layer.data[10, 5:9, 5:9] = 9
+    layer.metadata["medseg_corrected_slices"] = [[0, 10]]
+    widget.refresh_slices()
+    with pytest.raises(InputError, match="does not know"):
+        widget.start()
+    # labels on another grid
+    other = viewer.add_labels(np.zeros((10, 20, 20), np.uint8), name="other")
+    other.metadata["medseg_corrected_slices"] = [[0, 1]]
+    widget.set_layers(viewer.layers["abdomen"], other)
+    with pytest.raises(InputError, match="not on the grid"):
+        widget.start()
+    assert not widget.panel.running
