@@ -285,28 +285,41 @@ def write_sample(name: str, out_dir, force: bool = False, seed: int = 0) -> dict
     """Write sample ``name`` into ``out_dir``; returns {"image": path, "labels": path}.
 
     ``"abdomen"`` writes ``abdomen_ct.nii.gz`` + ``abdomen_labels.nii.gz``; ``"abdomen-dicom"`` writes a
-    DICOM series folder ``abdomen_ct_dicom/`` + ``abdomen_labels.nii.gz`` (labels on the DICOM grid).
+    DICOM series folder ``abdomen_ct_dicom/`` + ``abdomen_ct_dicom_labels.nii.gz``. The image is read back through the
+    real reader and the labels are written with it as reference, so they lie exactly on the image file's grid.
+    Nothing is written when an output exists and ``force`` is false.
     """
-    from napari_medseg.errors import InputError
+    from napari_medseg._atomic import check_overwrite
+    from napari_medseg.errors import InputError, OutputExistsError
+    from napari_medseg.io import read_volume
     from napari_medseg.io.writers import write_labels, write_volume
 
     if name not in SAMPLE_NAMES:
         raise InputError(f"unknown sample {name!r}; available: {', '.join(SAMPLE_NAMES)}")
     out = Path(out_dir)
+    img_target = out / ("abdomen_ct.nii.gz" if name == "abdomen" else "abdomen_ct_dicom")
+    lab_target = out / ("abdomen_labels.nii.gz" if name == "abdomen" else "abdomen_ct_dicom_labels.nii.gz")
+    check_overwrite(lab_target, force)
+    if name == "abdomen":
+        check_overwrite(img_target, force)
+    elif img_target.exists() and (not img_target.is_dir() or any(img_target.iterdir())) and not force:
+        raise OutputExistsError(f"{img_target} already exists; refusing to overwrite it (pass force=True / --force)")
     image, labels = make_phantom(seed=seed)
     classes = labels.meta["classes"]
     if name == "abdomen":
-        img_path = write_volume(image, out / "abdomen_ct.nii.gz", force=force)
+        img_path = write_volume(image, img_target, force=force)
     else:
         from napari_medseg.io.dicom_write import write_dicom_series
 
-        files = write_dicom_series(
+        write_dicom_series(
             image,
-            out / "abdomen_ct_dicom",
+            img_target,
             series_description="medseg abdomen phantom",
             patient_name="Phantom^Abdomen",
+            patient_id="MEDSEG-PHANTOM",
             force=force,
         )
-        img_path = files[0].parent
-    lab_path = write_labels(labels, out / "abdomen_labels.nii.gz", classes=classes, force=force)
+        img_path = img_target
+    reference = read_volume(img_path)
+    lab_path = write_labels(labels, lab_target, classes=classes, reference=reference, force=force)
     return {"image": img_path, "labels": lab_path}

@@ -1,0 +1,115 @@
+"""``medseg info``, ``medseg convert`` and ``medseg sample``: thin wrappers over :mod:`napari_medseg.io`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="list the image series at a path with their geometry",
+        description="Print every image series found at PATH (DICOM file/folder/zip, NIfTI, NRRD, MHA): shape, "
+        "spacing, origin, direction (LPS, row-major 3x3), orientation code and warnings. Voxels are not read.",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--json", action="store_true", help='print one JSON document {"path": ..., "series": [...]}')
+    p.set_defaults(func=cmd_info)
+
+    p = subparsers.add_parser(
+        "convert",
+        help="convert DICOM/NRRD/MHA (or NIfTI) to NIfTI with exact geometry",
+        description="Convert one image series to NIfTI (.nii.gz/.nii; .nrrd/.mha also work) keeping its exact "
+        "geometry, like dcm2niix. Label volumes that carry class names keep them.",
+    )
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz")
+    p.add_argument("--series", default=None, help="series to convert when INPUT holds several (UID, number or description)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(func=cmd_convert)
+
+    p = subparsers.add_parser(
+        "sample",
+        help="write the synthetic abdomen CT phantom (+ ground-truth labels)",
+        description="Write sample data: 'abdomen' (NIfTI image + labels) or 'abdomen-dicom' (DICOM series + labels).",
+    )
+    p.add_argument("name", metavar="NAME", choices=["abdomen", "abdomen-dicom"])
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0, help="phantom seed (organ sizes, tumours, noise); default 0")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_sample)
+
+
+# ---------------------------------------------------------------------------------------------- info
+def _fmt(values, digits: int = 6) -> str:
+    return "  ".join(f"{float(v):.{digits}g}" for v in values)
+
+
+def _describe(n: int, info) -> list[str]:
+    lines = [f"[{n}] {info.label}"]
+    if info.uid != info.label:
+        lines.append(f"    uid:          {info.uid}")
+    what = ", ".join(x for x in (info.modality, info.format, f"{len(info.files)} files" if info.format == "dicom" else "") if x)
+    if what:
+        lines.append(f"    kind:         {what}")
+    axes = "(c, k, j, i)" if len(info.shape) == 4 else "(k, j, i)"
+    lines.append(f"    shape {axes}: {' x '.join(str(s) for s in info.shape)}")
+    lines.append(f"    spacing (i, j, k) mm: {_fmt(info.spacing)}")
+    lines.append(f"    origin (LPS mm):      {_fmt(info.origin)}")
+    d = list(info.direction)
+    lines.append("    direction (LPS, row-major 3x3):")
+    lines.extend(f"        {_fmt(d[r * 3 : r * 3 + 3], 8)}" for r in range(3))
+    lines.append(f"    orientation:  {info.orientation}")
+    for w in info.warnings:
+        lines.append(f"    warning: {w}")
+    return lines
+
+
+def cmd_info(args) -> int:
+    from napari_medseg.io import list_series
+
+    series = list_series(args.path)
+    if args.json:
+        doc = {"path": str(Path(args.path)), "series": [s.to_json_dict() for s in series]}
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    print(f"{args.path}: {len(series)} series")
+    for n, info in enumerate(series, start=1):
+        print("\n".join(_describe(n, info)))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- convert
+def cmd_convert(args) -> int:
+    import numpy as np
+
+    from napari_medseg.errors import InputError
+    from napari_medseg.io import read_volume, write_labels, write_volume
+
+    src, out = Path(args.input), Path(args.output)
+    if src.exists() and out.exists() and out.resolve() == src.resolve():
+        raise InputError(f"{out} is the input file; napari-medseg never overwrites a source. Choose another output")
+    vol = read_volume(src, series=args.series)
+    if vol.meta.get("classes") and np.issubdtype(vol.array.dtype, np.integer) and not vol.is_4d:
+        written = write_labels(vol, out, classes=vol.meta["classes"], force=args.force)
+    else:
+        written = write_volume(vol, out, force=args.force)
+    for w in vol.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(
+        f"wrote {written}: shape {vol.shape} (array order), spacing {_fmt(vol.spacing)} mm, "
+        f"orientation {vol.orientation_code()}, dtype {vol.array.dtype}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- sample
+def cmd_sample(args) -> int:
+    from napari_medseg.sample import write_sample
+
+    paths = write_sample(args.name, args.output, force=args.force, seed=args.seed)
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
