@@ -151,3 +151,19 @@ def test_info_on_bad_paths(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     rc, _, err = _run(capsys, "info", tmp_path / "notes.txt")
     assert rc == 2 and "notes.txt" in err
+
+
+@pytest.mark.shared_data
+def test_convert_chest_ct_matches_simpleitk_series_reader(shared_data, tmp_path, capsys):
+    folder = shared_data / "ct_chest_dicom"
+    rc, _, err = _run(capsys, "convert", folder, "-o", tmp_path / "chest.nii.gz")
+    assert rc == 0, err
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    ref = reader.Execute()
+    out = sitk.ReadImage(str(tmp_path / "chest.nii.gz"))
+    assert out.GetSize() == ref.GetSize()
+    np.testing.assert_allclose(out.GetSpacing(), ref.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(out.GetOrigin(), ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(out.GetDirection(), ref.GetDirection(), atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(ref))

@@ -303,3 +303,16 @@ def test_nrrd_nan_voxels_warn(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "nan.nrrd"))
     vol = read_itk(tmp_path / "nan.nrrd")
     assert np.all(np.isfinite(vol.array)) and any("2 non-finite voxels" in w for w in vol.warnings)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["ct.nii.gz", "labels.nii.gz"])
+def test_real_abdomen_nifti_matches_simpleitk(shared_data, name):
+    path = shared_data / "ct_abdomen_3mm" / name
+    vol = read_nifti(path)
+    ref = sitk.ReadImage(str(path))
+    np.testing.assert_allclose(vol.spacing, ref.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(vol.origin, ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(vol.direction.reshape(-1), ref.GetDirection(), atol=1e-4)
+    np.testing.assert_array_equal(vol.array, sitk.GetArrayFromImage(ref))
+    assert np.issubdtype(vol.array.dtype, np.integer)

@@ -292,3 +292,20 @@ def test_dicom_seg_needs_a_dicom_reference(tmp_path):
         write_labels(_labels_for(vol), tmp_path / "seg.dcm", reference=vol)
     with pytest.raises(InputError, match="not read from DICOM"):
         write_labels(_labels_for(vol), tmp_path / "seg.dcm")
+
+
+@pytest.mark.shared_data
+def test_real_nifti_labels_round_trip(shared_data, tmp_path):
+    import json
+
+    folder = shared_data / "ct_abdomen_3mm"
+    image = read_volume(folder / "ct.nii.gz")
+    labels = read_volume(folder / "labels.nii.gz")
+    classes = {int(k): v for k, v in json.loads((folder / "classes.json").read_text()).items()}
+    out = write_labels(labels, tmp_path / "labels.nii.gz", classes=classes, reference=image)
+    src, back = nib.load(str(folder / "labels.nii.gz")), nib.load(str(out))
+    assert back.shape == src.shape
+    np.testing.assert_array_equal(back.affine, src.affine)
+    np.testing.assert_array_equal(np.asarray(back.dataobj), np.asarray(src.dataobj))
+    again = read_volume(out)
+    assert again.meta["classes"] == {k: v for k, v in classes.items() if k != 0}
