@@ -1,0 +1,211 @@
+"""The one training loop (used by `train` and `finetune`), written as a step generator.
+
+``training_steps`` yields a `TrainProgress` after every optimiser step (and after each validation) and
+returns a `TrainLog`. A caller cancels it by closing the generator (``run_steps`` does this when its cancel
+predicate fires, the napari worker does it on quit); the network is left with the weights of the last
+finished step and nothing is written to disk here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from napari_medseg.errors import ModelError
+from napari_medseg.progress import Progress
+from napari_medseg.training.config import TrainConfig
+from napari_medseg.training.data import Case, PatchSampler, case_patch_size
+from napari_medseg.training.loss import masked_dice_ce
+
+
+@dataclass(frozen=True)
+class TrainProgress(Progress):
+    """Progress of a training run with the figures a live plot needs."""
+
+    step: int = 0
+    loss: float | None = None
+    val_dice: float | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class TrainLog:
+    history: list[dict] = field(default_factory=list)  # {"step", "loss", "val_dice", "time_s"}
+    steps: int = 0
+    elapsed_s: float = 0.0
+    stopped_by: str = "steps"  # or "time"
+    initial_val: dict | None = None  # evaluate_cases() result before the first step
+    final_val: dict | None = None  # evaluate_cases() result of the final weights
+
+    @property
+    def val_curve(self) -> list[tuple[int, float, float]]:
+        """(step, seconds, mean validation Dice) points."""
+        return [(h["step"], h["time_s"], h["val_dice"]) for h in self.history if h.get("val_dice") is not None]
+
+
+def lr_factor(frac: float, warmup: float, schedule: str) -> float:
+    """Warm-up then cosine/linear decay, as a multiple of the base learning rate (floor 2%)."""
+    frac = min(max(frac, 0.0), 1.0)
+    if warmup > 0 and frac < warmup:
+        return max(frac / warmup, 0.02)
+    t = (frac - warmup) / max(1e-9, 1 - warmup)
+    f = 0.5 * (1 + math.cos(math.pi * t)) if schedule == "cosine" else 1 - t
+    return max(f, 0.02)
+
+
+@torch.no_grad()
+def predict_case(net, case: Case, roi_size, sw_batch_size: int = 2, overlap: float = 0.25, bbox_only: bool = True):
+    """Argmax prediction on ``case`` (model space). With ``bbox_only`` only the mask's bounding box (plus
+    half a window of context) is predicted and the rest of the returned volume is 0."""
+    from monai.inferers import sliding_window_inference
+
+    was_training = net.training
+    net.eval()
+    try:
+        roi_size = case_patch_size(roi_size, case)
+        sl = tuple(slice(0, n) for n in case.shape)
+        if bbox_only:
+            nz = torch.nonzero(case.mask > 0)
+            lo, hi = nz.min(0).values.tolist(), nz.max(0).values.tolist()
+            sl = tuple(
+                slice(max(0, a - r // 2), min(n, b + 1 + r // 2)) for a, b, r, n in zip(lo, hi, roi_size, case.shape)
+            )
+        img = case.image[(slice(None), *sl)][None]
+        logits = sliding_window_inference(
+            img, tuple(roi_size), sw_batch_size, net, overlap=overlap, mode="gaussian", padding_mode="replicate"
+        )
+        pred = torch.zeros(case.shape, dtype=torch.long)
+        pred[sl] = logits[0].argmax(0)
+        return pred
+    finally:
+        net.train(was_training)
+
+
+def evaluate_cases(net, cases: list[Case], n_classes: int, roi_size, class_names: dict[int, str] | None = None) -> dict:
+    """Dice per class over all masked voxels of ``cases`` (pooled), and their mean.
+
+    Returns ``{"dice_mean": float | None, "dice": {name: float}, "voxels": int}``; a class counts when it
+    is in the target or the prediction on the masked voxels.
+    """
+    inter = np.zeros(n_classes)
+    psum = np.zeros(n_classes)
+    tsum = np.zeros(n_classes)
+    voxels = 0
+    for case in cases:
+        pred = predict_case(net, case, roi_size)
+        m = case.mask > 0
+        p, t = pred[m], case.target[m]
+        voxels += int(m.sum())
+        for c in range(1, n_classes):
+            pc, tc = p == c, t == c
+            inter[c] += float((pc & tc).sum())
+            psum[c] += float(pc.sum())
+            tsum[c] += float(tc.sum())
+    names = class_names or {}
+    dice = {
+        names.get(c, str(c)): float(2 * inter[c] / (psum[c] + tsum[c]))
+        for c in range(1, n_classes)
+        if psum[c] + tsum[c] > 0
+    }
+    return {"dice_mean": float(np.mean(list(dice.values()))) if dice else None, "dice": dice, "voxels": voxels}
+
+
+def freeze_encoder(net) -> int:
+    """Freeze the down-path of a MONAI `UNet` (its ``model.(1.submodule.)*0`` blocks and the bottom).
+
+    Returns the number of frozen parameter tensors; raises `ModelError` for other architectures.
+    """
+    frozen = 0
+    for name, p in net.named_parameters():
+        if not name.startswith("model."):
+            raise ModelError(f"freezing the encoder is implemented for MONAI UNet only (parameter {name!r})")
+        rest = name[len("model.") :]
+        while rest.startswith("1.submodule."):
+            rest = rest[len("1.submodule.") :]
+        if rest.startswith(("0.", "conv.", "residual.")):
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def training_steps(
+    net: torch.nn.Module,
+    cases: list[Case],
+    config: TrainConfig,
+    n_classes: int,
+    val_cases: list[Case] | None = None,
+    class_names: dict[int, str] | None = None,
+    stage: str = "train",
+):
+    """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`."""
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    torch.manual_seed(config.seed)
+    if config.freeze_encoder:
+        freeze_encoder(net)
+    params = [p for p in net.parameters() if p.requires_grad]
+    if not params:
+        raise ModelError("no trainable parameters left (is the whole network frozen?)")
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sampler = PatchSampler(cases, config, n_classes)
+    val_cases = list(val_cases or [])
+    roi = config.patch_size
+    log = TrainLog()
+    t0 = time.perf_counter()
+    budget = config.time_budget_s
+    step, losses = 0, []
+
+    def validate():
+        res = evaluate_cases(net, val_cases, n_classes, roi, class_names)
+        return res
+
+    if val_cases:
+        res = log.initial_val = validate()
+        log.history.append({"step": 0, "loss": None, "val_dice": res["dice_mean"], "time_s": 0.0})
+        yield TrainProgress(0, config.steps, stage, "validation", step=0, val_dice=res["dice_mean"])
+    net.train()
+    while step < config.steps:
+        elapsed = time.perf_counter() - t0
+        if budget is not None and elapsed >= budget:
+            log.stopped_by = "time"
+            break
+        frac = max(step / config.steps, elapsed / budget if budget else 0.0)
+        for g in opt.param_groups:
+            g["lr"] = config.lr * lr_factor(frac, config.warmup_frac, config.schedule)
+        img, tgt, msk = sampler.sample()
+        logits = net(img)
+        loss = masked_dice_ce(logits, tgt, msk, config.ce_weight, config.dice_weight)
+        if not torch.isfinite(loss):
+            raise ModelError(
+                f"training diverged (loss {loss.item()}) at step {step + 1}; lower the learning rate (now {config.lr})"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        elapsed = time.perf_counter() - t0
+        val = None
+        last = step >= config.steps or (budget is not None and elapsed >= budget)
+        if val_cases and (step % config.val_every == 0 or last):
+            res = validate()
+            val = res["dice_mean"]
+            if last:
+                log.final_val = res
+            elapsed = time.perf_counter() - t0
+        log.history.append({"step": step, "loss": losses[-1], "val_dice": val, "time_s": round(elapsed, 3)})
+        done = step if budget is None else max(step, min(config.steps, int(config.steps * elapsed / budget)))
+        yield TrainProgress(
+            min(done, config.steps), config.steps, stage, f"step {step} loss {losses[-1]:.4f}",
+            step=step, loss=losses[-1], val_dice=val, elapsed_s=elapsed,
+        )
+    net.eval()
+    log.steps = step
+    log.elapsed_s = time.perf_counter() - t0
+    if val_cases and log.final_val is None:
+        log.final_val = validate()
+    return log

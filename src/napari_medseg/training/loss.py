@@ -1,0 +1,57 @@
+"""Dice + cross-entropy computed only on voxels the user vouched for (an nnU-Net style ignore mask)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_dice_ce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    ce_weight: float = 1.0,
+    dice_weight: float = 1.0,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Loss of ``logits [N, C, ...]`` against ``target [N, ...]`` (channel indices) on ``mask [N, ...]``.
+
+    Voxels where ``mask`` is 0 contribute nothing (neither to cross-entropy nor to Dice). The Dice term is
+    a batch soft Dice over the classes present in the masked target (an absent class is not rewarded for
+    being absent nor punished by a 0/0), so a sparse slice with only background still trains background.
+    """
+    mask = mask.to(logits.dtype)
+    n_vox = mask.sum()
+    if n_vox <= 0:
+        return logits.sum() * 0.0
+    ce = F.cross_entropy(logits, target, reduction="none")
+    loss = ce_weight * (ce * mask).sum() / n_vox
+    if dice_weight:
+        probs = torch.softmax(logits, dim=1)
+        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+        m = mask.unsqueeze(1)
+        dims = (0, *range(2, logits.ndim))
+        inter = (probs * onehot * m).sum(dims)
+        tsum = (onehot * m).sum(dims)
+        psum = (probs * m).sum(dims)
+        present = tsum > 0
+        dice = (2 * inter + eps) / (tsum + psum + eps)
+        loss = loss + dice_weight * (1 - dice[present].mean())
+    return loss
+
+
+def dice_per_class(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, n_classes: int) -> dict[int, float]:
+    """Hard Dice per channel index ``1..n_classes-1`` on the masked voxels.
+
+    Classes absent from both prediction and target in the mask are left out (no 0/0 and no free 1.0).
+    """
+    if mask is not None:
+        mask = mask.bool()
+        pred, target = pred[mask], target[mask]
+    out: dict[int, float] = {}
+    for c in range(1, n_classes):
+        p, t = pred == c, target == c
+        denom = int(p.sum() + t.sum())
+        if denom:
+            out[c] = float(2 * (p & t).sum()) / denom
+    return out
