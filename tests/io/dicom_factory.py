@@ -98,6 +98,9 @@ def _base_dataset(study_uid, series_uid, series_number, description, modality, s
     ds.SeriesDescription = description
     ds.Modality = modality
     ds.StudyDate = "20260101"
+    ds.StudyTime = "120000"
+    ds.SeriesDate = "20260101"
+    ds.SeriesTime = "120000"
     ds.ContentDate = "20260101"
     ds.StudyID = "1"
     ds.AccessionNumber = ""

@@ -140,3 +140,43 @@ def test_chest_ct_matches_simpleitk(shared_data):
     assert_same_as_sitk(vol, sitk_read(folder))
     assert vol.array.dtype == np.int16 and vol.meta["rescale"] == (1.0, -1024.0)
     assert vol.meta["warnings"] == []
+
+
+def test_source_datasets_are_accepted_by_highdicom(tmp_path):
+    import highdicom as hd
+
+    write_series(tmp_path / "s", shuffle=True, direction=OBLIQUE)
+    vol = read_dicom(tmp_path / "s")
+    headers = source_datasets(vol)
+    assert all("PixelData" not in h for h in headers)  # headers only
+    mask = np.zeros(vol.array.shape, np.uint8)
+    mask[3, 10:20, 10:20] = 1
+    seg = hd.seg.Segmentation(
+        source_images=headers,
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[
+            hd.seg.SegmentDescription(
+                segment_number=1,
+                segment_label="lesion",
+                segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure"),
+                segmented_property_type=hd.sr.CodedConcept("4147007", "SCT", "Mass"),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            )
+        ],
+        series_instance_uid=hd.UID(),
+        series_number=100,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="napari-medseg tests",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="0",
+    )
+    frame = seg.PerFrameFunctionalGroupsSequence[0]
+    ref = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+    assert ref == headers[3].SOPInstanceUID
+    np.testing.assert_allclose(
+        [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient], vol.index_to_physical([0, 0, 3]),
+        atol=1e-4,
+    )

@@ -188,7 +188,52 @@ def _decode(ds, key: str) -> np.ndarray:
     return arr.reshape((-1,) + arr.shape[-2:])
 
 
-def _read_file(source: Source, key: str) -> tuple[str, np.ndarray]:
+_IMPLICIT, _EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+
+
+def _fast_native(source: Source, key: str, f) -> np.ndarray | None:
+    """Stored values of an uncompressed little-endian file without parsing its header again.
+
+    The pixel data of such files is (almost always) the last element: when the bytes just before the last
+    Rows x Columns x Frames x BitsAllocated/8 bytes are exactly the (7FE0,0010) element header with that
+    length, the values are taken from there. Anything else returns None and the file is parsed normally.
+    """
+    info = f.info
+    bits = info["bits_allocated"]
+    if info["transfer_syntax"] not in (_IMPLICIT, _EXPLICIT) or bits not in (8, 16, 32) or info["samples"] != 1:
+        return None
+    length = f.rows * f.columns * f.n_frames * bits // 8
+    if length % 2 or length >= 2**32 - 1:
+        return None
+    fp = source.open(key)
+    if isinstance(fp, str):
+        with open(fp, "rb") as fh:
+            data = fh.read()
+    else:
+        data = fp.getvalue()
+    tag = b"\xe0\x7f\x10\x00"
+    if info["transfer_syntax"] == _EXPLICIT:
+        head = data[-length - 12 : -length] if len(data) >= length + 12 else b""
+        ok = head[:4] == tag and head[4:6] in (b"OW", b"OB") and head[8:] == length.to_bytes(4, "little")
+    else:
+        head = data[-length - 8 : -length] if len(data) >= length + 8 else b""
+        ok = head[:4] == tag and head[4:] == length.to_bytes(4, "little")
+    if not ok:
+        return None
+    dtype = np.dtype(f"{'i' if info['signed'] else 'u'}{bits // 8}").newbyteorder("<")
+    arr = np.frombuffer(data, dtype=dtype, offset=len(data) - length)
+    stored = info["bits_stored"] or bits
+    if info["signed"] and stored < bits:  # sign-extend from BitsStored
+        shift = bits - stored
+        arr = (arr << shift) >> shift
+    return arr.reshape(f.n_frames, f.rows, f.columns)
+
+
+def _read_file(source: Source, key: str, frame=None) -> tuple[str, np.ndarray]:
+    if frame is not None:
+        arr = _fast_native(source, key, frame)
+        if arr is not None:
+            return key, arr
     try:
         ds = read_header(source.open(key), stop_before_pixels=False)
     except InputError:
@@ -258,8 +303,12 @@ def _read_pixels(info: SeriesInfo, source: Source, out_dtype=None) -> tuple[np.n
     for k, f in enumerate(frames):
         index.setdefault(f.key, []).append((k, f.frame or 0))
 
+    first_frame = {}
+    for f in frames:
+        first_frame.setdefault(f.key, f)
+
     def work(key: str):
-        key, arr = _read_file(source, key)
+        key, arr = _read_file(source, key, first_frame[key])
         if arr.shape[-2:] != (rows, cols):
             raise InputError(f"{key}: pixel data is {arr.shape[-2:]} but the header says {rows} x {cols}; corrupt file")
         lo_hi = []

@@ -21,6 +21,7 @@ Rules (documented behaviour, also in ``read_dicom``'s docstring):
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -154,7 +155,7 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
         direction=tuple(float(v) for v in direction.reshape(-1)),
         orientation=_orientation_code(direction),
         warnings=warnings,
-        files=list(dict.fromkeys(f.key for f in frames)),
+        files=[Path(k) for k in dict.fromkeys(f.key for f in frames)],  # zip members: "archive.zip::name"
         extra={**extra, "n_files": n_files, "series_uid": frames[0].series_uid, "study_uid": info["study_uid"]},
     )
 

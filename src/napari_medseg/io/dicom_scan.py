@@ -267,7 +267,7 @@ def frames_from_header(ds, key: str) -> list[Frame] | str:
         instance_number=int(ds.get("InstanceNumber", 0) or 0), sop_uid=str(ds.get("SOPInstanceUID", "")), info=info,
     )  # fmt: skip
     if "PerFrameFunctionalGroupsSequence" in ds:
-        return _enhanced_frames(ds, common, n_frames)
+        return _enhanced_frames(getattr(ds, "ds", ds), common, n_frames)
     iop = _floats(ds.get("ImageOrientationPatient") or [], 6)
     ipp = _floats(ds.get("ImagePositionPatient") or [], 3)
     ps = _floats(ds.get("PixelSpacing") or [], 2)
@@ -314,6 +314,30 @@ def _enhanced_frames(ds, common: dict, n_frames: int) -> list[Frame] | str:
     return frames
 
 
+class _Header:
+    """The top-level elements of a header as a plain dict, converted once (Dataset access is slow per call)."""
+
+    def __init__(self, ds: pydicom.Dataset):
+        self.ds = ds
+        self.file_meta = getattr(ds, "file_meta", None)
+        self._values = {}
+        for elem in ds:
+            if elem.keyword:
+                self._values[elem.keyword] = elem.value
+
+    def get(self, keyword, default=None):
+        return self._values.get(keyword, default)
+
+    def __contains__(self, keyword) -> bool:
+        return keyword in self._values
+
+    def __getattr__(self, keyword):
+        try:
+            return self.__dict__["_values"][keyword]
+        except KeyError:
+            raise AttributeError(keyword) from None
+
+
 def _declared_bytes(ds) -> int:
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -334,7 +358,7 @@ def _why_short(source: Source, key: str) -> str:
 
 def _scan_one(source: Source, key: str):
     try:
-        ds = read_header(source.open(key), specific_tags=HEADER_TAGS)
+        ds = _Header(read_header(source.open(key), specific_tags=HEADER_TAGS))
     except Exception:  # noqa: BLE001 - any unreadable file is counted and skipped
         return key, "unreadable"
     try:
