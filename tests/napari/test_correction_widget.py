@@ -152,3 +152,50 @@ def test_bad_input_messages(make_napari_viewer, small):
     widget.set_labels_layer(layer)
     with pytest.raises(InputError, match="uncertainty"):
         widget.next_slice()
+
+
+def test_background_operation_is_one_undo_step(make_napari_viewer, qtbot, small):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    widget.set_class("liver")
+    original = layer.data.copy()
+    with qtbot.waitSignal(widget._panel().finished, timeout=30_000) as blocker:
+        assert widget.run_operation("dilate", background=True, scope="volume", distance_mm=2.0) is None
+    assert blocker.args == ["done"]
+    assert (layer.data == 1).sum() > (original == 1).sum()
+    assert all(b.isEnabled() for b in widget.buttons.values())
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_next_slice_to_check_and_uncertainty(make_napari_viewer, qtbot, small, tiny_model):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    unc = np.zeros(layer.data.shape, np.float32)
+    unc[7] = 0.9
+    unc[13] = 0.5
+    viewer.add_image(unc, name="ct uncertainty", scale=layer.scale, translate=layer.translate)
+    assert widget.go_to_next_slice() == (0, 7) and widget.current_slice() == (0, 7)
+    widget.mark_current_slice()
+    assert widget.go_to_next_slice() == (0, 13)
+    viewer.layers.remove("ct uncertainty")
+    # computed by the model in a worker
+    with qtbot.waitSignal(widget._panel().finished, timeout=120_000) as blocker:
+        widget.compute_uncertainty(model=str(tiny_model))
+    assert blocker.args == ["done"]
+    added = widget.uncertainty_layer()
+    assert added is not None and added.data.shape == layer.data.shape and added.metadata["medseg_kind"] == "uncertainty"
+    axis, index = widget.go_to_next_slice()
+    assert axis == 0 and index != 7
+
+
+def test_reopening_the_image_offers_restore(make_napari_viewer, small):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    layer.paint((5, 10, 10), 3)
+    widget.autosave_now()
+    viewer2 = make_napari_viewer()
+    widget2 = CorrectionWidget(viewer2)
+    data, kw, _ = image_layer_data(img, name="ct again")
+    viewer2.add_image(data, **kw)
+    assert "autosaved corrections found (ct seg)" in widget2.status.text()

@@ -34,10 +34,13 @@ from napari_medseg import editing
 from napari_medseg._napari.layers import META_KEY, SOURCE_KEY, volume_from_layer, volume_record
 from napari_medseg._napari.tracking import SliceTracker, apply_edit
 from napari_medseg.errors import InputError, MedsegError
+from napari_medseg.progress import Progress
 from napari_medseg.session import CorrectionRecord, Session
 
 AXIS_NAMES = {0: "z", 1: "y", 2: "x"}
 AUTOSAVE_ENV = "MEDSEG_AUTOSAVE_S"
+#: whole-volume operations on more voxels than this run in a worker thread
+BACKGROUND_VOXELS = 4_000_000
 #: operation name -> (button text, parameter attribute or None)
 OPERATIONS = {
     "interpolate": "Interpolate between painted slices",
@@ -421,47 +424,106 @@ class CorrectionWidget(QWidget):
             self.jump_to(*item.data(Qt.ItemDataRole.UserRole))
 
     # ============================================================== operations
-    def run_operation(self, name: str, **overrides) -> int:
+    def run_operation(self, name: str, background: bool | None = None, **overrides) -> int | None:
         """Run one operation on the current class and scope; returns the number of voxels changed.
 
         ``overrides`` replace widget values: ``label``, ``scope`` ("slice"/"volume"), ``distance_mm``,
-        ``min_volume_mm3``, ``target``, ``fill_3d``.
+        ``min_volume_mm3``, ``target``, ``fill_3d``. Whole-volume operations on large volumes
+        (``background=None`` and more than `BACKGROUND_VOXELS`) are computed in a worker so the viewer
+        stays responsive; the edit is then applied on the GUI thread (as one undo step) and None is
+        returned at once.
         """
         layer = self._require_layer()
+        compute, axis, scope, has_geometry = self._prepare(layer, name, overrides)
+        if background is None:
+            background = scope == "volume" and layer.data.size > BACKGROUND_VOXELS
+        if not background:
+            return self._apply(layer, compute(), axis, has_geometry)
+        panel = self._panel()
+        if panel.running:
+            raise InputError("another operation is still running; wait for it or cancel it")
+
+        def steps():
+            yield Progress(0, 1, OPERATIONS[name], "computing on the whole volume")
+            return compute()
+
+        self._set_ops_enabled(False)
+
+        def done(edit):
+            self._set_ops_enabled(True)
+            self._guard(lambda: self._apply(layer, edit, axis, has_geometry), OPERATIONS[name])
+
+        def failed(exc):
+            self._set_ops_enabled(True)
+            self.status.setText(f"{OPERATIONS[name]} failed: {exc}")
+            _notify(exc, OPERATIONS[name])
+
+        panel.start(steps, on_done=done, on_error=failed, on_cancelled=lambda: self._set_ops_enabled(True))
+        return None
+
+    def _prepare(self, layer, name: str, overrides: dict):
+        """Read the controls now; return a zero-argument function computing the `Edit` on a snapshot."""
+        if name not in OPERATIONS:
+            raise InputError(f"unknown operation '{name}'; choose one of {', '.join(OPERATIONS)}")
         vol, has_geometry = volume_from_layer(layer)
         spacing = vol.spacing
         label = int(overrides.get("label", layer.selected_label))
         scope = overrides.get("scope", "slice" if self.scope_combo.currentIndex() == 0 else "volume")
         axis, index = self.current_slice()
         where = (axis, index) if scope == "slice" else None
-        data = np.asarray(layer.data)
         dist = float(overrides.get("distance_mm", self.distance_mm.value()))
-        if name == "interpolate":
-            edit = editing.interpolate_slices(data, label, axis, spacing=spacing)
-        elif name == "fill_holes":
-            three_d = bool(overrides.get("fill_3d", self.fill_3d.isChecked()))
-            edit = editing.fill_holes(data, label, where=where, spacing=spacing, per_slice_axis=None if three_d else axis)
-        elif name == "remove_islands":
-            edit = editing.remove_islands(data, label, float(overrides.get("min_volume_mm3", self.island_mm3.value())),
-                                          where=where, spacing=spacing)
-        elif name == "keep_largest":
-            edit = editing.keep_largest(data, label, where=where, spacing=spacing)
-        elif name in ("dilate", "erode", "smooth"):
-            edit = getattr(editing, name)(data, label, dist, where=where, spacing=spacing)
-        elif name == "copy_previous":
-            if index == 0:
-                raise InputError(f"slice {index} is the first along {AXIS_NAMES.get(axis, axis)}: there is no previous slice")
-            edit = editing.copy_slice(data, axis, index, label=label)
-        elif name == "relabel":
-            target = overrides.get("target", self.target_combo.currentData())
-            edit = editing.relabel(data, label, int(target), where=where)
-        else:
-            raise InputError(f"unknown operation '{name}'; choose one of {', '.join(OPERATIONS)}")
+        three_d = bool(overrides.get("fill_3d", self.fill_3d.isChecked()))
+        min_mm3 = float(overrides.get("min_volume_mm3", self.island_mm3.value()))
+        target = overrides.get("target", self.target_combo.currentData())
+        if name == "copy_previous" and index == 0:
+            raise InputError(f"slice {index} is the first along {AXIS_NAMES.get(axis, axis)}: there is no previous slice")
+        if name == "relabel" and target is None:
+            raise InputError("choose the class to relabel to")
+        # whole-volume work runs on a snapshot (painting may go on meanwhile); slice work reads in place
+        data = np.array(layer.data, copy=True) if scope == "volume" or name == "interpolate" else np.asarray(layer.data)
+
+        def compute():
+            if name == "interpolate":
+                return editing.interpolate_slices(data, label, axis, spacing=spacing)
+            if name == "fill_holes":
+                return editing.fill_holes(data, label, where=where, spacing=spacing, per_slice_axis=None if three_d else axis)
+            if name == "remove_islands":
+                return editing.remove_islands(data, label, min_mm3, where=where, spacing=spacing)
+            if name == "keep_largest":
+                return editing.keep_largest(data, label, where=where, spacing=spacing)
+            if name in ("dilate", "erode", "smooth"):
+                return getattr(editing, name)(data, label, dist, where=where, spacing=spacing)
+            if name == "copy_previous":
+                return editing.copy_slice(data, axis, index, label=label)
+            return editing.relabel(data, label, int(target), where=where)
+
+        return compute, axis, scope, has_geometry
+
+    def _apply(self, layer, edit, axis: int, has_geometry: bool) -> int:
+        if layer not in self.viewer.layers:
+            raise InputError(f"labels layer '{layer.name}' was removed; nothing was changed")
+        if not edit.is_empty:
+            current = np.asarray(layer.data[edit.bbox])
+            if not np.array_equal(current, edit.before):  # painted meanwhile: keep the newer strokes
+                keep = current == edit.before
+                edit = type(edit)(edit.bbox, current.copy(), np.where(keep, edit.after, current), edit.description, edit.params)
         n = apply_edit(layer, edit, self.trackers.get(id(layer)), axis)
         units = "" if has_geometry else " (no medical geometry: voxel units)"
         self.status.setText(f"{edit.description}: {n} voxels changed{units}")
         self._after_change()
         return n
+
+    def _panel(self):
+        from napari_medseg._napari._worker import ProgressPanel
+
+        if self._progress is None:
+            self._progress = ProgressPanel(self)
+            self.layout().insertWidget(self.layout().count() - 2, self._progress)
+        return self._progress
+
+    def _set_ops_enabled(self, enabled: bool) -> None:
+        for b in self.buttons.values():
+            b.setEnabled(enabled)
 
     # ============================================================== review
     def uncertainty_layer(self):
@@ -492,10 +554,9 @@ class CorrectionWidget(QWidget):
             self.status.setText(f"least certain unreviewed slice: {AXIS_NAMES.get(found[0], found[0])} = {found[1]}")
         return found
 
-    def compute_uncertainty(self):
-        """Run the model with probabilities in a worker and add the uncertainty map as an image layer."""
-        from napari_medseg._napari._worker import ProgressPanel
-
+    def compute_uncertainty(self, model=None):
+        """Run the model (default: the active default model) with probabilities in a worker and add the
+        uncertainty map (1 - max probability) as an image layer."""
         layer = self._require_layer()
         image = self._image_layer_for(layer)
         if image is None:
@@ -505,9 +566,9 @@ class CorrectionWidget(QWidget):
         except ImportError as e:
             raise InputError(f"the inference engine is not available ({e})") from e
         vol, _ = volume_from_layer(image)
-        if self._progress is None:
-            self._progress = ProgressPanel(self)
-            self.layout().insertWidget(self.layout().count() - 2, self._progress)
+        panel = self._panel()
+        if panel.running:
+            raise InputError("another operation is still running; wait for it or cancel it")
 
         def done(result):
             unc = getattr(result, "uncertainty", None)
@@ -523,7 +584,7 @@ class CorrectionWidget(QWidget):
             self.viewer.add_image(data, **kwargs)
             self.status.setText("uncertainty map added; use 'Next slice to check'")
 
-        self._progress.start(lambda: segment_steps(vol, return_probabilities=True), on_done=done,
+        panel.start(lambda: segment_steps(vol, model=model, return_probabilities=True), on_done=done,
                              on_error=lambda e: _notify(e, "uncertainty"))
 
     # ============================================================== autosave / restore
