@@ -173,3 +173,15 @@ def test_detection_helpers(tmp_path):
     raw.parent.mkdir()
     raw.write_bytes(w.files[0].read_bytes()[132:])
     assert is_dicom_file(raw)
+
+
+def test_preambleless_files_are_read(tmp_path):
+    w = write_series(tmp_path / "s", shuffle=True, direction=rotation("x", 30))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for n, f in enumerate(w.files):
+        (raw / f"IMG{n}").write_bytes(f.read_bytes()[132:])  # no 128-byte preamble, no 'DICM'
+    vol = read_dicom(raw)
+    np.testing.assert_array_equal(vol.array, w.expected)
+    np.testing.assert_allclose(vol.direction, w.direction, atol=1e-6)
+    assert vol.meta["warnings"] == []

@@ -34,6 +34,30 @@ _TILT_TOL = 0.01  # mm: in-plane drift of the last slice above this is gantry ti
 _DUP_TOL = 1e-3  # mm: positions closer than this are the same slice
 
 
+class Frames:
+    """The sorted frames of a series (a read-only sequence that ``dataclasses.asdict`` does not deep-copy)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items):
+        self._items = tuple(items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __getitem__(self, i):
+        return self._items[i]
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __repr__(self):
+        return f"Frames({len(self._items)})"
+
+
 def _orientation_key(f: Frame) -> tuple:
     return (
         tuple(np.round(np.concatenate([f.row, f.col]), 3)),
@@ -97,7 +121,7 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
     f0 = frames[0]
     n = len(frames)
     positions = np.array([np.asarray(f.position, float) for f in frames])
-    extra: dict = {"frames": frames, "slice_positions": positions, "tilt_deg": 0.0, "tilt_shift": None}
+    extra: dict = {"frames": Frames(frames), "slice_positions": positions, "tilt_deg": 0.0, "tilt_shift": None}
     spacing_k = 1.0
     if n >= 2:
         steps = np.diff(depth)
