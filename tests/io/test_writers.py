@@ -309,3 +309,62 @@ def test_real_nifti_labels_round_trip(shared_data, tmp_path):
     np.testing.assert_array_equal(np.asarray(back.dataobj), np.asarray(src.dataobj))
     again = read_volume(out)
     assert again.meta["classes"] == {k: v for k, v in classes.items() if k != 0}
+
+
+def _seg_frames(seg_path, source_uid, frames, segment_number):
+    import highdicom as hd
+
+    seg = hd.seg.segread(seg_path)
+    return seg.get_pixels_by_source_frame(
+        source_sop_instance_uid=source_uid,
+        source_frame_numbers=frames,
+        segment_numbers=[segment_number],
+        assert_missing_frames_are_empty=True,
+    )[..., 0]
+
+
+def test_dicom_seg_from_shuffled_oblique_series(tmp_path):
+    from dicom_factory import rotation, write_series
+
+    written = write_series(tmp_path / "s", shuffle=True, direction=rotation("x", 30))
+    image = read_volume(tmp_path / "s")
+    lab = np.zeros(image.spatial_shape, np.uint8)
+    lab[1, 3:9, 2:7] = 1
+    lab[3:5, 10:12, 4:6] = 2
+    out = write_labels(image.with_array(lab), tmp_path / "seg.dcm", classes={1: "liver", 2: "tumour"}, reference=image)
+    import highdicom as hd
+
+    seg = hd.seg.segread(out)
+    for k, f in enumerate(written.files):  # written.files are in k order
+        uid = pydicom.dcmread(f).SOPInstanceUID
+        for n in (1, 2):
+            pix = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=[uid], segment_numbers=[n], assert_missing_frames_are_empty=True
+            )[0, ..., 0]
+            np.testing.assert_array_equal(pix.astype(bool), lab[k] == n)
+
+
+def test_dicom_seg_from_enhanced_multiframe_with_shuffled_frames(tmp_path):
+    from dicom_factory import write_enhanced
+
+    written = write_enhanced(tmp_path / "enh.dcm", shuffle_frames=True)
+    image = read_volume(tmp_path / "enh.dcm")
+    lab = np.zeros(image.spatial_shape, np.uint8)
+    for k in range(lab.shape[0]):
+        lab[k, k : k + 3, 5:9] = 1  # a different mask on every slice
+    out = write_labels(image.with_array(lab), tmp_path / "seg.dcm", classes={1: "liver"}, reference=image)
+    uid = pydicom.dcmread(written.files[0]).SOPInstanceUID
+    frames = image.meta["dicom_reference"]["frame_numbers"]  # file frame number of each slice k
+    assert frames != sorted(frames)
+    pix = _seg_frames(out, uid, frames, 1)
+    np.testing.assert_array_equal(pix.astype(bool), lab == 1)
+
+
+def test_dicom_seg_refuses_labels_on_another_grid(tmp_path):
+    vol = _volume(shape=(4, 6, 6))
+    write_dicom_series(vol, tmp_path / "s")
+    image = read_volume(tmp_path / "s")
+    shifted = Volume(np.ones(image.spatial_shape, np.uint8), image.spacing, (0, 0, 0), image.direction)
+    with pytest.raises(GeometryError):
+        write_labels(shifted, tmp_path / "seg.dcm", reference=image)
+    assert not (tmp_path / "seg.dcm").exists()

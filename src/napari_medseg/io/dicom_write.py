@@ -237,36 +237,56 @@ def _segment_codes(name: str):
 
 
 def _source_datasets(reference: Volume, path: Path) -> list:
-    """Headers of the reference's source slices in k order (the DICOM reader's `source_datasets`)."""
+    """Headers of the reference's source images (io.dicom's `source_datasets`), naming the SEG on failure."""
+    from napari_medseg.io.dicom import source_datasets
+
     try:
-        from napari_medseg.io.dicom import source_datasets
-    except ImportError:  # pragma: no cover - fallback until io.dicom provides it
-        source_datasets = None
-    if source_datasets is not None:
         return list(source_datasets(reference))
-    import pydicom  # pragma: no cover
-
-    files = reference.meta.get("dicom_files") or []  # pragma: no cover
-    return [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]  # pragma: no cover
+    except InputError as e:
+        raise InputError(f"cannot write DICOM SEG {path}: {e}") from e
 
 
-def _check_reference_slices(datasets, reference: Volume, path: Path) -> None:
+def _match_reference_slices(datasets, reference: Volume, path: Path) -> list[int]:
+    """For each source dataset/frame, the labels slice ``k`` it shows; `GeometryError` if they do not coincide.
+
+    Single-frame sources are matched by ``ImagePositionPatient`` (so their order does not matter); an
+    enhanced multi-frame source uses the reader's frame order (``meta["dicom_reference"]["frame_numbers"]``).
+    """
     nk, nj, ni = reference.spatial_shape
+    if reference.meta.get("tilt_handling") == "resampled":
+        raise GeometryError(
+            f"cannot write DICOM SEG {path}: the source series has gantry tilt and was resampled to a regular grid "
+            "when read, so the labels' slices are not the source images; save the labels as NIfTI instead"
+        )
+    if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) == nk and nk > 1:
+        frames = (reference.meta.get("dicom_reference") or {}).get("frame_numbers") or list(range(1, nk + 1))
+        order = [0] * nk
+        for k, frame in enumerate(frames):
+            order[int(frame) - 1] = k
+        return order
     if len(datasets) != nk:
         raise GeometryError(
             f"cannot write DICOM SEG {path}: the reference volume has {nk} slices but its source series has "
-            f"{len(datasets)} images (resampled or multi-frame source); save the labels as NIfTI instead"
+            f"{len(datasets)} images; save the labels as NIfTI instead"
         )
-    for k, ds in enumerate(datasets):
-        if "ImagePositionPatient" not in ds:
-            continue  # enhanced multi-frame sources are positioned per frame; highdicom checks those
-        pos = np.asarray([float(v) for v in ds.ImagePositionPatient])
-        if np.abs(pos - reference.index_to_physical((0, 0, k))).max() > 1e-3 or (int(ds.Rows), int(ds.Columns)) != (nj, ni):
+    order = []
+    for ds in datasets:
+        try:
+            pos = np.asarray([float(v) for v in ds.ImagePositionPatient])
+            shape_ok = (int(ds.Rows), int(ds.Columns)) == (nj, ni)
+        except (AttributeError, TypeError, ValueError) as e:
+            raise GeometryError(f"cannot write DICOM SEG {path}: source image without position/size ({e})") from e
+        i, j, k = reference.physical_to_index(pos)
+        kk = int(round(k))
+        if not shape_ok or abs(i) > 1e-3 or abs(j) > 1e-3 or abs(k - kk) > 1e-3 or not 0 <= kk < nk:
             raise GeometryError(
-                f"cannot write DICOM SEG {path}: slice {k} of the labels does not coincide with source image "
-                f"{getattr(ds, 'SOPInstanceUID', '?')} (the source was resampled when read, e.g. for gantry tilt); "
-                "save the labels as NIfTI instead"
+                f"cannot write DICOM SEG {path}: source image {getattr(ds, 'SOPInstanceUID', '?')} does not coincide "
+                "with a slice of the labels grid; save the labels as NIfTI instead"
             )
+        order.append(kk)
+    if sorted(order) != list(range(nk)):
+        raise GeometryError(f"cannot write DICOM SEG {path}: several source images fall on the same slice")
+    return order
 
 
 def write_dicom_seg(labels: Volume, path, table: dict, reference: Volume | None, force: bool = False,
@@ -290,7 +310,7 @@ def write_dicom_seg(labels: Volume, path, table: dict, reference: Volume | None,
             "was not read from DICOM. Segment an image opened from a DICOM series, or save the labels as NIfTI"
         )
     datasets = _source_datasets(reference, path)
-    _check_reference_slices(datasets, reference, path)
+    order = _match_reference_slices(datasets, reference, path)
     arr = np.asarray(labels.array)
     values = [int(v) for v in np.unique(arr) if v != 0]
     if not values:
@@ -322,7 +342,7 @@ def write_dicom_seg(labels: Volume, path, table: dict, reference: Volume | None,
                 **extra,
             )
         )
-    seg_array = seg_map[arr]
+    seg_array = seg_map[arr[order]]  # frame n of the SEG <-> source image/frame n
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets, pixel_array=seg_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
