@@ -316,3 +316,33 @@ def test_real_abdomen_nifti_matches_simpleitk(shared_data, name):
     np.testing.assert_allclose(vol.direction.reshape(-1), ref.GetDirection(), atol=1e-4)
     np.testing.assert_array_equal(vol.array, sitk.GetArrayFromImage(ref))
     assert np.issubdtype(vol.array.dtype, np.integer)
+
+
+_MHA_HEADER = """ObjectType = Image
+NDims = 3
+BinaryData = True
+BinaryDataByteOrderMSB = False
+CompressedData = False
+TransformMatrix = {matrix}
+Offset = 0 0 0
+ElementSpacing = 1 1 2
+DimSize = {dims}
+ElementType = MET_SHORT
+ElementDataFile = LOCAL
+"""
+
+
+def test_non_orthonormal_mha_direction_is_a_geometry_error(tmp_path):
+    path = tmp_path / "sheared.mha"
+    path.write_bytes(_MHA_HEADER.format(matrix="1 0 0 0.5 1 0 0 0 1", dims="3 3 3").encode() + bytes(54))
+    with pytest.raises(GeometryError, match="sheared.mha.*not orthonormal"):
+        read_itk(path)
+    with pytest.raises(GeometryError, match="not orthonormal"):
+        info_single_file(path)
+
+
+def test_absurd_mha_dimensions_fail_fast(tmp_path):
+    path = tmp_path / "huge.mha"
+    path.write_bytes(_MHA_HEADER.format(matrix="1 0 0 0 1 0 0 0 1", dims="40000 40000 40000").encode() + bytes(54))
+    with pytest.raises(InputError, match="huge.mha.*declares"):
+        read_itk(path)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_medseg.errors import GeometryError, InputError
+from napari_medseg.errors import InputError
 from napari_medseg.io.series import SeriesInfo
 from napari_medseg.volume import Volume
 
@@ -413,20 +413,14 @@ def read_itk(path) -> Volume:
         meta["classes"] = names
         if colors:
             meta["class_colors"] = colors
-    try:
-        return Volume(arr, spacing, origin, direction, meta)
-    except GeometryError as e:
-        raise GeometryError(f"{path}: {e}") from e
+    return Volume(arr, spacing, origin, direction, meta)  # GeometryError messages name source_path
 
 
 def _itk_info(path: Path) -> SeriesInfo:
     reader = _itk_reader(path)
     size, spacing, origin, direction = _itk_geometry(reader, path)
     _check_itk_size(reader, path, size)
-    try:
-        geo = Volume(np.zeros((1, 1, 1), np.uint8), spacing, origin, direction, {"source_path": str(path)})
-    except GeometryError as e:
-        raise GeometryError(f"{path}: {e}") from e
+    geo = Volume(np.zeros((1, 1, 1), np.uint8), spacing, origin, direction, {"source_path": str(path)})
     arr_shape = tuple(reversed(size[:3]))
     ncomp = int(reader.GetNumberOfComponents())
     if ncomp > 1:
