@@ -185,3 +185,29 @@ def test_preambleless_files_are_read(tmp_path):
     np.testing.assert_array_equal(vol.array, w.expected)
     np.testing.assert_allclose(vol.direction, w.direction, atol=1e-6)
     assert vol.meta["warnings"] == []
+
+
+def test_repeated_acquisitions_in_one_series_become_stacks(tmp_path):
+    import pydicom
+
+    a = write_series(tmp_path / "s", shape=(5, 40, 36), seed=1, prefix="A")
+    b = write_series(tmp_path / "s", shape=(5, 40, 36), seed=2, prefix="B", series_uid=a.series_uid,
+                     study_uid=a.study_uid)  # fmt: skip  # same positions: a second phase in the same series
+    for files, acq in ((a.files, 1), (b.files, 2)):
+        for f in files:
+            ds = pydicom.dcmread(f)
+            ds.AcquisitionNumber = acq
+            ds.save_as(f)
+    infos = list_dicom_series(tmp_path / "s")
+    assert [i.uid for i in infos] == [a.series_uid, a.series_uid + "#2"]
+    np.testing.assert_array_equal(read_dicom(tmp_path / "s", series=a.series_uid).array, a.expected)
+    np.testing.assert_array_equal(read_dicom(tmp_path / "s", series=a.series_uid + "#2").array, b.expected)
+
+
+def test_duplicate_positions_keep_the_first_instance(tmp_path):
+    a = write_series(tmp_path / "s", shape=(4, 40, 36), seed=1, prefix="A")
+    write_series(tmp_path / "s", shape=(2, 40, 36), seed=2, prefix="B", series_uid=a.series_uid,
+                 study_uid=a.study_uid)  # fmt: skip
+    (info,) = list_dicom_series(tmp_path / "s")
+    assert info.shape == (4, 40, 36)
+    assert any("share a slice position" in m for m in info.warnings)

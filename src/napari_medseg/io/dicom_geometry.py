@@ -221,12 +221,31 @@ def group(scan: ScanResult) -> list[SeriesInfo]:
     return out
 
 
+def _split_acquisitions(frames: list[Frame]) -> list[list[Frame]]:
+    """Split a stack whose slice positions repeat into acquisitions (AcquisitionNumber, TemporalPosition-
+    Identifier, EchoNumbers) when that makes each part free of repeats; otherwise keep it whole."""
+    if len(frames) < 4 or frames[0].n_frames > 1:
+        return [frames]
+    positions = {tuple(np.round(np.asarray(f.position, float), 2)) for f in frames}
+    if len(positions) == len(frames):
+        return [frames]
+    parts: dict[tuple, list[Frame]] = defaultdict(list)
+    for f in frames:
+        parts[f.info.get("acquisition", ())].append(f)
+    if len(parts) < 2:
+        return [frames]
+    for part in parts.values():
+        if len({tuple(np.round(np.asarray(f.position, float), 2)) for f in part}) != len(part):
+            return [frames]
+    return [parts[k] for k in sorted(parts)]
+
+
 def _group_one(uid: str, frames: list[Frame], common: list[str]) -> list[SeriesInfo]:
     out: list[SeriesInfo] = []
     groups: dict[tuple, list[Frame]] = defaultdict(list)
     for f in frames:
         groups[_orientation_key(f)].append(f)
-    ordered = sorted(groups.values(), key=len, reverse=True)
+    ordered = sorted((g for group in groups.values() for g in _split_acquisitions(group)), key=len, reverse=True)
     warnings = list(common)
     singles = [g for g in ordered[1:] if len(g) == 1]
     if singles:
@@ -241,11 +260,13 @@ def _group_one(uid: str, frames: list[Frame], common: list[str]) -> list[SeriesI
         sub = build_series(g, f"{uid}#{n}", list(common))
         sub.description = (sub.description + f" (stack {n})").strip()
         sub.warnings.append(
-            f"series {uid} holds stacks of different orientation/size; this is stack {n} "
+            f"series {uid} holds several stacks (another orientation/size, or repeated acquisitions/phases/echoes "
+            f"at the same positions); this is stack {n} "
             f"({len(g)} images), read it with series='{uid}#{n}'"
         )
         main.warnings.append(
-            f"series also holds {len(g)} images of another orientation/size, listed as '{uid}#{n}'"
+            f"series also holds another stack of {len(g)} images (other orientation/size or another "
+            f"acquisition/phase/echo), listed as '{uid}#{n}'"
         )
         out.append(sub)
     return out

@@ -45,7 +45,8 @@ HEADER_TAGS = [
     "SeriesDescription", "Modality", "ImageType", "InstanceNumber", "ImagePositionPatient",
     "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
     "BitsAllocated", "BitsStored", "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope",
-    "RescaleIntercept", "GantryDetectorTilt", "AcquisitionNumber", "SharedFunctionalGroupsSequence",
+    "RescaleIntercept", "GantryDetectorTilt", "AcquisitionNumber", "TemporalPositionIdentifier", "EchoNumbers",
+    "SharedFunctionalGroupsSequence",
     "PerFrameFunctionalGroupsSequence",
 ]  # fmt: skip
 #: Header parsing is mostly Python (GIL-bound): a few threads help on cold/network storage, more only contend.
@@ -249,7 +250,9 @@ def _series_info(ds, key: str) -> dict:
         "signed": int(ds.get("PixelRepresentation", 0) or 0) == 1,
         "samples": int(ds.get("SamplesPerPixel", 1) or 1),
         "gantry_tilt": float(ds.get("GantryDetectorTilt", 0.0) or 0.0),
-        "acquisition_number": ds.get("AcquisitionNumber"),
+        "acquisition": tuple(
+            str(ds.get(kw, "") or "") for kw in ("AcquisitionNumber", "TemporalPositionIdentifier", "EchoNumbers")
+        ),
     }
 
 
