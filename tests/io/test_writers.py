@@ -113,6 +113,17 @@ def test_labels_on_another_grid_is_a_geometry_error(tmp_path):
     assert not (tmp_path / "x.nii.gz").exists()
 
 
+def test_plain_array_with_reference(tmp_path):
+    vol = _volume(direction=_rotation(2, 30))
+    arr = _labels_for(vol).array
+    back = read_volume(write_labels(arr, tmp_path / "a.nii.gz", reference=vol))
+    assert back.same_grid(vol) and np.array_equal(back.array, arr)
+    with pytest.raises(GeometryError, match="shape"):
+        write_labels(arr[:-1], tmp_path / "b.nii.gz", reference=vol)
+    with pytest.raises(InputError, match="needs a Volume"):
+        write_labels(arr, tmp_path / "c.nii.gz")
+
+
 def test_overwrite_refused_without_force(tmp_path):
     vol = _volume()
     target = tmp_path / "l.nii.gz"

@@ -188,6 +188,7 @@ def _write_labels_itk(vol: Volume, arr: np.ndarray, table, path: Path, force: bo
 def write_labels(labels: Volume, path, classes=None, reference: Volume | None = None, force: bool = False) -> Path:
     """Write a 3D labels `Volume` to ``path`` (format by extension), atomically; returns the path.
 
+    ``labels`` may also be a plain ``[k, j, i]`` array when ``reference`` is given (it is then on its grid).
     ``classes``: {value: name} or {value: (name, rgba)}; defaults to ``labels.meta["classes"]``.
     ``reference``: the source image; the labels must be on its grid (else `GeometryError`), and for
     ``.dcm`` (DICOM SEG) it must have been read from DICOM.
@@ -196,7 +197,18 @@ def write_labels(labels: Volume, path, classes=None, reference: Volume | None = 
     kind = _kind(path)
     check_overwrite(path, force)
     if not isinstance(labels, Volume):
-        raise InputError(f"cannot write {path}: write_labels needs a Volume (array + geometry), got {type(labels).__name__}")
+        if reference is None or not hasattr(labels, "shape"):
+            raise InputError(
+                f"cannot write {path}: write_labels needs a Volume (array + geometry), or an array together with "
+                f"the reference image whose grid it is on; got {type(labels).__name__}"
+            )
+        labels = np.asarray(labels)
+        if labels.shape != reference.spatial_shape:
+            raise GeometryError(
+                f"cannot write {path}: labels array shape {labels.shape} differs from the reference image's "
+                f"{reference.spatial_shape}"
+            )
+        labels = Volume(labels, reference.spacing, reference.origin, reference.direction.copy())
     arr = _label_array(labels, path)
     vol = _on_reference_grid(labels, reference, path)
     table = _class_table(classes, labels)
