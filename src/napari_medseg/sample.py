@@ -186,7 +186,8 @@ def make_phantom(
     for side in (-1, 1):
         m = _ellipsoid(g, (side * 0.22 * R, 0.55 * R, mid), (0.14 * R, 0.11 * R, tall), wobble=0.05)
         _paint(hu, m, 45.0)
-        p = _ellipsoid(g, (side * 0.17 * R, 0.36 * R, g.w(0.1)), (0.07 * R, 0.07 * R, 0.5 * H), drift=(side * 0.04 * R, 0))
+        psoas_c = (side * 0.17 * R, 0.36 * R, g.w(0.1))
+        p = _ellipsoid(g, psoas_c, (0.07 * R, 0.07 * R, 0.5 * H), drift=(side * 0.04 * R, 0))
         _paint(hu, p, 45.0)
 
     # --- liver (patient right = -x) with tumours

@@ -26,7 +26,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz")
-    p.add_argument("--series", default=None, help="series to convert when INPUT holds several (UID, number or description)")
+    p.add_argument(
+        "--series", default=None, help="series to convert when INPUT holds several (UID, number or description)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(func=cmd_convert)
 
@@ -51,7 +53,8 @@ def _describe(n: int, info) -> list[str]:
     lines = [f"[{n}] {info.label}"]
     if info.uid != info.label:
         lines.append(f"    uid:          {info.uid}")
-    what = ", ".join(x for x in (info.modality, info.format, f"{len(info.files)} files" if info.format == "dicom" else "") if x)
+    n_files = f"{len(info.files)} files" if info.format == "dicom" else ""
+    what = ", ".join(x for x in (info.modality, info.format, n_files) if x)
     if what:
         lines.append(f"    kind:         {what}")
     axes = "(c, k, j, i)" if len(info.shape) == 4 else "(k, j, i)"

@@ -15,7 +15,6 @@ written with its k axis reversed so that it reads back as the same physical imag
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
 import shutil
@@ -114,7 +113,9 @@ def _replace_folder(tmp: Path, folder: Path, force: bool) -> None:
     """Move the finished ``tmp`` folder to ``folder``; with ``force`` an earlier series there is replaced."""
     if folder.exists() and any(folder.iterdir()):
         if not force:
-            raise OutputExistsError(f"{folder} already exists and is not empty; refusing to overwrite it (force=True / --force)")
+            raise OutputExistsError(
+                f"{folder} already exists and is not empty; refusing to overwrite it (force=True / --force)"
+            )
         others = [p for p in folder.iterdir() if not (p.is_file() and p.suffix.lower() == ".dcm")]
         if others:
             raise OutputExistsError(
@@ -162,7 +163,9 @@ def write_dicom_series(
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"{folder} exists and is a file; choose a folder name")
     if folder.exists() and any(folder.iterdir()) and not force:
-        raise OutputExistsError(f"{folder} already exists and is not empty; refusing to overwrite it (force=True / --force)")
+        raise OutputExistsError(
+            f"{folder} already exists and is not empty; refusing to overwrite it (force=True / --force)"
+        )
     if np.linalg.det(volume.direction) < 0:  # readers sort along row x col: store k reversed
         nk = volume.spatial_shape[0]
         flipped_dir = volume.direction.copy()

@@ -100,7 +100,8 @@ def _nifti_geometry_warnings(img, path: Path, shape) -> list[str]:
     sform, scode = hdr.get_sform(coded=True)
     qform, qcode = hdr.get_qform(coded=True)
     if sform is not None and qform is not None and scode > 0 and qcode > 0:
-        corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)], float)
+        ends = [(0, n - 1) for n in shape[:3]]
+        corners = np.array([[i, j, k, 1] for i in ends[0] for j in ends[1] for k in ends[2]], float)
         diff = np.abs(corners @ sform.T - corners @ qform.T)[:, :3]
         dist = float(np.linalg.norm(diff, axis=1).max())
         if dist > SFORM_QFORM_TOL_MM:
@@ -273,8 +274,10 @@ def _nifti_info(path: Path) -> SeriesInfo:
         arr_shape = (shape[3],) + arr_shape
     names, _ = _read_class_table_nifti(img)
     descrip = img.header["descrip"].tobytes().rstrip(b"\x00").decode("latin-1").strip()
-    return _info(path, "nifti", geo, arr_shape, warnings, description=descrip,
-                 extra={"dtype": str(img.get_data_dtype()), "classes": names} if names else {"dtype": str(img.get_data_dtype())})
+    extra = {"dtype": str(img.get_data_dtype())}
+    if names:
+        extra["classes"] = names
+    return _info(path, "nifti", geo, arr_shape, warnings, description=descrip, extra=extra)
 
 
 # ============================================================================================== ITK
@@ -339,7 +342,8 @@ def _check_itk_size(reader, path: Path, size) -> None:
     ncomp = int(reader.GetNumberOfComponents())
     import SimpleITK as sitk
 
-    itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())).dtype).itemsize
+    probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())  # one voxel of the file's pixel type
+    itemsize = sitk.GetArrayViewFromImage(probe).dtype.itemsize
     needed = int(np.prod(size, dtype=object)) * ncomp * itemsize
     avail, compressed = _itk_data_bytes_available(path)
     limit = avail * MAX_DEFLATE_RATIO if compressed else avail

@@ -38,7 +38,10 @@ def _kind(path: Path) -> str:
     if name.endswith(".dcm"):
         return "dicom"
     if name.endswith((".nhdr", ".mhd")):
-        raise InputError(f"{path}: detached-header formats are not written (two files cannot be written atomically); use .nrrd or .mha")
+        raise InputError(
+            f"{path}: detached-header formats are not written (two files cannot be written atomically); "
+            "use .nrrd or .mha"
+        )
     raise InputError(f"{path}: unknown output format; use .nii.gz, .nii, .nrrd, .mha (or .dcm for DICOM SEG labels)")
 
 
