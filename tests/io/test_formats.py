@@ -113,6 +113,16 @@ def test_scaling_keeps_integers_when_integral(tmp_path):
     np.testing.assert_allclose(vol.array.transpose(2, 1, 0), data * 0.5 + 0.25)
 
 
+def test_rgb_nifti_becomes_channels(tmp_path):
+    rgb = np.zeros((4, 3, 2), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["G"] = 200
+    rgb["B"][1, 2, 1] = 9
+    vol = read_nifti(_save(tmp_path, rgb, np.eye(4)))
+    assert vol.shape == (3, 2, 3, 4) and vol.array.dtype == np.uint8
+    assert np.all(vol.array[1] == 200) and vol.array[2, 1, 2, 1] == 9
+    assert vol.meta["channel_names"] == ["volume 0", "volume 1", "volume 2"]
+
+
 def test_uint8_labels_stay_uint8(tmp_path):
     data = np.zeros((4, 4, 3), np.uint8)
     data[1:3, 1:3, 1] = 7

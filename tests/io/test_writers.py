@@ -200,6 +200,19 @@ def test_dicom_series_reads_back_in_simpleitk_with_same_geometry(tmp_path, direc
     assert not list(tmp_path.glob(".*"))  # the temporary folder was renamed into place
 
 
+def test_dicom_series_mr(tmp_path):
+    vol = _volume(direction=_rotation(1, 90))  # sagittal
+    vol = vol.with_array(np.abs(vol.array))
+    files = write_dicom_series(vol, tmp_path / "mr", modality="MR", series_description="T1")
+    ds = pydicom.dcmread(files[0])
+    assert ds.Modality == "MR" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
+    img = _sitk_series(tmp_path / "mr")
+    _assert_grid_equals_sitk(vol, img)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(img), vol.array)
+    with pytest.raises(InputError, match="modality"):
+        write_dicom_series(vol, tmp_path / "pet", modality="PT")
+
+
 def test_dicom_series_float_values_use_rescale(tmp_path):
     arr = np.linspace(-3.5, 1234.25, 5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
     vol = Volume(arr, (1.0, 1.0, 2.0))

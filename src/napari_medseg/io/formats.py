@@ -229,6 +229,13 @@ def read_nifti(path) -> Volume:
             path, "cannot read the voxel data; the file is truncated or its gzip stream is corrupt. Re-export it", e
         ) from e
     raw = raw.reshape(shape)
+    if raw.dtype.fields:  # RGB24 / RGBA32: one channel per field
+        if len(shape) == 4:
+            raise InputError(f"{path}: 4D colour NIfTI is not supported; split it into 3D files")
+        raw = np.stack([raw[name] for name in raw.dtype.names], axis=-1)
+        shape = raw.shape
+    if np.iscomplexobj(raw):
+        raise InputError(f"{path}: complex-valued NIfTI is not supported; save magnitude (or phase) as a real image")
     if not raw.dtype.isnative:
         raw = raw.astype(raw.dtype.newbyteorder("="))
     original_dtype = str(raw.dtype)
