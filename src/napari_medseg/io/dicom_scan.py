@@ -24,6 +24,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from napari_medseg.errors import InputError
+from napari_medseg.io.dicom_fastheader import NEED_MORE, FastHeader, parse_header
 
 ZIP_SEP = "::"
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
@@ -88,6 +89,14 @@ class Source:
         if ZIP_SEP in key and self._zip is not None:
             return self._zip.getinfo(key.split(ZIP_SEP, 1)[1]).file_size
         return os.path.getsize(key)
+
+    def read_prefix(self, key: str, size: int) -> bytes:
+        """The first ``size`` bytes of a file (the whole member for a zip); ``size < 0`` reads everything."""
+        if ZIP_SEP in key and self._zip is not None:
+            with self._lock:
+                return self._zip.read(key.split(ZIP_SEP, 1)[1])
+        with open(key, "rb") as f:
+            return f.read(size)
 
     def open(self, key: str):
         """A path or a file object that ``pydicom.dcmread`` accepts."""
@@ -230,6 +239,12 @@ def _rescale(item) -> tuple[float, float]:
         return float("nan"), float("nan")
 
 
+def _multi(value) -> list:
+    if value is None or value == "":
+        return []
+    return [value] if isinstance(value, (str, bytes)) else list(value)
+
+
 def _series_info(ds, key: str) -> dict:
     number = ds.get("SeriesNumber")
     try:
@@ -243,7 +258,7 @@ def _series_info(ds, key: str) -> dict:
         "modality": str(ds.get("Modality", "") or ""),
         "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
         "sop_class_uid": str(ds.get("SOPClassUID", "") or ""),
-        "image_type": tuple(str(t).upper() for t in (ds.get("ImageType") or [])),
+        "image_type": tuple(str(t).upper() for t in _multi(ds.get("ImageType"))),
         "transfer_syntax": tsyntax,
         "bits_allocated": int(ds.get("BitsAllocated", 16) or 16),
         "bits_stored": int(ds.get("BitsStored", 0) or 0),
@@ -359,9 +374,23 @@ def _why_short(source: Source, key: str) -> str:
         return "unreadable"
 
 
+_PREFIX = 16 * 1024
+
+
+def _fast_header(source: Source, key: str) -> FastHeader | None:
+    """The header through the fast parser, or None when pydicom must read it."""
+    data = source.read_prefix(key, _PREFIX)
+    header = parse_header(data, HEADER_TAGS)
+    if header == NEED_MORE and len(data) == _PREFIX:
+        header = parse_header(source.read_prefix(key, -1), HEADER_TAGS)
+    return header if isinstance(header, FastHeader) else None
+
+
 def _scan_one(source: Source, key: str):
     try:
-        ds = _Header(read_header(source.open(key), specific_tags=HEADER_TAGS))
+        ds = _fast_header(source, key)
+        if ds is None:
+            ds = _Header(read_header(source.open(key), specific_tags=HEADER_TAGS))
     except Exception:  # noqa: BLE001 - any unreadable file is counted and skipped
         return key, "unreadable"
     try:
