@@ -602,7 +602,9 @@ class CorrectionWidget(QWidget):
             if tracker is None or not (tracker.dirty or force) or np.ndim(layer.data) != 3:
                 continue
             try:
-                self.session_for(layer).save(layer.name, np.asarray(layer.data), tracker.record, class_table(layer))
+                session = self.session_for(layer)
+                self._offered.add(str(session.folder))  # our own autosave: nothing to offer in this viewer
+                session.save(layer.name, np.asarray(layer.data), tracker.record, class_table(layer))
             except (MedsegError, OSError) as e:
                 self.status.setText(f"autosave of '{layer.name}' failed: {e}")
                 continue
@@ -623,6 +625,9 @@ class CorrectionWidget(QWidget):
         return session if session.has_saved() else None
 
     def _offer_restore(self, layer):
+        """When an image with an autosaved session is opened, offer to restore it (once per session)."""
+        if layer.__class__.__name__ != "Image":
+            return
         session = self._saved_for(layer)
         if session is None or str(session.folder) in self._offered:
             return

@@ -56,6 +56,22 @@ def finetune_job(image, labels, slices, model, from_scratch: bool, config, reseg
     return result, seg
 
 
+def training_labels(labels_vol, data, slices):
+    """A snapshot of the labels keeping only the corrected slices (0 elsewhere).
+
+    Training only sees the corrected slices' voxels anyway; dropping the rest means stale model output or
+    classes painted elsewhere (e.g. a class the model does not know, outside the corrected slices)
+    cannot get in the way, and painting can go on while the worker runs.
+    """
+    data = np.asarray(data)
+    out = np.zeros_like(data)
+    for axis, index in slices:
+        sl = [slice(None)] * data.ndim
+        sl[axis] = index
+        out[tuple(sl)] = data[tuple(sl)]
+    return labels_vol.with_array(out)
+
+
 def describe_slices(slices) -> str:
     if not slices:
         return "no corrected slices yet: mark slices as corrected in the 'Correct labels' widget"
@@ -210,6 +226,13 @@ class FinetuneWidget(QWidget):
         self._fill_models()
         self._refresh_layers()
         self._watch_viewer_close()
+        # the correction widget marks slices in layer metadata (no event): re-read it every second
+        from qtpy.QtCore import QTimer
+
+        self._slice_timer = QTimer(self)
+        self._slice_timer.setInterval(1000)
+        self._slice_timer.timeout.connect(self.refresh_slices)
+        self._slice_timer.start()
 
     # ============================================================== controls
     def _guard(self, fn, what):
@@ -316,8 +339,7 @@ class FinetuneWidget(QWidget):
         slices = self.corrected_slices()
         if not slices:
             raise InputError("no corrected slices: mark the slices you corrected in the 'Correct labels' widget")
-        labels = labels.with_array(np.array(labels_layer.data, copy=True))  # a snapshot: painting may go on
-        return image_layer, labels_layer, image, labels, slices
+        return image_layer, labels_layer, image, training_labels(labels, labels_layer.data, slices), slices
 
     def _check_classes(self, labels, slices, model):
         """Quick check that the model knows every class painted on the corrected slices."""
