@@ -5,8 +5,10 @@ A *source* is a file, a folder (searched recursively) or a ``.zip``. Every DICOM
 geometry and the pixel reader need. Files are addressed by a *key*: the path as ``str``, or
 ``"archive.zip::member/name"`` for zip members.
 
-Headers are read with ``dcmread(stop_before_pixels=True, specific_tags=...)`` in a thread pool, once per file;
-the cost is linear in the number of files.
+Headers are read once per file, in a thread pool, by the fast top-level parser of
+:mod:`napari_medseg.io.dicom_fastheader` (the first 16 KiB of the file), falling back to
+``dcmread(stop_before_pixels=True, specific_tags=...)`` for anything it does not handle (enhanced multi-frame,
+no preamble, big endian, ...). The cost is linear in the number of files.
 """
 
 from __future__ import annotations
