@@ -87,3 +87,29 @@ def test_phantom_distribution_shift_keeps_labels():
 def test_phantom_rejects_bad_shape():
     with pytest.raises(ValueError, match="shape"):
         make_phantom(shape=(2, 64, 64))
+
+
+@pytest.mark.parametrize("geometry", [dict(shape=(16, 48, 48)), dict(shape=(24, 64, 64), spacing=(2.7, 2.7, 3.0))])
+def test_every_class_present_and_tumours_inside_liver(geometry):
+    from scipy.ndimage import binary_dilation
+
+    for seed in range(4):
+        _, labels = make_phantom(seed=seed, **geometry)
+        lab = labels.array
+        assert set(np.unique(lab)) == {0, 1, 2, 3, 4, 5, 6}, seed
+        tumour = lab == TUMOUR
+        rim = binary_dilation(tumour) & ~tumour
+        assert np.mean(lab[rim] == LIVER) > 0.9, seed
+
+
+def test_write_sample_errors(tmp_path):
+    from napari_medseg.errors import InputError, OutputExistsError
+    from napari_medseg.sample import write_sample
+
+    with pytest.raises(InputError, match="abdomen-dicom"):
+        write_sample("brain", tmp_path)
+    (tmp_path / "abdomen_ct_dicom_labels.nii.gz").write_bytes(b"keep")
+    with pytest.raises(OutputExistsError):
+        write_sample("abdomen-dicom", tmp_path)
+    assert not (tmp_path / "abdomen_ct_dicom").exists()  # nothing written before the refusal
+    assert (tmp_path / "abdomen_ct_dicom_labels.nii.gz").read_bytes() == b"keep"
