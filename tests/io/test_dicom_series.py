@@ -211,3 +211,17 @@ def test_duplicate_positions_keep_the_first_instance(tmp_path):
     (info,) = list_dicom_series(tmp_path / "s")
     assert info.shape == (4, 40, 36)
     assert any("share a slice position" in m for m in info.warnings)
+
+
+def test_zip_with_several_series_and_junk(two_series, tmp_path):
+    folder, a, b = two_series
+    write_junk(folder / "junk")
+    archive = zip_folder(folder, tmp_path / "study.zip")
+    infos = list_dicom_series(archive)
+    assert [i.uid for i in infos] == [a.series_uid, b.series_uid]
+    assert all("skipped 3 unreadable" in " ".join(i.warnings) for i in infos)
+    with pytest.raises(SeriesSelectionError, match="2 image series"):
+        read_dicom(archive)
+    vol = read_dicom(archive, series="venous")
+    np.testing.assert_array_equal(vol.array, b.expected)
+    assert [v.meta["series_number"] for v in read_dicom_all(archive)] == [3, 5]
