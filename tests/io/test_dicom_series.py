@@ -225,3 +225,15 @@ def test_zip_with_several_series_and_junk(two_series, tmp_path):
     vol = read_dicom(archive, series="venous")
     np.testing.assert_array_equal(vol.array, b.expected)
     assert [v.meta["series_number"] for v in read_dicom_all(archive)] == [3, 5]
+
+
+def test_gantry_tilt_with_half_pixel_drift_interpolates(tmp_path):
+    # drift 0.35 mm = half a row per slice: resampled slice 1 is the mean of neighbouring stored rows
+    w = write_series(tmp_path / "t", shape=(3, 40, 36), spacing=(0.7, 0.7, 2.0),
+                     tilt_degrees=np.degrees(np.arctan(0.175)))  # fmt: skip
+    vol = read_dicom(tmp_path / "t")
+    assert vol.meta["tilt_handling"] == "resampled"
+    expected_row = 0.5 * (w.expected[1, :-1] + w.expected[1, 1:])  # out[j] = in[j - 0.5]
+    np.testing.assert_allclose(vol.array[1, 1:], expected_row, atol=0.51)
+    np.testing.assert_array_equal(vol.array[2, 1:], w.expected[2, :-1])  # slice 2 drifted exactly one row
+    np.testing.assert_array_equal(vol.array[0], w.expected[0])
