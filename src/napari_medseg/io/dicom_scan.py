@@ -241,6 +241,21 @@ def _rescale(item) -> tuple[float, float]:
         return float("nan"), float("nan")
 
 
+def _int(value, default: int) -> int:
+    """IS values written as '3.0' or with spaces are common; unreadable ones give ``default``."""
+    try:
+        return int(float(value)) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
 def _multi(value) -> list:
     if value is None or value == "":
         return []
@@ -248,11 +263,8 @@ def _multi(value) -> list:
 
 
 def _series_info(ds, key: str) -> dict:
-    number = ds.get("SeriesNumber")
-    try:
-        number = int(number) if number not in (None, "") else None
-    except (TypeError, ValueError):
-        number = None
+    number = _int(ds.get("SeriesNumber"), -(2**63))
+    number = None if number == -(2**63) else number
     tsyntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
     return {
         "series_number": number,
@@ -266,7 +278,7 @@ def _series_info(ds, key: str) -> dict:
         "bits_stored": int(ds.get("BitsStored", 0) or 0),
         "signed": int(ds.get("PixelRepresentation", 0) or 0) == 1,
         "samples": int(ds.get("SamplesPerPixel", 1) or 1),
-        "gantry_tilt": float(ds.get("GantryDetectorTilt", 0.0) or 0.0),
+        "gantry_tilt": _float(ds.get("GantryDetectorTilt"), 0.0),
         "acquisition": tuple(
             str(ds.get(kw, "") or "") for kw in ("AcquisitionNumber", "TemporalPositionIdentifier", "EchoNumbers")
         ),
@@ -281,10 +293,10 @@ def frames_from_header(ds, key: str) -> list[Frame] | str:
     if "LOCALIZER" in info["image_type"]:
         return "localizer"
     rows, cols = int(ds.Rows), int(ds.Columns)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = max(1, _int(ds.get("NumberOfFrames"), 1))
     common = dict(
         key=key, series_uid=str(ds.SeriesInstanceUID), rows=rows, columns=cols, n_frames=n_frames,
-        instance_number=int(ds.get("InstanceNumber", 0) or 0), sop_uid=str(ds.get("SOPInstanceUID", "")), info=info,
+        instance_number=_int(ds.get("InstanceNumber"), 0), sop_uid=str(ds.get("SOPInstanceUID", "")), info=info,
     )  # fmt: skip
     if "PerFrameFunctionalGroupsSequence" in ds:
         return _enhanced_frames(getattr(ds, "ds", ds), common, n_frames)
@@ -360,7 +372,7 @@ class _Header:
 
 def _declared_bytes(ds) -> int:
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = max(1, _int(ds.get("NumberOfFrames"), 1))
     bits = int(ds.get("BitsAllocated", 16) or 16)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     return rows * cols * frames * spp * bits // 8
