@@ -109,6 +109,8 @@ def _skip_undefined(data: bytes, pos: int, explicit: bool) -> int:
 
 
 def _convert(raw: bytes, vr: str, charset: str):
+    if vr in ("US", "SS") and len(raw) < 2:
+        return ""
     if vr == "US":
         n = len(raw) // 2
         vals = struct.unpack_from(f"<{n}H", raw)
