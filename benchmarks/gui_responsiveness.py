@@ -82,21 +82,63 @@ def main(argv=None) -> int:
     beats: list[float] = []
     timer = QTimer()
     timer.setInterval(20)
-    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    stages: list[str] = []
+
+    def beat():
+        beats.append(time.perf_counter())
+        stages.append(widget.panel.status.text().split(" · ")[0])
+
+    timer.timeout.connect(beat)
     outcome: list[str] = []
     widget.panel.finished.connect(lambda o: (outcome.append(o), app_loop.quit()))
+    import gc
+
+    shown: list[float] = []
+    original_show = widget._show_result
+
+    def timed_show(outcome):  # the GUI-thread part at the end: add the labels layer + fill the table
+        s0 = time.perf_counter()
+        original_show(outcome)
+        shown.extend([s0, time.perf_counter()])
+
+    widget._show_result = timed_show
+
+    gc_times: list[tuple[int, float]] = []
+    gc_start = [0.0]
+
+    def gc_cb(phase, info):
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            gc_times.append((info["generation"], (time.perf_counter() - gc_start[0]) * 1000))
+
+    gc.callbacks.append(gc_cb)
     timer.start()
     t0 = time.perf_counter()
     beats.append(t0)
+    stages.append("start")
     widget.run()
     app_loop.exec()
     t1 = time.perf_counter()
     timer.stop()
-    gaps = np.diff(np.asarray(beats + [t1])) * 1000.0
+    all_beats = np.asarray(beats + [t1])
+    gaps = np.diff(all_beats) * 1000.0
     print(f"input: {what}; preset {args.preset}; device {args.device}; outcome: {outcome[0] if outcome else '?'}")
     print(f"segmentation run (as the user waits): {t1 - t0:.1f} s; heartbeats: {len(beats)} (every 20 ms)")
-    print(f"GUI heartbeat gap: max {gaps.max():.0f} ms, p99 {np.percentile(gaps, 99):.0f} ms, "
-          f"median {np.median(gaps):.0f} ms; goal max < 200 ms -> {'OK' if gaps.max() < 200 else 'NOT MET'}")
+    if shown:
+        during = gaps[all_beats[1:] <= shown[0]]
+        print(f"GUI heartbeat gap while the worker segments: max {during.max():.0f} ms, p99 {np.percentile(during, 99):.0f} ms, "
+              f"median {np.median(during):.0f} ms; goal max < 200 ms -> {'OK' if during.max() < 200 else 'NOT MET'}")
+        print(f"showing the result on the GUI thread (napari add_labels + class table): {(shown[1] - shown[0]) * 1000:.0f} ms")
+    print(f"GUI heartbeat gap over the whole run incl. showing the result: max {gaps.max():.0f} ms, "
+          f"p99 {np.percentile(gaps, 99):.0f} ms")
+    gc.callbacks.remove(gc_cb)
+    if gc_times:
+        g2 = [ms for gen, ms in gc_times if gen == 2]
+        print(f"garbage collections: {len(gc_times)}, longest {max(ms for _, ms in gc_times):.0f} ms; "
+              f"full (gen 2): {len(g2)}" + (f", longest {max(g2):.0f} ms" if g2 else ""))
+    worst = np.argsort(gaps)[::-1][:5]
+    print("longest gaps (ms, during stage):", ", ".join(f"{gaps[i]:.0f} ({stages[i] if i < len(stages) else 'end'})" for i in worst))
     if widget.info.text():
         print(f"widget: {widget.info.text()}")
     viewer.close()

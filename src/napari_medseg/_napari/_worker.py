@@ -13,6 +13,7 @@ Set the environment variable ``MEDSEG_SYNC=1`` to run the same generator synchro
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Any, Callable
@@ -145,6 +146,10 @@ class ProgressPanel(QWidget):
         self.bar.setRange(0, 0)  # busy until the first Progress arrives
         self.status.setText("starting…")
         self.cancel_button.setEnabled(True)
+        # A full garbage collection over napari + torch + MONAI objects holds the GIL for ~0.5 s and
+        # freezes the GUI. Freezing the objects that exist now (the long-lived ones) keeps collections
+        # during the run short; they are unfrozen (collectable again) when the run ends.
+        gc.freeze()
         if run_synchronously():
             return self._run_sync(make_steps)
 
@@ -225,6 +230,7 @@ class ProgressPanel(QWidget):
             if callback is not None:
                 callback(*args)
         finally:
+            gc.unfreeze()
             self.finished.emit(outcome)
 
     def _on_returned(self, result):

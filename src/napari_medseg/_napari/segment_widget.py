@@ -99,27 +99,47 @@ def remember_model(path: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- statistics
-def class_statistics(labels: np.ndarray, image: np.ndarray, classes: dict[int, str], voxel_mm3: float) -> list[dict]:
-    """Per foreground class: value, name, voxel count, volume in mL and mean image intensity."""
-    flat = np.asarray(labels).reshape(-1).astype(np.int64, copy=False)
-    top = int(max([flat.max(initial=0), *classes])) + 1
-    counts = np.bincount(flat, minlength=top)
-    sums = np.bincount(flat, weights=np.asarray(image, dtype=np.float64).reshape(-1), minlength=top)
+def class_statistics_steps(labels: np.ndarray, image: np.ndarray, classes: dict[int, str], voxel_mm3: float,
+                           slab_voxels: int = 1 << 21):
+    """Step generator of `class_statistics`: works in slabs of slices and yields between them.
+
+    ``np.bincount`` holds the GIL; small slabs keep a worker thread from freezing the GUI thread.
+    """
+    labels = np.asarray(labels)
+    image = np.asarray(image)
+    top = int(max([int(labels.max(initial=0)), *classes])) + 1
+    counts = np.zeros(top, dtype=np.int64)
+    sums = np.zeros(top, dtype=np.float64)
+    per_slice = max(1, int(np.prod(labels.shape[1:])))
+    step = max(1, slab_voxels // per_slice)
+    n = labels.shape[0]
+    for k0 in range(0, n, step):
+        lab = labels[k0:k0 + step].reshape(-1).astype(np.intp, copy=False)
+        counts += np.bincount(lab, minlength=top)[:top]
+        sums += np.bincount(lab, weights=image[k0:k0 + step].reshape(-1).astype(np.float64), minlength=top)[:top]
+        yield Progress(min(n, k0 + step), n, "statistics")
     rows = []
     for value in range(1, top):
         if value not in classes and counts[value] == 0:
             continue
-        n = int(counts[value])
+        c = int(counts[value])
         rows.append(
             {
                 "value": value,
                 "class": classes.get(value, f"label {value}"),
-                "voxels": n,
-                "volume_ml": n * voxel_mm3 / 1000.0,
-                "mean_intensity": float(sums[value] / n) if n else float("nan"),
+                "voxels": c,
+                "volume_ml": c * voxel_mm3 / 1000.0,
+                "mean_intensity": float(sums[value] / c) if c else float("nan"),
             }
         )
     return rows
+
+
+def class_statistics(labels: np.ndarray, image: np.ndarray, classes: dict[int, str], voxel_mm3: float) -> list[dict]:
+    """Per foreground class: value, name, voxel count, volume in mL and mean image intensity."""
+    from napari_medseg.progress import run_steps
+
+    return run_steps(class_statistics_steps(labels, image, classes, voxel_mm3))
 
 
 def write_stats_csv(rows: list[dict], path) -> Path:
@@ -158,7 +178,22 @@ def segment_job(volume, settings: SegmentSettings):
         tta=settings.tta,
         return_probabilities=settings.uncertainty,
     )
-    return result
+    # statistics are computed here, off the GUI thread (a full CT has tens of millions of voxels)
+    labels = result.labels
+    classes = {int(k): str(v) for k, v in (getattr(result, "classes", None) or labels.meta.get("classes") or {}).items()}
+    stats = yield from class_statistics_steps(labels.array, volume.array, classes, labels.voxel_volume_mm3)
+    # the layer data (colormap, features table) is built here too; the GUI thread only adds the layer
+    colors = getattr(result, "colors", None) or labels.meta.get("colors")
+    layer_data = labels_layer_data(labels, "labels", classes=classes, colors=colors, source=volume_record(volume))
+    return SegmentOutcome(result, classes, stats, layer_data)
+
+
+@dataclass
+class SegmentOutcome:
+    result: Any
+    classes: dict[int, str]
+    stats: list[dict]
+    layer_data: tuple  # (data, kwargs, "labels"); the name is set when the layer is added
 
 
 # ---------------------------------------------------------------------------- the widget
@@ -339,13 +374,11 @@ class SegmentWidget(QWidget):
         except Exception as e:  # noqa: BLE001
             self._on_error(e)
 
-    def _show_result(self, result):
+    def _show_result(self, outcome: SegmentOutcome):
         source = self._source_layer
+        result, classes = outcome.result, outcome.classes
         labels = result.labels
-        classes = {int(k): str(v) for k, v in (getattr(result, "classes", None) or labels.meta.get("classes") or {}).items()}
-        colors = getattr(result, "colors", None) or labels.meta.get("colors")
-        present = set(np.unique(labels.array).tolist()) - {0}
-        unknown = sorted(v for v in present if v not in classes)
+        unknown = [row["value"] for row in outcome.stats if row["value"] not in classes and row["voxels"]]
         if unknown:
             from napari.utils.notifications import show_warning
 
@@ -353,17 +386,17 @@ class SegmentWidget(QWidget):
         if source.name not in self.viewer.layers:  # the image was removed during the run
             raise InputError(f"the image layer '{source.name}' was removed during the run; nothing was added")
         name = unique_layer_name(self.viewer, f"{source.name} labels")
-        data, kwargs, _ = labels_layer_data(labels, name, classes=classes, colors=colors, source=volume_record(self._source_volume))
+        data, kwargs, _ = outcome.layer_data
+        kwargs = {**kwargs, "name": name}
         self.result = result
         self.result_layer = self.viewer.add_labels(data, **kwargs)
         unc = getattr(result, "uncertainty", None)
         if self._settings.uncertainty and unc is not None:
             arr = np.asarray(getattr(unc, "array", unc), dtype=np.float32)
-            ukw = dict(labels.napari_kwargs())
             self.viewer.add_image(arr, name=unique_layer_name(self.viewer, f"{source.name} uncertainty"),
-                                  colormap="magma", opacity=0.6, blending="additive", contrast_limits=(0.0, max(float(arr.max()), 1e-6)),
-                                  visible=True, **ukw)
-        self.stats_rows = class_statistics(labels.array, self._source_volume.array, classes, labels.voxel_volume_mm3)
+                                  colormap="magma", opacity=0.6, blending="additive", contrast_limits=(0.0, 1.0),
+                                  **labels.napari_kwargs())
+        self.stats_rows = outcome.stats
         self._fill_table()
         timings = getattr(result, "timings", None) or {}
         total = sum(v for v in timings.values() if isinstance(v, (int, float))) if isinstance(timings, dict) else 0
