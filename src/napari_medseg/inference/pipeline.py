@@ -133,6 +133,9 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     cfg = SlidingWindow(tuple(card.roi_size), card.overlap if overlap is None else float(overlap), plan.sw_batch_size,
                         card.blend_mode, device=plan.device, stitch_device=plan.stitch_device,
                         amp_dtype=plan.amp_dtype, channels_last=plan.channels_last)
+    full_shape, crop = tuple(x.shape[1:]), None
+    if card.crop_foreground:
+        x, crop = _crop_foreground(x)
     flips = _flip_sets(tta)
     per_pass = cfg.n_windows(tuple(x.shape[1:]))
     total = per_pass * len(flips)
@@ -159,6 +162,12 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
             loaded.network.to("cpu")
     if len(flips) > 1:
         acc /= len(flips)
+    else:  # probabilities are what gets resampled (as MONAI bundles do: Activationsd -> Invertd -> argmax)
+        acc = torch.softmax(acc, 0)
+    if crop is not None:  # outside the foreground box: zeros, as MONAI's Invertd pads the cropped prediction
+        full = torch.zeros((acc.shape[0], *full_shape), dtype=acc.dtype, device=acc.device)
+        full[(slice(None), *crop)] = acc
+        acc = full
     warnings += cfg.events
     timings["inference"] = time.perf_counter() - t
 
@@ -168,8 +177,7 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     lut = _channel_to_value(card)
     probs_vol = unc_vol = None
     if return_probabilities:
-        probs = out_kji if len(flips) > 1 else torch.softmax(out_kji, 0)
-        p_src = resample(probs.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device)
+        p_src = resample(out_kji.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device)
         p_src /= np.maximum(p_src.sum(0, keepdims=True), 1e-8)
         labels_idx = p_src.argmax(0)
         probs_vol = volume.with_array(p_src.astype(np.float32), channel_names=[card.class_names().get(int(v), str(v)) for v in lut])
@@ -205,6 +213,18 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     yield Progress(1, 1, "done", "")
     return LabelResult(labels=lab_vol, classes=classes, colors=colors, stats=stats, probabilities=probs_vol,
                        uncertainty=unc_vol, timings=timings, warnings=warnings, model=model_info, plan=plan.describe())
+
+
+def _crop_foreground(x):
+    """Crop ``[C, i, j, k]`` to the box of voxels > 0 (MONAI's CropForegroundd default, margin 0)."""
+    fg = (x > 0).any(0)
+    if not bool(fg.any()):
+        return x, None
+    box = []
+    for ax in range(3):
+        nz = fg.any(dim=tuple(a for a in range(3) if a != ax)).nonzero()
+        box.append(slice(int(nz[0]), int(nz[-1]) + 1))
+    return x[(slice(None), *box)], tuple(box)
 
 
 def _channel_to_value(card) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Preprocessing shared by inference and training: model grid, intensity, network input, inversion.
 
 `to_model_grid` reorients a volume to ``card.orientation`` (axis permutation/flips chosen by nibabel's
-orientation logic, as MONAI's ``Orientationd``) and resamples it to ``card.spacing`` keeping the first
-voxel and the direction (as MONAI's ``Spacingd``: ``n_out = round((n - 1) * s_in / s_out + 1)``). The
+orientation logic, as MONAI's ``Orientationd``) and resamples it to ``card.spacing`` keeping the direction
+(MONAI's ``Spacingd`` geometry: ``n_out = round((n - 1) * s_in / s_out + 1)``, the first voxel kept for
+axis-aligned images and the centres aligned for oblique ones). The
 returned `Volume` carries that exact geometry, so `to_source_grid` is one resample back onto the source
 grid. Networks see ``[N, C, i, j, k]``: `model_input` returns ``[C, i, j, k]``.
 """
@@ -48,9 +49,19 @@ def model_grid(volume, card) -> Grid:
         target = np.asarray(card.spacing, dtype=float)
         if target.shape != (3,) or np.any(target <= 0):
             raise ModelError(f"model {card.name!r}: spacing {card.spacing} must be 3 positive numbers (i, j, k mm)")
-        n_in = np.asarray(g.size_ijk, dtype=float)
-        n_out = np.maximum(1, np.round((n_in - 1) * np.asarray(g.spacing) / target + 1.0)).astype(int)
-        g = Grid(tuple(int(v) for v in n_out[::-1]), tuple(target), g.origin, g.direction)
+        # MONAI's Spacingd geometry: the same direction, the new spacing, shape and offset from
+        # compute_shape_offset (first voxel kept when axis-aligned, centres aligned when oblique)
+        # (MONAI's own functions, so that even its float-noise-dependent choice for oblique grids matches)
+        from monai.data.utils import compute_shape_offset, zoom_affine
+
+        aff = _ras_affine(g)
+        new_aff = zoom_affine(aff, target, diagonal=False)
+        shape, offset = compute_shape_offset(g.size_ijk, aff, new_aff, False)
+        new_aff[:3, 3] = offset
+        n_out = np.maximum(1, np.asarray(shape, dtype=int))
+        lps = LPS_TO_RAS @ new_aff[:3, :]
+        sp = np.linalg.norm(lps[:3, :3], axis=0)
+        g = Grid(tuple(int(v) for v in n_out[::-1]), tuple(sp), tuple(lps[:3, 3]), lps[:3, :3] / sp)
     return g
 
 
@@ -91,9 +102,14 @@ def intensity(array, card) -> np.ndarray:
             out.append(y)
         res = np.stack(out)
         return (res[0] if (x.ndim == 3 or not spec.get("channel_wise", False)) else res).astype(np.float32, copy=False)
+    if kind == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+        minv, maxv = float(spec.get("minv", 0.0)), float(spec.get("maxv", 1.0))
+        scale = (maxv - minv) / (hi - lo) if hi > lo else 0.0
+        return ((x - np.float32(lo)) * np.float32(scale) + np.float32(minv)).astype(np.float32, copy=False)
     if kind in ("none", None):
         return x
-    raise ModelError(f"model {card.name!r}: unknown intensity transform {kind!r} (ct_window, zscore, none)")
+    raise ModelError(f"model {card.name!r}: unknown intensity transform {kind!r} (ct_window, zscore, minmax, none)")
 
 
 def check_channels(volume: Volume, card) -> None:
