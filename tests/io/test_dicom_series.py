@@ -32,6 +32,17 @@ def test_two_series_require_a_choice(two_series):
     assert len(err.value.series) == 2
 
 
+def test_each_series_matches_simpleitk(two_series):
+    import SimpleITK as sitk
+    from test_dicom_read import assert_same_as_sitk
+
+    folder, a, b = two_series
+    for w in (a, b):
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), w.series_uid, False, True))  # recursive
+        assert_same_as_sitk(read_dicom(folder, series=w.series_uid), reader.Execute())
+
+
 @pytest.mark.parametrize("choice", ["uid", 5, "5", "venous", "VENOUS"])
 def test_select_series_by_uid_number_or_description(two_series, choice):
     folder, a, b = two_series
@@ -94,10 +105,15 @@ def test_missing_slice_is_reported(tmp_path):
     vol = read_dicom(tmp_path / "s")
     assert vol.spatial_shape == (7, 40, 36)
     assert any("1 slice(s) missing" in m for m in vol.warnings)
-    # documented behaviour: slices kept in order at the median step; the exact positions are in meta
-    assert vol.spacing[2] == pytest.approx(2.5)
+    # documented behaviour: slices kept in order at the mean step (first to last); exact positions in meta
+    assert vol.spacing[2] == pytest.approx(7 * 2.5 / 6)
+    assert any("off by up to 1.25 mm" in m for m in vol.warnings)
     np.testing.assert_allclose(vol.meta["slice_positions"], w.positions, atol=1e-5)
     np.testing.assert_array_equal(vol.array, w.expected)
+    # the same as SimpleITK (which warns about 'non uniform sampling or missing slices' on stderr)
+    from test_dicom_read import assert_same_as_sitk, sitk_read
+
+    assert_same_as_sitk(vol, sitk_read(tmp_path / "s"))
 
 
 def test_non_uniform_spacing_is_reported(tmp_path):

@@ -8,10 +8,11 @@ Rules (documented behaviour, also in ``read_dicom``'s docstring):
   two or more images is reported as its own series with uid ``"<SeriesInstanceUID>#<n>"``.
 * Slices are sorted by their position along the slice normal ``n = row × col`` (never by file name or
   InstanceNumber). The k axis is ``n``; the origin is the position of the first slice.
-* Spacing along k is the median step between consecutive slices. Missing slices (a gap that is a multiple
-  of the median step) and non-uniform spacing are reported in warnings; the slices are kept in order (no
-  gap filling), so positions away from the median grid are off by the reported deviation; the exact
-  per-slice positions are kept in ``meta["slice_positions"]``.
+* Spacing along k is the mean step, (last - first) / (n - 1), as SimpleITK's series reader computes it.
+  Missing slices (a gap that is a multiple of the regular step) and non-uniform spacing are reported in
+  warnings; the slices are kept in order (no gap filling), so positions away from the regular grid are off
+  by the reported deviation (first and last slices are exact); the exact per-slice positions are kept in
+  ``meta["slice_positions"]``.
 * Gantry tilt (slice positions drifting in-plane, so the stack is sheared): the volume is resampled onto a
   regular orthogonal grid (each slice shifted in-plane by linear interpolation); ``meta["tilt_handling"]``
   says ``"resampled"``.
@@ -125,28 +126,31 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
     spacing_k = 1.0
     if n >= 2:
         steps = np.diff(depth)
-        spacing_k = float(np.median(steps))
-        dev = np.abs(steps - spacing_k)
-        if dev.max() > _STEP_TOL:
-            ratio = steps / spacing_k
+        # mean step, first to last slice (as SimpleITK/ITK): the end slices are exact, errors are spread
+        spacing_k = float((depth[-1] - depth[0]) / (n - 1))
+        nominal = float(np.median(steps))
+        deviation = float(np.abs(depth - depth[0] - spacing_k * np.arange(n)).max())
+        if np.abs(steps - nominal).max() > _STEP_TOL:
+            ratio = steps / nominal
             gaps = np.round(ratio).astype(int)
-            missing_at = np.where((gaps >= 2) & (np.abs(ratio - gaps) * spacing_k <= _STEP_TOL))[0]
+            missing_at = np.where((gaps >= 2) & (np.abs(ratio - gaps) * nominal <= _STEP_TOL))[0]
+            consequence = (
+                f"the volume keeps the {n} slices in order at the mean spacing {spacing_k:.4g} mm (first to last "
+                f"slice, as SimpleITK does), so slice positions are off by up to {deviation:.4g} mm; the exact "
+                "positions are in meta['slice_positions']"
+            )
             if len(missing_at):
                 n_missing = int((gaps[missing_at] - 1).sum())
                 where = ", ".join(f"between k={i} and k={i + 1}" for i in missing_at[:5])
                 warnings.append(
-                    f"{n_missing} slice(s) missing ({where}); the volume keeps the {n} slices present in order "
-                    f"at the median spacing {spacing_k:.4g} mm, so positions past a gap are off by up to "
-                    f"{float(np.cumsum(steps - spacing_k).__abs__().max()):.4g} mm. Re-export the complete series "
-                    "for exact geometry"
+                    f"{n_missing} slice(s) missing ({where}; regular step {nominal:.4g} mm): {consequence}. "
+                    "Re-export the complete series for exact geometry"
                 )
             else:
                 warnings.append(
-                    f"non-uniform slice spacing: steps from {steps.min():.4g} to {steps.max():.4g} mm; the volume "
-                    f"uses the median step {spacing_k:.4g} mm, slice positions are off by up to "
-                    f"{float(np.abs(np.cumsum(steps - spacing_k)).max()):.4g} mm"
+                    f"non-uniform slice spacing (steps from {steps.min():.4g} to {steps.max():.4g} mm): {consequence}"
                 )
-            extra["nonuniform_deviation_mm"] = float(np.abs(np.cumsum(steps - spacing_k)).max())
+            extra["nonuniform_deviation_mm"] = deviation
         # gantry tilt: in-plane drift of the slice positions relative to the first
         rel = positions - positions[0]
         inplane = rel - np.outer(rel @ normal, normal)
