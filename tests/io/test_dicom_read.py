@@ -180,3 +180,17 @@ def test_source_datasets_are_accepted_by_highdicom(tmp_path):
         [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient], vol.index_to_physical([0, 0, 3]),
         atol=1e-4,
     )
+
+
+def test_signed_12_bit_values(tmp_path):
+    stored = (np.arange(6 * 40 * 36).reshape(6, 40, 36) % 4000 - 2000).astype(np.int32)  # -2000..1999
+    w = write_series(tmp_path / "s", stored=stored, rescale=(1.0, 0.0), shuffle=True)
+    for f in w.files:
+        ds = pydicom.dcmread(f)
+        assert ds.PixelRepresentation == 1
+        ds.BitsStored, ds.HighBit = 12, 11
+        ds.save_as(f)
+    vol = read_dicom(tmp_path / "s")
+    assert vol.array.dtype == np.int16 and vol.meta["original_dtype"] == "int16"
+    np.testing.assert_array_equal(vol.array, w.expected)
+    assert_same_as_sitk(vol, sitk_read(tmp_path / "s"))
