@@ -187,7 +187,9 @@ class PatchSampler:
             center = np.unravel_index(flat, case.shape)
             zoom = 1.0 + rng.uniform(-cfg.scale_jitter, cfg.scale_jitter) if cfg.scale_jitter else 1.0
             crop = [int(min(n, max(1, round(p * zoom)))) for p, n in zip(size, case.shape)]
-            lo = [int(np.clip(c - cs // 2, 0, n - cs)) for c, cs, n in zip(center, crop, case.shape)]
+            # the chosen voxel lands anywhere in the patch (not always at its centre): networks see
+            # labelled slices at every depth of a window, as sliding-window inference will show them
+            lo = [int(np.clip(c - rng.integers(0, cs), 0, n - cs)) for c, cs, n in zip(center, crop, case.shape)]
             sl = tuple(slice(a, a + cs) for a, cs in zip(lo, crop))
             img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], case.mask[sl]
             if tuple(crop) != tuple(size):

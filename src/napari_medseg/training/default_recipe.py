@@ -1,6 +1,6 @@
 """The recipe of the shipped default model (run by ``scripts/train_default_model.sh``).
 
-Training data (all resampled to the model grid: RAS, 2 mm isotropic):
+Training data (all resampled to the model grid: RAS, 3 mm isotropic):
 
 * synthetic phantoms (`napari_medseg.sample.make_phantom`), seeds 101-108: half at the sample's geometry
   (0.8 x 0.8 x 2.5 mm, a small body), half at an adult field of view (2.7 x 2.7 x 3 mm), with mild
@@ -67,14 +67,14 @@ def default_card():
     return unet_card(
         "default",
         {k: v for k, v in class_names().items() if k},
-        spacing=(2.0, 2.0, 2.0),
+        spacing=(3.0, 3.0, 3.0),
         channels=(16, 32, 64, 128),
         strides=(2, 2, 2),
         num_res_units=1,
         roi_size=(96, 96, 96),
         intensity={"type": "ct_window", "a_min": -175.0, "a_max": 250.0, "b_min": 0.0, "b_max": 1.0, "clip": True},
         description=(
-            "Default abdominal CT model (liver, spleen, kidneys, liver tumour, spine): MONAI UNet at 2 mm, "
+            "Default abdominal CT model (liver, spleen, kidneys, liver tumour, spine): MONAI UNet at 3 mm, "
             "trained on synthetic phantoms and one real 3 mm abdominal CT; see provenance for data and held-out Dice."
         ),
     )
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "default")
     ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--time-budget", type=float, default=2100.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         "heldout_phantom_dice_mean": m_ph["dice_mean"],
         "heldout_real_ct_dice": m_real["dice"],
         "heldout_real_ct_dice_mean": m_real["dice_mean"],
-        "evaluated_on": "model grid (2 mm), pooled over the held-out volumes",
+        "evaluated_on": "model grid (3 mm), pooled over the held-out volumes",
     }
     print(json.dumps(metrics, indent=1), flush=True)
     result = TrainResult(net, card, log, metrics=metrics)

@@ -161,9 +161,16 @@ def _scratch_card(image: Volume, labels: Volume, slices, classes, config: Finetu
         if is_ct
         else {"type": "zscore", "nonzero": False}
     )
+    # inference windows shaped like the training patches (instance-norm statistics then match)
+    roi = list(config.train.patch_size)
+    if len(normals) == 1:
+        a = next(iter(normals))
+        thin = int(np.argmax(d[:, 2 - a]))
+        small = int(np.argmin(roi))
+        roi[small], roi[thin] = roi[thin], roi[small]
     return unet_card(
         name, classes, spacing=tuple(spacing), channels=config.scratch_channels, strides=config.scratch_strides,
-        num_res_units=config.scratch_res_units, roi_size=(96, 96, 96), intensity=inten,
+        num_res_units=config.scratch_res_units, roi_size=tuple(roi), intensity=inten,
         description=f"Trained from scratch on {len(slices)} corrected slice(s) of {image.meta.get('source_path') or 'an image'}",
     )
 
