@@ -153,6 +153,23 @@ def _native_frames(ds, key: str) -> np.ndarray:
     return arr.reshape(n, rows, cols)
 
 
+#: Faster decoder per transfer syntax when several are installed (pyjpegls decodes JPEG-LS ~4x faster
+#: than pylibjpeg-libjpeg, which pydicom would otherwise try first).
+_PREFERRED_PLUGIN = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
+
+
+def _decode_compressed(ds, tsyntax: str) -> np.ndarray:
+    plugin = _PREFERRED_PLUGIN.get(tsyntax)
+    if plugin:
+        from pydicom.pixels import pixel_array
+
+        try:
+            return np.asarray(pixel_array(ds, decoding_plugin=plugin))
+        except Exception:  # noqa: BLE001 - plugin missing or failing: let pydicom choose
+            pass
+    return np.asarray(ds.pixel_array)
+
+
 def _decode(ds, key: str) -> np.ndarray:
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
@@ -176,7 +193,7 @@ def _decode(ds, key: str) -> np.ndarray:
     try:
         if tsyntax in NATIVE_SYNTAXES and tsyntax != "1.2.840.10008.1.2.2":
             return _native_frames(ds, key)
-        arr = np.asarray(ds.pixel_array)
+        arr = _decode_compressed(ds, tsyntax)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - decoder errors of all kinds
