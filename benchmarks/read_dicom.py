@@ -2,9 +2,12 @@
 
 1. Read the 141-slice chest CT (../shared/data/ct_chest_dicom): napari-medseg's ``read_dicom`` against
    SimpleITK's ``ImageSeriesReader`` (GetGDCMSeriesFileNames + Execute), best of N each, with the ratio.
-2. List a synthetic folder of 2,000 small slices in several series with ``list_dicom_series``.
+2. The first ``--compressed-slices`` slices of the chest CT re-encoded as RLE, JPEG-LS and JPEG 2000 (lossless):
+   ours against SimpleITK again (``--compressed-slices 0`` skips this).
+3. List a synthetic folder of 2,000 small slices in several series with ``list_dicom_series``.
 
 Usage:  python benchmarks/read_dicom.py [--repeat 5] [--data ../shared/data/ct_chest_dicom] [--n-files 2000]
+                                        [--compressed-slices 40]
 """
 
 from __future__ import annotations
@@ -53,6 +56,28 @@ def bench_chest(folder: Path, repeat: int) -> None:
     print(f"  ratio ours/SimpleITK     : {t_ours / t_sitk:.2f}x (goal <= 1.2x); identical voxels: {same}")
 
 
+def bench_compressed(folder: Path, n_slices: int, repeat: int) -> None:
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+    from napari_medseg.io.dicom import read_dicom
+
+    files = sorted(folder.glob("*.dcm"))[:n_slices]
+    for uid in (RLELossless, JPEGLSLossless, JPEG2000Lossless):
+        with tempfile.TemporaryDirectory() as tmp:
+            for f in files:
+                ds = pydicom.dcmread(f)
+                ds.remove_private_tags()  # implicit-VR private tags cannot be re-encoded as explicit VR
+                ds.compress(uid)
+                ds.save_as(Path(tmp) / f.name)
+            t_ours, vol = best_of(lambda: read_dicom(tmp), repeat)
+            t_sitk, img = best_of(lambda: read_sitk(Path(tmp)), repeat)
+            same = np.array_equal(vol.array, sitk.GetArrayFromImage(img))
+            print(f"  {uid.name[:28]:<28} {len(files)} slices: ours {t_ours:.3f} s, SimpleITK {t_sitk:.3f} s, "
+                  f"ratio {t_ours / t_sitk:.2f}x; identical voxels: {same}")  # fmt: skip
+
+
 def bench_listing(n_files: int, repeat: int) -> None:
     from dicom_factory import write_series  # tests/io/dicom_factory.py
 
@@ -75,9 +100,13 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ct_chest_dicom")
     parser.add_argument("--n-files", type=int, default=2000)
+    parser.add_argument("--compressed-slices", type=int, default=40)
     args = parser.parse_args(argv)
     if args.data.is_dir():
         bench_chest(args.data, args.repeat)
+        if args.compressed_slices > 0:
+            print("compressed copies of the chest CT (best of 3):")
+            bench_compressed(args.data, args.compressed_slices, 3)
     else:
         print(f"{args.data} not found: skipping the chest CT benchmark")
     bench_listing(args.n_files, max(1, args.repeat // 2))
