@@ -65,7 +65,7 @@ def save_model_package(network_or_state_dict, card: ModelCard, path, force: bool
     weights_name = Path(card.weights_file or "model.safetensors").name
     if not weights_name.endswith(".safetensors"):
         weights_name = Path(weights_name).stem + ".safetensors"
-    blob = st_save(_state_dict(network_or_state_dict), metadata={"format": "pt", "model": card.name})
+    blob = st_save(_state_dict(network_or_state_dict), metadata={"format": "pt"})  # one key: deterministic bytes
     card = dataclasses.replace(card, weights_file=weights_name, weights_sha256=sha256_bytes(blob), package_version=__version__)
     card_text = card.to_json()
     path.parent.mkdir(parents=True, exist_ok=True)
