@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -223,7 +223,11 @@ class SegmentWidget(QWidget):
         self.panel = ProgressPanel()
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["class", "voxels", "volume (mL)", "mean"])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(230)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setEnabled(False)
@@ -231,6 +235,9 @@ class SegmentWidget(QWidget):
         self.info = QLabel("")
         self.info.setWordWrap(True)
 
+        for combo in (self.image_combo, self.model_combo):  # long names/paths must not widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(16)
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.browse_button)
@@ -285,7 +292,8 @@ class SegmentWidget(QWidget):
             pass
         for path in load_recent():
             if Path(path).exists():
-                self.model_combo.addItem(Path(path).name + f" — {path}", path)
+                self.model_combo.addItem(Path(path).name, path)
+                self.model_combo.setItemData(self.model_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
 
     def add_model_path(self, path) -> None:
         """Select a model package or bundle on disk (and remember it in the recently used list)."""
