@@ -102,11 +102,11 @@ def test_absurd_dimensions_fail_fast(tmp_path):
 
 def test_absurd_series_size_fails_before_allocating(tmp_path, monkeypatch):
     # a compressed series cannot be checked against its file size; the total is checked before allocation
-    import napari_medseg.io.dicom as dicom
+    import napari_medseg.io.dicom_pixels as pixels
 
     write_series(tmp_path / "s", shape=(3, 40, 36), syntax="rle")
-    monkeypatch.setattr(dicom, "MAX_ARRAY_BYTES", 3 * 40 * 36 * 4 - 1)
-    monkeypatch.setattr(dicom, "_read_file", lambda *a: pytest.fail("pixels were read"))
+    monkeypatch.setattr(pixels, "MAX_ARRAY_BYTES", 3 * 40 * 36 * 4 - 1)
+    monkeypatch.setattr(pixels, "_read_file", lambda *a: pytest.fail("pixels were read"))
     with pytest.raises(InputError, match="more than the"):
         read_dicom(tmp_path / "s")
 
