@@ -157,3 +157,47 @@ def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot, phantom,
     viewer.close()
     qtbot.waitUntil(lambda: widget.panel.worker is None, timeout=5_000)
     assert worker.abort_requested
+
+
+def test_time_left_estimate_and_status_text():
+    from napari_medseg._napari._worker import Eta, describe, format_seconds
+    from napari_medseg.progress import Progress
+
+    now = [100.0]
+    eta = Eta(clock=lambda: now[0])
+    assert eta.update(Progress(0, 10, "inference")) is None  # a new stage starts the clock
+    now[0] += 4.0
+    left = eta.update(Progress(2, 10, "inference"))
+    assert left == pytest.approx(16.0)  # 2 windows in 4 s -> 8 more take 16 s
+    assert describe(Progress(2, 10, "inference"), left) == "inference · 2/10 · about 16 s left"
+    assert format_seconds(75) == "1 min 15 s" and format_seconds(3700) == "1 h 01 min"
+    now[0] += 1.0
+    assert eta.update(Progress(1, 3, "invert")) is None  # stage change restarts the estimate
+
+
+def test_class_statistics_match_direct_counts():
+    from napari_medseg._napari.segment_widget import class_statistics
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, (9, 7, 5)).astype(np.uint8)
+    image = rng.normal(0, 100, labels.shape)
+    rows = class_statistics(labels, image, {1: "a", 2: "b", 5: "never"}, voxel_mm3=2.0)
+    by_value = {r["value"]: r for r in rows}
+    assert set(by_value) == {1, 2, 3, 5}  # 3 is present but unnamed, 5 named but absent
+    for v in (1, 2, 3):
+        mask = labels == v
+        assert by_value[v]["voxels"] == mask.sum()
+        assert by_value[v]["volume_ml"] == pytest.approx(mask.sum() * 2.0 / 1000)
+        assert by_value[v]["mean_intensity"] == pytest.approx(image[mask].mean())
+    assert by_value[3]["class"] == "label 3" and by_value[5]["voxels"] == 0
+    # the chunked generator (small slabs, as used off the GUI thread) gives the same table
+    from napari_medseg._napari.segment_widget import class_statistics_steps
+    from napari_medseg.progress import run_steps
+
+    seen = []
+    chunked = run_steps(class_statistics_steps(labels, image, {1: "a", 2: "b", 5: "never"}, 2.0, slab_voxels=70),
+                        progress=seen.append)
+    assert len(seen) == 5 and seen[-1].done == seen[-1].total == 9
+    assert [r["voxels"] for r in chunked] == [r["voxels"] for r in rows]
+    np.testing.assert_allclose([r["mean_intensity"] for r in chunked if r["voxels"]],
+                               [r["mean_intensity"] for r in rows if r["voxels"]])
