@@ -168,3 +168,21 @@ def test_chest_ct_opens_in_place(make_napari_viewer, shared_data):
     data, kw, _ = labels_layer_data(vol.with_array(np.zeros(vol.spatial_shape, np.uint8)), "seg", {1: "lung"}, source=vol)
     labels = viewer.add_labels(data, **kw)
     np.testing.assert_allclose(labels.extent.world, layer.extent.world, atol=1e-6)
+
+
+@pytest.mark.shared_data
+def test_abdomen_ct_and_its_labels_overlay_with_names(make_napari_viewer, shared_data):
+    import json
+
+    folder = shared_data / "ct_abdomen_3mm"
+    viewer = make_napari_viewer()
+    viewer.open(str(folder / "ct.nii.gz"), plugin=PLUGIN)
+    viewer.open(str(folder / "labels.nii.gz"), plugin=PLUGIN)
+    image, labels = viewer.layers
+    assert image._type_string == "image" and labels._type_string == "labels"
+    np.testing.assert_allclose(labels.extent.world, image.extent.world, atol=1e-6)
+    np.testing.assert_allclose(labels.scale, image.scale)
+    np.testing.assert_allclose(labels.translate, image.translate)
+    names = json.loads((folder / "classes.json").read_text())
+    table = dict(zip(labels.features["index"], labels.features["class"]))
+    assert table[5] == names["5"] == "liver" and table[1] == names["1"]

@@ -103,12 +103,15 @@ def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tin
     viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
     viewer.add_image(np.asarray(phantom[0].array[:, ::2, ::2]), name="plain")
     widget.set_image("plain")
+    widget.uncertainty_check.setChecked(True)
     qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
     assert not widget.panel.running  # synchronous
     labels = viewer.layers["plain labels"]
     np.testing.assert_allclose(labels.scale, 1.0)
     np.testing.assert_allclose(labels.translate, 0.0)
     assert labels.data.shape == (48, 64, 64)
+    unc = viewer.layers["plain uncertainty"]
+    assert unc.data.shape == (48, 64, 64) and 0.0 <= float(np.min(unc.data)) <= float(np.max(unc.data)) <= 1.0
     assert any("voxel units" in w for w in warnings)
     assert run_synchronously()
 
@@ -201,3 +204,26 @@ def test_class_statistics_match_direct_counts():
     assert [r["voxels"] for r in chunked] == [r["voxels"] for r in rows]
     np.testing.assert_allclose([r["mean_intensity"] for r in chunked if r["voxels"]],
                                [r["mean_intensity"] for r in rows if r["voxels"]])
+
+
+def test_labels_from_a_dicom_image_save_as_dicom_seg(make_napari_viewer, qtbot, tiny_model, tmp_path, monkeypatch):
+    import pydicom
+
+    monkeypatch.setenv("MEDSEG_SYNC", "1")
+    viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
+    viewer.open_sample("napari-medseg", "abdomen_phantom_dicom")
+    image = viewer.layers[0]
+    widget.set_image(image.name)
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    labels = viewer.layers[f"{image.name} labels"]
+    viewer.layers.selection = {labels}
+    out = tmp_path / "result_seg.dcm"
+    written = viewer.layers.save(str(out), selected=True, plugin="napari-medseg")
+    assert [str(p) for p in written] == [str(out)]
+    seg = pydicom.dcmread(str(out))
+    assert seg.Modality == "SEG"
+    source_uid = image.metadata[META_KEY]["meta"]["series_uid"]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source_uid
+    present = {int(v) for v in np.unique(labels.data)} - {0}
+    names = dict(zip(labels.features["index"], labels.features["class"]))
+    assert present and {names[v] for v in present} <= {str(s.SegmentLabel) for s in seg.SegmentSequence}
