@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="fast", choices=["fast", "balanced", "best"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--phantom", action="store_true", help="use the sample phantom even when the chest CT is present")
+    ap.add_argument("--cancel-after", type=float, default=None, metavar="S",
+                    help="click Cancel S seconds into the run and report how fast the GUI and the thread stop")
     args = ap.parse_args(argv)
 
     import napari
@@ -117,9 +119,26 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     beats.append(t0)
     stages.append("start")
+    cancel_times: dict[str, float] = {}
+    if args.cancel_after is not None:
+        def click_cancel():
+            cancel_times["clicked"] = time.perf_counter()
+            cancel_times["stage"] = widget.panel.status.text()
+            widget.panel.cancel_button.click()
+            cancel_times["released"] = time.perf_counter()
+
+        QTimer.singleShot(int(args.cancel_after * 1000), click_cancel)
     widget.run()
     app_loop.exec()
     t1 = time.perf_counter()
+    if cancel_times:
+        while widget.panel.draining:
+            napari.qt.get_qapp().processEvents()
+            time.sleep(0.005)
+        ended = time.perf_counter()
+        print(f"Cancel clicked during '{cancel_times['stage']}': GUI released after "
+              f"{(cancel_times['released'] - cancel_times['clicked']) * 1000:.0f} ms, worker thread ended after "
+              f"{(ended - cancel_times['clicked']) * 1000:.0f} ms; layers now: {[layer.name for layer in viewer.layers]}")
     timer.stop()
     all_beats = np.asarray(beats + [t1])
     gaps = np.diff(all_beats) * 1000.0

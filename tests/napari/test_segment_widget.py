@@ -92,6 +92,8 @@ def test_cancel_mid_run_leaves_viewer_unchanged(make_napari_viewer, qtbot, phant
     assert [layer.name for layer in viewer.layers] == before
     assert "cancel" in widget.panel.status.text()
     assert widget.run_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.panel.draining, timeout=30_000)  # the thread itself ends too
+    assert [layer.name for layer in viewer.layers] == before
 
 
 def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tiny_model, monkeypatch):
@@ -158,7 +160,7 @@ def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot, phantom,
                     timeout=RUN_TIMEOUT_MS)
     worker = widget.panel.worker
     viewer.close()
-    qtbot.waitUntil(lambda: widget.panel.worker is None, timeout=5_000)
+    qtbot.waitUntil(lambda: widget.panel.worker is None and not widget.panel.draining, timeout=10_000)
     assert worker.abort_requested
 
 

@@ -119,6 +119,8 @@ class ProgressPanel(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.status)
         self.worker = None
+        self._run_id = 0
+        self._draining: set = set()
         self._cancel_requested = False
         self._callbacks: dict[str, Callable | None] = {}
         self._eta = Eta()
@@ -156,13 +158,26 @@ class ProgressPanel(QWidget):
         from napari.qt.threading import create_worker
 
         worker = create_worker(_drive, make_steps, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.aborted.connect(self._on_aborted)
+        self._run_id += 1
+        run = self._run_id
+        # signals of a run that was cancelled (detached) are ignored: see `cancel`
+        worker.yielded.connect(lambda p, run=run: self._current(run) and self._on_progress(p))
+        worker.returned.connect(lambda r, run=run: self._current(run) and self._on_returned(r))
+        worker.errored.connect(lambda e, run=run: self._current(run) and self._on_errored(e))
+        worker.aborted.connect(lambda run=run: self._current(run) and self._on_aborted())
+        worker.finished.connect(lambda w=worker: self._draining.discard(w))
+        self._draining.add(worker)
         self.worker = worker
         worker.start()
         return worker
+
+    def _current(self, run: int) -> bool:
+        return run == self._run_id and self.worker is not None
+
+    @property
+    def draining(self) -> bool:
+        """True while a worker thread (possibly a cancelled, detached one) has not ended yet."""
+        return bool(self._draining)
 
     def _run_sync(self, make_steps):
         from napari_medseg.progress import run_steps
@@ -184,26 +199,32 @@ class ProgressPanel(QWidget):
         return None
 
     def cancel(self):
-        """Ask the running work to stop at its next step (within a window/batch)."""
+        """Cancel the run: the GUI is released at once, the worker thread stops at its next step.
+
+        The worker is asked to abort and detached: whatever it still reports or returns is ignored, so a
+        long step that cannot be interrupted (a network forward pass, a resampling) never delays the
+        user. `draining` tells whether the thread has actually ended.
+        """
         if not self.running:
             return
         self._cancel_requested = True
-        self.status.setText("cancelling…")
         self.cancel_button.setEnabled(False)
-        if self.worker not in (None, "sync"):
-            self.worker.quit()
+        if self.worker == "sync":
+            self.status.setText("cancelling…")  # run_steps polls the flag at the next step
+            return
+        self.worker.quit()
+        self._run_id += 1  # detach
+        self._on_aborted()
 
     def wait(self, timeout_ms: int = 5000) -> bool:
-        """Block until the worker thread ends (used when the viewer closes). True when it ended."""
-        worker = self.worker
-        if worker in (None, "sync"):
-            return True
-        worker.quit()
+        """Block until every worker thread of this panel has ended (used when the viewer closes)."""
+        if self.running:
+            self.cancel()
         deadline = time.monotonic() + timeout_ms / 1000
-        while self.worker is not None and time.monotonic() < deadline:
+        while self._draining and time.monotonic() < deadline:
             QApplication.processEvents()
             time.sleep(0.01)
-        return self.worker is None
+        return not self._draining
 
     # ------------------------------------------------------------------ worker signals (GUI thread)
     def _on_progress(self, p):
