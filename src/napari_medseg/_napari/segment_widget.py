@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMenu,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -210,7 +211,10 @@ class SegmentWidget(QWidget):
         self.model_combo = QComboBox()
         self.browse_button = QPushButton("Browse…")
         self.browse_button.setToolTip("Choose a napari-medseg model package or a MONAI bundle folder")
-        self.browse_button.clicked.connect(self._browse_model)
+        menu = QMenu(self.browse_button)
+        menu.addAction("Model package or MONAI bundle folder…", self._browse_model)
+        menu.addAction("Model package or bundle .zip…", self._browse_model_zip)
+        self.browse_button.setMenu(menu)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
         self.preset_combo = QComboBox()
@@ -305,6 +309,11 @@ class SegmentWidget(QWidget):
 
     def _browse_model(self):
         path = QFileDialog.getExistingDirectory(self, "Model package or MONAI bundle folder")
+        if path:
+            self.add_model_path(path)
+
+    def _browse_model_zip(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Model package or MONAI bundle (.zip)", "", "Zip archives (*.zip)")
         if path:
             self.add_model_path(path)
 
