@@ -132,6 +132,14 @@ def test_autosave_then_restore_in_new_viewer(make_napari_viewer, small, tmp_path
     np.testing.assert_allclose(restored[0].translate, viewer2.layers["ct"].translate)
     assert restored[0].metadata[CORRECTED_KEY] == [[0, 9]]
     assert widget2.tracker.record.corrected == {(0, 9)}
+    # File > Save with our NIfTI writer keeps the exact source geometry
+    from napari_medseg._napari.writer import write_labels_nifti
+    from napari_medseg.io import read_volume
+
+    data, attributes, _ = restored[0].as_layer_data_tuple()
+    out = write_labels_nifti(str(tmp_path / "saved.nii.gz"), data, attributes)
+    back = read_volume(out[0])
+    assert back.same_grid(img) and np.array_equal(back.array, expected)
 
 
 def test_bad_input_messages(make_napari_viewer, small):

@@ -91,3 +91,32 @@ def test_finetune_widget_bad_input(make_napari_viewer, phantom, tiny_model):
     with pytest.raises(InputError, match="not on the grid"):
         widget.start()
     assert not widget.panel.running
+
+
+def _mark(layer, slices):
+    layer.metadata["medseg_corrected_slices"] = [[0, k] for k in slices]
+
+
+def test_stop_and_close_during_a_run(make_napari_viewer, qtbot, phantom, tiny_model):
+    from napari_medseg.models.registry import models_dir
+
+    viewer, layer = open_sample(make_napari_viewer, phantom)
+    widget = FinetuneWidget(viewer)
+    _mark(layer, [20, 30])
+    widget.set_layers(viewer.layers["abdomen"], layer)
+    widget.set_model(str(tiny_model))
+    widget.steps.setValue(100000)
+    widget.budget.setValue(600)
+    # Stop: ends within a step, saves nothing, adds no layer
+    n_layers = len(viewer.layers)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.panel.last_progress is not None, timeout=60_000)
+    with qtbot.waitSignal(widget.panel.finished, timeout=60_000) as blocker:
+        widget.panel.cancel_button.click()
+    assert blocker.args == ["cancelled"] and "nothing was saved" in widget.result_label.text()
+    assert len(viewer.layers) == n_layers and not (models_dir() / "tiny-test").exists()
+    # closing the viewer mid-run stops the worker cleanly
+    widget.start()
+    qtbot.waitUntil(lambda: widget.panel.last_progress is not None, timeout=60_000)
+    viewer.close()
+    assert not widget.panel.running

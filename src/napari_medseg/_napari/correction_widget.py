@@ -35,7 +35,7 @@ from napari_medseg._napari.layers import META_KEY, SOURCE_KEY, volume_from_layer
 from napari_medseg._napari.tracking import SliceTracker, apply_edit
 from napari_medseg.errors import InputError, MedsegError
 from napari_medseg.progress import Progress
-from napari_medseg.session import CorrectionRecord, Session
+from napari_medseg.session import Session
 
 AXIS_NAMES = {0: "z", 1: "y", 2: "x"}
 AUTOSAVE_ENV = "MEDSEG_AUTOSAVE_S"

@@ -92,6 +92,7 @@ class LossPlot(QWidget):
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.dice: list[tuple[int, float]] = []
+        self._stage, self._offset = None, 0
         self._last_draw = 0.0
         try:
             from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -111,15 +112,18 @@ class LossPlot(QWidget):
 
     def clear(self):
         self.steps, self.losses, self.dice = [], [], []
+        self._stage, self._offset = None, 0
         self._draw()
 
     def add(self, step: int, loss, val_dice, stage: str = "") -> None:
+        if stage != self._stage:  # a new stage (cross-validation fold, final run) continues the x axis
+            self._stage, self._offset = stage, (self.steps[-1] + 1 if self.steps else 0)
+        x = int(step) + self._offset
         if loss is not None:
-            offset = self.steps[-1] + 1 if self.steps and step <= self.steps[-1] and stage else 0
-            self.steps.append(step + offset)
+            self.steps.append(x)
             self.losses.append(float(loss))
         if val_dice is not None:
-            self.dice.append((self.steps[-1] if self.steps else step, float(val_dice)))
+            self.dice.append((x, float(val_dice)))
         if time.monotonic() - self._last_draw > 0.5:
             self._draw()
 
