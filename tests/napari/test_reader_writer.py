@@ -66,6 +66,11 @@ def test_sample_data_overlays_in_place(make_napari_viewer, phantom, key):
     np.testing.assert_allclose(np.asarray(image.data), src_image.array, atol=0.5)
     assert list(labels.features["class"][1:7]) == ["liver", "spleen", "kidney_right", "kidney_left", "liver_tumour", "spine"]
     assert image.metadata[META_KEY]["spacing"] == pytest.approx(list(src_image.spacing))
+    # hovering a liver voxel shows its class name in the status bar
+    k, j, i = np.argwhere(src_labels.array == 1)[0]
+    world = labels.data_to_world(np.array([k, j, i], dtype=float))
+    status = labels.get_status(world, world=True, view_direction=np.array([1.0, 0, 0]), dims_displayed=[1, 2])
+    assert "class: liver" in status["coordinates"]
     if key.endswith("dicom"):
         assert labels.metadata[SOURCE_KEY]["meta"].get("dicom_reference") or labels.metadata[SOURCE_KEY]["meta"].get("source_path")
 
@@ -186,3 +191,20 @@ def test_abdomen_ct_and_its_labels_overlay_with_names(make_napari_viewer, shared
     names = json.loads((folder / "classes.json").read_text())
     table = dict(zip(labels.features["index"], labels.features["class"]))
     assert table[5] == names["5"] == "liver" and table[1] == names["1"]
+
+
+def test_4d_nifti_keeps_a_visible_channel_axis(make_napari_viewer, tmp_path):
+    import nibabel as nib
+
+    arr = np.random.default_rng(0).normal(size=(12, 10, 6, 3)).astype(np.float32)  # [i, j, k, t]
+    affine = np.diag([-0.8, -0.9, 2.0, 1.0])
+    affine[:3, 3] = (40.0, 30.0, -10.0)
+    nib.save(nib.Nifti1Image(arr, affine), str(tmp_path / "series4d.nii.gz"))
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "series4d.nii.gz"), plugin=PLUGIN)
+    layer = viewer.layers[0]
+    assert layer.data.shape == (3, 6, 10, 12)
+    assert viewer.dims.ndim == 4 and viewer.dims.nsteps[0] == 3  # a slider for the channel/time axis
+    np.testing.assert_allclose(layer.scale, [1.0, 2.0, 0.9, 0.8])
+    vol = Volume.from_nifti(arr, affine)
+    np.testing.assert_allclose(layer.data_to_world([1, 2, 3, 4])[1:], vol.index_to_physical([4, 3, 2])[::-1], atol=1e-5)
