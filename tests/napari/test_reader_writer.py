@@ -208,3 +208,19 @@ def test_4d_nifti_keeps_a_visible_channel_axis(make_napari_viewer, tmp_path):
     np.testing.assert_allclose(layer.scale, [1.0, 2.0, 0.9, 0.8])
     vol = Volume.from_nifti(arr, affine)
     np.testing.assert_allclose(layer.data_to_world([1, 2, 3, 4])[1:], vol.index_to_physical([4, 3, 2])[::-1], atol=1e-5)
+
+
+def test_folder_with_two_series_opens_one_layer_each(make_napari_viewer, tmp_path):
+    from napari_medseg.io.dicom_write import write_dicom_series
+
+    rng = np.random.default_rng(2)
+    a = Volume(rng.integers(-1000, 500, (5, 16, 16)).astype(np.int16), (0.7, 0.7, 3.0), (0.0, 0.0, 0.0), np.eye(3), {"modality": "CT"})
+    b = Volume(rng.integers(-1000, 500, (4, 12, 12)).astype(np.int16), (1.0, 1.0, 5.0), (5.0, -5.0, 20.0), np.eye(3), {"modality": "CT"})
+    write_dicom_series(a, tmp_path / "study" / "a", series_description="Arterial", series_number=3)
+    write_dicom_series(b, tmp_path / "study" / "b", series_description="Venous", series_number=4)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "study"), plugin=PLUGIN)
+    names = sorted(layer.name for layer in viewer.layers)
+    assert names == ["#3 Arterial", "#4 Venous"]
+    assert_layer_geometry(viewer.layers["#3 Arterial"], a)
+    assert_layer_geometry(viewer.layers["#4 Venous"], b)
