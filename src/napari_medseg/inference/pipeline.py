@@ -183,6 +183,10 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
         probs_vol = volume.with_array(p_src.astype(np.float32), channel_names=[card.class_names().get(int(v), str(v)) for v in lut])
         unc_vol = volume.with_array((1.0 - p_src.max(0)).astype(np.float32), kind="uncertainty (1 - max probability)")
         del p_src
+    elif out_kji.shape[0] == 2:  # two classes: argmax of interpolated (p0, p1) = sign of interpolated p1 - p0
+        diff = (out_kji[1] - out_kji[0])[None].contiguous()
+        labels_idx = resample(diff, mvol, volume, mode="linear", device=plan.stitch_device,
+                              reduce=lambda r: (r > 0).to(torch.uint8))[0]
     else:
         labels_idx = resample(out_kji.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device,
                               reduce=lambda r: r.argmax(0, keepdim=True).to(torch.int16))[0]

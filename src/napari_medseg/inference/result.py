@@ -16,11 +16,12 @@ STAT_COLUMNS = ("value", "name", "voxels", "volume_ml", "mean_intensity", "std_i
 
 def class_stats(labels: np.ndarray, image: np.ndarray | None, classes: dict[int, str], voxel_mm3: float) -> dict[int, dict]:
     """Per foreground class: voxel count, volume in mL, mean/std of ``image`` inside it (one pass, bincount)."""
-    flat = labels.ravel().astype(np.int64, copy=False)
+    fg = labels.ravel() != 0  # statistics of foreground voxels only: much less work than the whole volume
+    flat = labels.ravel()[fg].astype(np.int64, copy=False)
     n = max(int(flat.max(initial=0)), max(classes, default=0)) + 1
     counts = np.bincount(flat, minlength=n)
     if image is not None:
-        img = np.asarray(image, dtype=np.float64).ravel()
+        img = np.asarray(image).ravel()[fg].astype(np.float64)
         s1 = np.bincount(flat, weights=img, minlength=n)
         s2 = np.bincount(flat, weights=img * img, minlength=n)
     stats = {}
