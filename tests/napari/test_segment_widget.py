@@ -38,7 +38,10 @@ def _run(qtbot, widget):
 
 def test_segment_adds_labels_in_source_geometry(make_napari_viewer, qtbot, phantom, tiny_model, tmp_path):
     viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
-    image = _add_phantom(viewer, phantom)
+    image = _add_phantom(viewer, phantom, name="phantom")
+    viewer.add_image(np.zeros((4, 8, 8)), name="other")
+    image.name = "abdomen"  # renaming a layer updates the widget's list
+    assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["abdomen", "other"]
     widget.set_image("abdomen")
     _run(qtbot, widget)
     assert widget.panel.status.text() == "done", widget.info.text()

@@ -261,6 +261,8 @@ class SegmentWidget(QWidget):
         layout.addStretch(1)
 
         self._fill_models()
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_images)
         self._refresh_images()
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed, self.viewer.layers.events.reordered):
             ev.connect(self._refresh_images)
@@ -269,6 +271,10 @@ class SegmentWidget(QWidget):
     # ------------------------------------------------------------------ controls
     def _refresh_images(self, event=None):
         from napari.layers import Image
+
+        layer = getattr(event, "value", None)
+        if getattr(event, "type", "") == "inserted" and layer is not None:
+            layer.events.name.connect(self._refresh_images)  # keep the list right when a layer is renamed
 
         current = self.image_combo.currentText()
         self.image_combo.blockSignals(True)
