@@ -156,7 +156,7 @@ def write_stats_csv(rows: list[dict], path) -> Path:
 
 # ---------------------------------------------------------------------------- the work (worker thread)
 def segment_job(volume, settings: SegmentSettings):
-    """Step generator run in the worker: load the model, check it fits, segment. Returns a LabelResult."""
+    """Step generator run in the worker: load the model, check it fits, segment, tabulate; returns a `SegmentOutcome`."""
     yield Progress(0, 0, "loading model")
     from napari_medseg.models import load_model
 
