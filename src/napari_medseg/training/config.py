@@ -84,6 +84,9 @@ class FinetuneConfig:
     scratch_res_units: int = 1
     scratch_lr: float = 3e-3
     min_spacing: float = 1.5
+    # a new model keeps each class as its largest connected component at inference (organs); switch off
+    # for multi-focal structures (lesions), where it would drop all but one
+    scratch_keep_largest: bool = True
 
     def __post_init__(self):
         if self.holdout != "auto" and (not isinstance(self.holdout, int) or self.holdout < 0):

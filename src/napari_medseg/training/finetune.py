@@ -168,11 +168,14 @@ def _scratch_card(image: Volume, labels: Volume, slices, classes, config: Finetu
         thin = int(np.argmax(d[:, 2 - a]))
         small = int(np.argmin(roi))
         roi[small], roi[thin] = roi[thin], roi[small]
-    return unet_card(
+    card = unet_card(
         name, classes, spacing=tuple(spacing), channels=config.scratch_channels, strides=config.scratch_strides,
         num_res_units=config.scratch_res_units, roi_size=tuple(roi), intensity=inten,
         description=f"Trained from scratch on {len(slices)} corrected slice(s) of {image.meta.get('source_path') or 'an image'}",
     )
+    if config.scratch_keep_largest:
+        card.keep_largest = sorted(int(v) for v in classes)
+    return card
 
 
 def _budget(cfg: TrainConfig, fraction: float) -> TrainConfig:
