@@ -51,3 +51,19 @@ def test_npe2_validate_cli():
     proc = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-medseg"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in (proc.stdout + proc.stderr).lower()
+
+
+def test_reader_claims_medical_files_but_not_ordinary_images():
+    from npe2 import PluginManifest
+
+    reader = PluginManifest.from_file(MANIFEST).contributions.readers[0]
+    import fnmatch
+
+    def claims(name):
+        return any(fnmatch.fnmatchcase(name, pat) for pat in reader.filename_patterns)
+
+    for name in ("ct.nii.gz", "ct.nii", "seg.nrrd", "img.mha", "IM0001.dcm", "study.zip", "CT.IMA"):
+        assert claims(name), name
+    for name in ("photo.png", "cells.tif", "table.csv"):
+        assert not claims(name), name  # no "choose a reader" dialog for files we do not read
+    assert reader.accepts_directories
