@@ -204,6 +204,19 @@ def test_reopening_the_image_offers_restore(make_napari_viewer, small):
     widget.autosave_now()
     viewer2 = make_napari_viewer()
     widget2 = CorrectionWidget(viewer2)
+    viewer2.window.add_dock_widget(widget2)
     data, kw, _ = image_layer_data(img, name="ct again")
     viewer2.add_image(data, **kw)
     assert "autosaved corrections found (ct seg)" in widget2.status.text()
+
+
+def test_closing_the_viewer_saves_the_last_edits(make_napari_viewer, small):
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    widget.timer.stop()
+    widget.autosave_now(force=True)
+    layer.paint((4, 30, 30), 2)  # not saved yet: the timer has not fired
+    expected = layer.data.copy()
+    session = widget.session_for(layer)
+    viewer.close()
+    np.testing.assert_array_equal(session.load("ct seg").array, expected)

@@ -11,9 +11,10 @@ to restore the session.
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -59,6 +60,18 @@ def _notify(exc: BaseException, what: str) -> None:
     from napari.utils.notifications import show_error
 
     show_error(f"{what}: {exc}")
+
+
+def _restore_action(widget, layer):
+    """A notification button callback holding only weak references (napari keeps notifications)."""
+    wref, lref = weakref.ref(widget), weakref.ref(layer)
+
+    def restore(*_):
+        w, l = wref(), lref()
+        if w is not None and l is not None:
+            w._guard(lambda: w.restore_session(l), "restore")
+
+    return restore
 
 
 def class_table(layer) -> dict[int, str]:
@@ -108,6 +121,7 @@ class CorrectionWidget(QWidget):
         self.timer.timeout.connect(self.autosave_now)
         self.timer.start()
         self.destroyed.connect(self.timer.stop)
+        self._watch_viewer_close()
 
     # ============================================================== UI
     def _build_ui(self):
@@ -238,7 +252,10 @@ class CorrectionWidget(QWidget):
     def _on_layers_changed(self, event=None):
         alive = {id(l) for l in self.viewer.layers}
         for key in [k for k in self.trackers if k not in alive]:
-            self.trackers.pop(key).disconnect()
+            tracker = self.trackers.pop(key)
+            tracker.disconnect()
+            if tracker.dirty:  # removed (or the viewer is closing: it removes every layer first): save it
+                self._save_layer(tracker.layer, tracker)
         self._refresh_layers()
 
     def _refresh_layers(self):
@@ -601,16 +618,19 @@ class CorrectionWidget(QWidget):
             tracker = self.trackers.get(id(layer))
             if tracker is None or not (tracker.dirty or force) or np.ndim(layer.data) != 3:
                 continue
-            try:
-                session = self.session_for(layer)
-                self._offered.add(str(session.folder))  # our own autosave: nothing to offer in this viewer
-                session.save(layer.name, np.asarray(layer.data), tracker.record, class_table(layer))
-            except (MedsegError, OSError) as e:
-                self.status.setText(f"autosave of '{layer.name}' failed: {e}")
-                continue
-            # keep saving on the timer: undo/redo change data without a paint event
-            saved.append(layer.name)
+            if self._save_layer(layer, tracker):
+                saved.append(layer.name)  # stays dirty: undo/redo change data without a paint event
         return saved
+
+    def _save_layer(self, layer, tracker) -> bool:
+        try:
+            session = self.session_for(layer)
+            self._offered.add(str(session.folder))  # our own autosave: nothing to offer in this viewer
+            session.save(layer.name, np.asarray(layer.data), tracker.record, class_table(layer))
+        except (MedsegError, OSError) as e:
+            self.status.setText(f"autosave of '{layer.name}' failed: {e}")
+            return False
+        return True
 
     def _saved_for(self, layer) -> Session | None:
         if np.ndim(layer.data) != 3 or getattr(layer, "rgb", False):
@@ -638,7 +658,7 @@ class CorrectionWidget(QWidget):
         note = Notification(
             f"napari-medseg found autosaved corrections for '{layer.name}' ({names}).",
             severity=NotificationSeverity.INFO,
-            actions=[("Restore", lambda *_: self._guard(lambda: self.restore_session(layer), "restore"))],
+            actions=[("Restore", _restore_action(self, layer))],
         )
         notification_manager.dispatch(note)
         self.status.setText(f"autosaved corrections found ({names}): click 'Restore session'")
@@ -677,3 +697,25 @@ class CorrectionWidget(QWidget):
                 self.status.setText(f"restored {', '.join(l.name for l in added)} from {session.folder}")
                 return added
         raise InputError("no autosaved session for the open image(s)")
+
+    # ============================================================== viewer closing
+    def _watch_viewer_close(self):
+        try:
+            self._main_window = self.viewer.window._qt_window
+            self._main_window.installEventFilter(self)
+        except AttributeError:  # a viewer model without a window
+            self._main_window = None
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        """On closing the viewer: stop a running operation cleanly, then save the latest edits."""
+        window = getattr(self, "_main_window", None)
+        if window is not None and obj is window and event.type() == QEvent.Type.Close:
+            self.timer.stop()
+            if self._progress is not None and self._progress.running:
+                self._progress.cancel()
+                self._progress.wait(10000)
+            try:
+                self.autosave_now()
+            except Exception:  # noqa: BLE001 - never block closing the viewer
+                pass
+        return False
