@@ -102,3 +102,22 @@ def test_unknown_label_values_need_from_scratch(tiny_parent):
     arr[16, :4, :4] = 9
     with pytest.raises(InputError, match="from_scratch"):
         finetune(image, labels.with_array(arr), [(0, 16), (0, 10)], model="tiny", config=ft_config(2))
+
+
+def test_freeze_encoder_trains_only_the_decoder(tiny_parent):
+    import dataclasses
+
+    import torch
+
+    from napari_medseg.models.package import load_model_package
+
+    image, labels = blob_volumes(9)
+    cfg = ft_config(5)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, freeze_encoder=True))
+    res = finetune(image, labels, SLICES, model="tiny", activate=False, config=cfg)
+    parent = load_model_package(tiny_parent).network.state_dict()
+    child = load_model_package(res.model_path).network.state_dict()
+    same = {k for k in parent if torch.equal(parent[k], child[k])}
+    assert "model.0.conv.weight" in same  # first encoder block frozen
+    assert any(k.startswith("model.2") for k in set(parent) - same)  # last decoder block trained
+    assert res.card.provenance["mode"] == "finetune-frozen-encoder"
