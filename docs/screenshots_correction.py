@@ -182,7 +182,7 @@ def chest():
     layer.mode = "paint"
     _raise_dock(viewer, "Correct labels")
     shoot(viewer, "correction_chest.png")
-    finetune_run(viewer, corr, fine, image_layer, layer, steps=40, budget=60)
+    finetune_run(viewer, corr, fine, image_layer, layer, steps=300, budget=240)
     layer.visible = False
     _raise_dock(viewer, "Fine-tune model")
     shoot(viewer, "finetune_chest.png")
