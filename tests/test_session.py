@@ -80,3 +80,16 @@ def test_save_rejects_labels_off_grid_and_load_damaged(home):
         s.load("x")
     with pytest.raises(InputError, match="no autosaved"):
         s.load("y")
+
+
+def test_core_modules_import_no_qt_or_napari():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_medseg.editing, napari_medseg.session; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt6', 'PyQt5', 'magicgui')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -129,3 +129,13 @@ def test_bad_input():
         dilate(vol(), 1, 1.0, spacing=(1, 0, 1))
     with pytest.raises(InputError, match="integer"):
         fill_holes(np.zeros((2, 2, 2), float), 1)
+
+
+def test_edit_slices_and_indices_on_offset_bbox():
+    lab = vol((6, 9, 9))
+    lab[4, 4, 4] = 1
+    e = dilate(lab, 1, 1.0, where=(0, 4))
+    assert e.slices(0) == [4] and e.slices(1) == [3, 4, 5] and e.n_changed == 4
+    idx, values = e.indices()
+    assert sorted(zip(*(ix.tolist() for ix in idx))) == [(4, 3, 4), (4, 4, 3), (4, 4, 5), (4, 5, 4)]
+    assert values.tolist() == [1, 1, 1, 1]

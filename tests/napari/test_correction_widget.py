@@ -220,3 +220,16 @@ def test_closing_the_viewer_saves_the_last_edits(make_napari_viewer, small):
     session = widget.session_for(layer)
     viewer.close()
     np.testing.assert_array_equal(session.load("ct seg").array, expected)
+
+
+def test_atom_slices_for_both_history_atom_kinds():
+    from types import SimpleNamespace
+
+    from napari_medseg._napari.tracking import atom_slices
+
+    mask = np.zeros((2, 3, 3), bool)
+    mask[1, 0, 0] = True
+    masked = SimpleNamespace(slice_key=(slice(5, 7), slice(0, 3), slice(0, 3)), mask=mask)
+    assert atom_slices(masked, 0) == {6}
+    assert atom_slices(SimpleNamespace(slice_key=(slice(5, 7), slice(0, 3), slice(2, 4)), mask=None), 2) == {2, 3}
+    assert atom_slices(((np.array([3, 3, 9]), np.array([0, 1, 2]), np.array([1, 1, 1])), None, 1), 0) == {3, 9}
