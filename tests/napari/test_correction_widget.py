@@ -71,6 +71,16 @@ def test_each_operation_is_undone_exactly(make_napari_viewer, small):
     layer.undo()
     layer.redo()
     assert np.array_equal(layer.data, after)
+    layer.undo()
+    # the portable path (Labels.data_setitem) gives the same edit and the same undo
+    from napari_medseg import editing
+    from napari_medseg._napari.tracking import apply_edit
+
+    edit = editing.smooth(layer.data, 1, 2.0, spacing=img.spacing)
+    assert apply_edit(layer, edit, fast=False) == edit.n_changed > 0
+    assert np.array_equal(layer.data, edit.apply(original.copy()))
+    layer.undo()
+    assert np.array_equal(layer.data, original)
 
 
 def test_dilate_is_physical_on_anisotropic_layer(make_napari_viewer, small):
