@@ -43,6 +43,9 @@ def test_each_operation_is_undone_exactly(make_napari_viewer, small):
     viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
     assert widget.labels_layer is layer
     assert widget.set_class("liver") == 1 and layer.selected_label == 1
+    layer.selected_label = 9  # napari's own control (e.g. "new label"): the picker follows
+    assert widget.class_combo.currentData() == 9 and widget.class_combo.currentText() == "9: label 9"
+    widget.set_class("liver")
     widget.jump_to(0, 8)
     assert widget.current_slice() == (0, 8)
     # damage the liver so every operation has something to do

@@ -296,11 +296,39 @@ class CorrectionWidget(QWidget):
             for value, name in sorted(class_table(layer).items()):
                 self.class_combo.addItem(f"{value}: {name}", value)
                 self.target_combo.addItem(f"{value}: {name}", value)
-            idx = self.class_combo.findData(int(layer.selected_label))
-            self.class_combo.setCurrentIndex(max(idx, 0))
         self.class_combo.blockSignals(False)
+        self._watch_selected_label(layer)
+        self._sync_class()
         self._check_grid()
         self._refresh_slices()
+
+    def _watch_selected_label(self, layer):
+        """Follow napari's own label control (e.g. its "new" button) in the class picker."""
+        old = getattr(self, "_watched", None)
+        if old is layer:
+            return
+        if old is not None:
+            try:
+                old.events.selected_label.disconnect(self._sync_class)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self._watched = layer
+        if layer is not None:
+            layer.events.selected_label.connect(self._sync_class)
+
+    def _sync_class(self, *_):
+        layer = self.labels_layer
+        if layer is None:
+            return
+        value = int(layer.selected_label)
+        idx = self.class_combo.findData(value)
+        self.class_combo.blockSignals(True)
+        if idx < 0:  # a value without a name yet (a new class being painted)
+            self.class_combo.addItem(f"{value}: label {value}", value)
+            self.target_combo.addItem(f"{value}: label {value}", value)
+            idx = self.class_combo.count() - 1
+        self.class_combo.setCurrentIndex(idx)
+        self.class_combo.blockSignals(False)
 
     def _on_class_selected(self, *_):
         layer, value = self.labels_layer, self.class_combo.currentData()
