@@ -42,6 +42,7 @@ def test_finetune_widget_end_to_end(make_napari_viewer, qtbot, phantom, tiny_mod
     assert finetune.corrected_slices() == [(0, 20), (0, 30)]
     assert "2 corrected slice(s)" in finetune.slices_label.text()
     finetune.set_model(str(tiny_model))
+    finetune.name_edit.setText("liver-tuned")
     finetune.steps.setValue(4)
     finetune.budget.setValue(60)
     n_layers = len(viewer.layers)
@@ -49,7 +50,7 @@ def test_finetune_widget_end_to_end(make_napari_viewer, qtbot, phantom, tiny_mod
         finetune.start_button.click()
     assert blocker.args == ["done"], finetune.result_label.text()
     result = finetune.result
-    assert result is not None and result.version == "v1" and result.model_path.is_dir()
+    assert result is not None and result.name == "liver-tuned" and result.version == "v1" and result.model_path.is_dir()
     assert len(finetune.plot.losses) >= 1
     # re-segmented into a NEW layer on the exact image grid; the edited layer is untouched
     assert len(viewer.layers) == n_layers + 1

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -43,12 +44,13 @@ from napari_medseg.session import CorrectionRecord
 AXIS_NAMES = {0: "z", 1: "y", 2: "x"}
 
 
-def finetune_job(image, labels, slices, model, from_scratch: bool, config, resegment: bool = True):
+def finetune_job(image, labels, slices, model, from_scratch: bool, config, resegment: bool = True, name=None):
     """Step generator run by the widget: fine-tune, then re-segment the image with the new model."""
     from napari_medseg.inference import segment_steps
     from napari_medseg.training import finetune_steps
 
-    result = yield from finetune_steps(image, labels, slices, model=model, from_scratch=from_scratch, config=config)
+    result = yield from finetune_steps(image, labels, slices, model=model, from_scratch=from_scratch, config=config,
+                                       name=name)
     seg = None
     if resegment:
         yield Progress(0, 1, "re-segment", "segmenting the volume with the new model")
@@ -187,6 +189,9 @@ class FinetuneWidget(QWidget):
         self.freeze = QCheckBox("freeze the encoder")
         form.addRow(self.scratch)
         form.addRow(self.freeze)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("same as the parent ('custom' from scratch)")
+        form.addRow("Save as", self.name_edit)
         self.steps = QSpinBox()
         self.steps.setRange(1, 100000)
         self.steps.setValue(defaults.steps)
@@ -372,12 +377,15 @@ class FinetuneWidget(QWidget):
         model = self.model_combo.currentText().strip() or "default"
         self._check_classes(labels, slices, model)
         config, scratch = self.config(), self.scratch.isChecked()
+        name = self.name_edit.text().strip() or None
+        if name is not None and (name in (".", "..") or any(c in name for c in '/\\:@')):
+            raise InputError(f"model name {name!r} must not contain / \\ : or @")
         self._job_layers = (image_layer, labels_layer)
         self.plot.clear()
         self.result_label.setText(f"fine-tuning on {len(slices)} corrected slice(s)…")
         self.start_button.setEnabled(False)
         worker = self.panel.start(
-            lambda: finetune_job(image, labels, slices, None if scratch else model, scratch, config),
+            lambda: finetune_job(image, labels, slices, None if scratch else model, scratch, config, name=name),
             on_done=self._on_done, on_error=self._on_error, on_cancelled=self._on_cancelled,
         )
         if worker is not None and worker != "sync":
