@@ -123,13 +123,28 @@ def plan_run(card, model_voxels: int, device: str = "auto", sw_batch_size: int |
     return _cpu_plan(card, model_voxels, want, amp, is_module, notes)
 
 
+#: on CPUs larger batches use oneDNN better (spleen UNet, bf16: 0.23 s/window at 4, 0.17 at 8, 0.15 at 16)
+CPU_BATCH = 16
+
+
+def cpu_window_bytes(card, amp: bool) -> int:
+    """Peak memory per window on the CPU in inference mode (intermediates are freed as they go):
+    measured ~21 MB/window for the spleen UNet in bf16 at 96^3; this estimate is ~2x that."""
+    roi = int(np.prod(card.roi_size))
+    chans = card.arch_args.get("channels") or card.arch_args.get("features") or [card.arch_args.get("feature_size", 32)]
+    c0 = int(chans[0]) if isinstance(chans, (list, tuple)) else int(chans)
+    return int(roi * max(c0, 8) * (2 if amp else 4) * 1.5 + roi * (card.in_channels + card.out_channels) * 4)
+
+
 def _cpu_plan(card, model_voxels, want, amp, is_module, notes) -> Plan:
     import torch
 
     use_amp = (is_module and cpu_bf16_supported()) if amp is None else amp
     avail = host_available_bytes()
-    per_win = window_bytes(card, use_amp)
+    per_win = cpu_window_bytes(card, use_amp)
     fit = int((avail * SAFETY - stitch_bytes(model_voxels, card)) // max(per_win, 1))
+    if is_module:
+        want = max(want, CPU_BATCH)
     batch = max(1, min(want, fit))
     if batch < want:
         notes.append(f"sw_batch_size {want} -> {batch} to fit {avail / GIB:.1f} GiB of available memory")
