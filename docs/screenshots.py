@@ -143,33 +143,50 @@ def _model(tmp: Path) -> tuple[str, bool]:
         return str(save_model_package(build_network(card), card, tmp / "random_demo")), False
 
 
-def segment_widget_view():
+def _segment_and_shoot(viewer, image, name: str, slice_fraction: float = 0.5):
     from qtpy.QtCore import QEventLoop
 
     from napari_medseg._napari.segment_widget import SegmentWidget
 
-    viewer = new_viewer()
-    viewer.open_sample("napari-medseg", "abdomen_phantom_dicom")
-    image = viewer.layers[0]
-    viewer.layers.remove(viewer.layers[1])  # keep only the CT: the widget adds the model's labels
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
     model, real = _model(Path(tempfile.mkdtemp(prefix="medseg-shots-")))
     widget.add_model_path(model)
+    widget.set_image(image.name)
     widget.device_combo.setCurrentText("cpu")
     loop = QEventLoop()
     widget.panel.finished.connect(lambda _: loop.quit())
     widget.run()
     loop.exec()
-    viewer.dims.set_point(0, float(np.mean(image.extent.world[:, 0])))
+    lo, hi = image.extent.world[:, 0]
+    viewer.dims.set_point(0, float(lo + slice_fraction * (hi - lo)))
     viewer.reset_view()
-    save(viewer, "segment_widget", width=1200)
+    save(viewer, name, width=1200)
     if not real:
-        print("note: the default model is not installed; segment_widget.png shows a random-weight model")
+        print(f"note: the default model is not installed; {name}.png shows a random-weight model")
+
+
+def segment_widget_view():
+    viewer = new_viewer()
+    viewer.open_sample("napari-medseg", "abdomen_phantom_dicom")
+    image = viewer.layers[0]
+    viewer.layers.remove(viewer.layers[1])  # keep only the CT: the widget adds the model's labels
+    _segment_and_shoot(viewer, image, "segment_widget")
     viewer.close()
 
 
-SCENES = {"phantom": phantom_views, "chest": chest_views, "segment": segment_widget_view}
+def segment_chest_view():
+    if not CHEST.is_dir():
+        print(f"{CHEST} absent: chest CT Segment screenshot skipped")
+        return
+    viewer = new_viewer()
+    viewer.open(str(CHEST), plugin="napari-medseg")
+    # the lowest slices of this chest CT reach the liver and spleen domes
+    _segment_and_shoot(viewer, viewer.layers[0], "segment_widget_chest", slice_fraction=0.12)
+    viewer.close()
+
+
+SCENES = {"phantom": phantom_views, "chest": chest_views, "segment": segment_widget_view, "segment_chest": segment_chest_view}
 
 
 def main(argv=None):
