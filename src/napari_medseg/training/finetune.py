@@ -53,11 +53,11 @@ class FinetuneResult:
         b = _fmt(self.metrics_before)
         a = _fmt(self.metrics_after)
         where = f"{self.name}@{self.version}" if self.version else str(self.model_path)
-        return f"{where}: held-out Dice {b} -> {a} ({self.check}); {'activated' if self.activated else 'not activated'}: {self.reason}"
+        return f"{where}: held-out foreground Dice {b} -> {a} ({self.check}); {'activated' if self.activated else 'not activated'}: {self.reason}"
 
 
 def _fmt(m):
-    return "n/a" if not m or m.get("dice_mean") is None else f"{m['dice_mean']:.3f}"
+    return "n/a" if _score(m) is None else f"{_score(m):.3f}"
 
 
 def parse_slices(text: str) -> list[tuple[int, int]]:
@@ -348,7 +348,16 @@ def _pool(results: list[dict | None]) -> dict | None:
     vals = [r for r in results if r and r.get("dice_mean") is not None]
     if not vals:
         return None
-    return {"dice_mean": float(np.mean([r["dice_mean"] for r in vals])), "folds": vals}
+    fg = [r["dice_fg"] for r in vals if r.get("dice_fg") is not None]
+    return {"dice_mean": float(np.mean([r["dice_mean"] for r in vals])), "dice_fg": float(np.mean(fg)) if fg else None,
+            "folds": vals}
+
+
+def _score(m: dict | None) -> float | None:
+    """The figure the activation decision compares: pooled foreground Dice, else the class mean."""
+    if not m:
+        return None
+    return m.get("dice_fg") if m.get("dice_fg") is not None else m.get("dice_mean")
 
 
 def _decide(activate, check, parent, before, after, tol) -> tuple[bool, str]:
@@ -356,8 +365,8 @@ def _decide(activate, check, parent, before, after, tol) -> tuple[bool, str]:
         return True, "activation requested"
     if activate is False:
         return False, "activation not requested"
-    a = None if not after else after.get("dice_mean")
-    b = None if not before else before.get("dice_mean")
+    a = _score(after)
+    b = _score(before)
     if parent is None:
         if check == "holdout" and a is not None and a < 0.5:
             return False, f"held-out Dice {a:.3f} < 0.5: the new model is not made active; activate it explicitly"

@@ -88,8 +88,8 @@ def predict_case(net, case: Case, roi_size, sw_batch_size: int = 2, overlap: flo
 def evaluate_cases(net, cases: list[Case], n_classes: int, roi_size, class_names: dict[int, str] | None = None) -> dict:
     """Dice per class over all masked voxels of ``cases`` (pooled), and their mean.
 
-    Returns ``{"dice_mean": float | None, "dice": {name: float}, "voxels": int}``; a class counts when it
-    is in the target or the prediction on the masked voxels.
+    Returns ``{"dice_mean": float | None, "dice_fg": float | None, "dice": {name: float}, "voxels": int}``;
+    a class counts in the mean when it is in the target or the prediction on the masked voxels.
     """
     inter = np.zeros(n_classes)
     psum = np.zeros(n_classes)
@@ -111,7 +111,15 @@ def evaluate_cases(net, cases: list[Case], n_classes: int, roi_size, class_names
         for c in range(1, n_classes)
         if psum[c] + tsum[c] > 0
     }
-    return {"dice_mean": float(np.mean(list(dice.values()))) if dice else None, "dice": dice, "voxels": voxels}
+    fg = psum[1:].sum() + tsum[1:].sum()
+    return {
+        "dice_mean": float(np.mean(list(dice.values()))) if dice else None,
+        # foreground Dice pooled over classes (voxel-weighted): stable on a single slice, where a class mean
+        # swings with a few stray voxels of a small class; the activation decision uses it
+        "dice_fg": float(2 * inter[1:].sum() / fg) if fg > 0 else None,
+        "dice": dice,
+        "voxels": voxels,
+    }
 
 
 def freeze_encoder(net) -> int:
