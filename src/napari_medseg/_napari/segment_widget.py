@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,35 @@ class SegmentOutcome:
     layer_data: tuple  # (data, kwargs, "labels"); the name is set when the layer is added
 
 
+# ---------------------------------------------------------------------------- warm-up
+_WARM_MODULES = ("torch", "monai.networks.nets", "napari_medseg.models", "napari_medseg.inference.pipeline")
+
+
+def warm_up_imports() -> threading.Thread:
+    """Import torch/MONAI and the pipeline in a background thread, once per process.
+
+    The first import of torch's C extension holds the GIL for hundreds of milliseconds; doing it when the
+    widget opens (not inside the first run) keeps the GUI responsive while segmenting.
+    """
+    global _WARM_THREAD
+    if _WARM_THREAD is None:
+        import importlib
+
+        def work():
+            for name in _WARM_MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: BLE001 - a failing import is reported by the run itself
+                    return
+
+        _WARM_THREAD = threading.Thread(target=work, name="napari-medseg warm-up", daemon=True)
+        _WARM_THREAD.start()
+    return _WARM_THREAD
+
+
+_WARM_THREAD: threading.Thread | None = None
+
+
 # ---------------------------------------------------------------------------- the widget
 class SegmentWidget(QWidget):
     def __init__(self, napari_viewer):
@@ -267,6 +297,7 @@ class SegmentWidget(QWidget):
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed, self.viewer.layers.events.reordered):
             ev.connect(self._refresh_images)
         self._watch_viewer_close()
+        self.warm_up = warm_up_imports()
 
     # ------------------------------------------------------------------ controls
     def _refresh_images(self, event=None):
