@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import zipfile
@@ -16,7 +15,7 @@ from napari_medseg.errors import ModelError
 from napari_medseg.models import load_model
 from napari_medseg.models.bundle import bundle_card, load_bundle
 
-from conftest import SPLEEN_INFERENCE, blob_image
+from bundle_factory import blob_image
 
 
 def _copy_with(bundle, tmp_path, edit) -> object:
