@@ -48,6 +48,15 @@ def test_volume_smaller_than_roi_is_padded_not_crashed():
     torch.testing.assert_close(out, small * 3)
 
 
+def test_replicate_padding_for_small_volumes():
+    small = torch.rand(1, 5, 12, 3)
+    seen = []
+    out = run_steps(SlidingWindow((16, 16, 16), pad_mode="replicate").steps(small, lambda x: seen.append(x) or x))
+    torch.testing.assert_close(out, small)
+    win = seen[0][0, 0]  # padded symmetrically with the edge values
+    assert torch.equal(win[0, 2:14, 6], small[0, 0, :, 0]) and torch.equal(win[15, 2:14, 6], small[0, 4, :, 0])
+
+
 def test_progress_per_batch_and_cancellation(image):
     cfg = SlidingWindow((16, 16, 16), 0.5, 2)
     events = []

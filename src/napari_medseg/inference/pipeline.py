@@ -133,7 +133,7 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
         if plan.channels_last:
             net = net.to(memory_format=torch.channels_last_3d)
     cfg = SlidingWindow(tuple(card.roi_size), card.overlap if overlap is None else float(overlap), plan.sw_batch_size,
-                        card.blend_mode, device=plan.device, stitch_device=plan.stitch_device,
+                        card.blend_mode, getattr(card, "pad_mode", "constant"), device=plan.device, stitch_device=plan.stitch_device,
                         amp_dtype=plan.amp_dtype, channels_last=plan.channels_last)
     full_shape, crop = tuple(x.shape[1:]), None
     if card.crop_foreground:

@@ -4,7 +4,7 @@ Any callable mapping ``[N, C, *roi]`` to ``[N, C_out, *roi]`` can be the predict
 blending and padding are exactly checkable with ``lambda x: x`` or ``lambda x: 2 * x``: the blended result of
 an identity predictor is the input (``sum(x * w) / sum(w)``). Windows are placed as in MONAI's
 ``sliding_window_inference`` (same scan interval, same Gaussian importance map), inputs smaller than the ROI
-are padded symmetrically and cropped back. Out-of-memory on a batch halves the batch size and retries it;
+are padded symmetrically (zeros as MONAI, or edge values) and cropped back. Out-of-memory on a batch halves the batch size and retries it;
 at batch size 1 on CUDA the remaining windows run on the CPU.
 """
 
@@ -24,6 +24,7 @@ class SlidingWindow:
     overlap: float = 0.25
     sw_batch_size: int = 4
     mode: str = "gaussian"  # or "constant"
+    pad_mode: str = "constant"  # images smaller than the ROI: "constant" (zeros, MONAI) or "replicate" (edges)
     sigma_scale: float = 0.125
     device: str = "cpu"  # where the predictor runs
     stitch_device: str = "cpu"  # where the blended output accumulates
@@ -40,6 +41,8 @@ class SlidingWindow:
             raise InputError(f"roi_size must be 3 positive integers, got {self.roi_size!r}")
         if self.mode not in ("gaussian", "constant"):
             raise InputError(f"blend mode must be 'gaussian' or 'constant', got {self.mode!r}")
+        if self.pad_mode not in ("constant", "replicate"):
+            raise InputError(f"pad mode must be 'constant' or 'replicate', got {self.pad_mode!r}")
 
     # ------------------------------------------------------------------ geometry
     def window_starts(self, size: tuple[int, int, int]) -> list[tuple[int, int, int]]:
@@ -92,7 +95,10 @@ def sliding_window_steps(image, predictor, cfg: SlidingWindow, n_out: int | None
         diff = max(r - n, 0)
         pad += [diff // 2, diff - diff // 2]
     if any(pad):
-        image = F.pad(image, pad, mode="constant", value=0.0)
+        if cfg.pad_mode == "replicate":
+            image = F.pad(image[None], pad, mode="replicate")[0]
+        else:
+            image = F.pad(image, pad, mode="constant", value=0.0)
     padded = tuple(int(s) for s in image.shape[1:])
     starts = cfg.window_starts(padded)
     total = len(starts)

@@ -268,7 +268,7 @@ def bundle_card(path) -> tuple[ModelCard, list[str]]:
         version=str(meta.get("version", "")), description=str(meta.get("description", ""))[:2000],
         provenance={"source": "MONAI bundle", "bundle_path": str(path),
                     **{k: meta[k] for k in ("authors", "copyright", "data_source", "references") if k in meta}},
-        weights_file="models/model.pt", **card,
+        weights_file="models/model.pt", pad_mode="constant", **card,
     ), warnings
 
 

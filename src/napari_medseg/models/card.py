@@ -44,6 +44,9 @@ class ModelCard:
     overlap: float = 0.25
     sw_batch_size: int = 4
     blend_mode: str = "gaussian"
+    #: how images smaller than the ROI are padded for the sliding window: "replicate" (edge values, as training
+    #: pads small cases) or "constant" (zeros, MONAI's sliding_window_inference; used for MONAI bundles)
+    pad_mode: str = "replicate"
     # postprocessing
     keep_largest: list[int] = field(default_factory=list)  # class values kept as their largest component
     fill_holes: bool = False
