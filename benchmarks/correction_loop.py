@@ -3,7 +3,7 @@
 The phantom comes from `make_phantom` with an unseen seed and an intensity shift (another contrast phase),
 where the shipped default model's liver Dice drops. The user "corrects" 3 axial slices (we take the ground
 truth on them; everywhere else the labels stay the model's prediction), then `finetune` runs with its
-default safety check (2-fold cross-validation on the corrected slices) and a 120 s budget. Prints the liver
+default safety check (a check run holding out one corrected slice) and a 120 s budget. Prints the liver
 Dice and the mean Dice on the *uncorrected* slices before and after, and the activation decision.
 
     python benchmarks/correction_loop.py                      # seed 7, contrast 0.5, hu_offset -30
@@ -48,6 +48,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=105.0, help="training budget (s); overhead keeps the total <= 120 s")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model", default="default")
+    ap.add_argument("--cv-folds", type=int, default=None, help="override FinetuneConfig.cv_folds")
+    ap.add_argument("--cv-fraction", type=float, default=None, help="override FinetuneConfig.cv_budget_fraction")
     args = ap.parse_args(argv)
     os.environ.setdefault("MEDSEG_HOME", tempfile.mkdtemp(prefix="medseg-bench-"))
     torch.manual_seed(0)
@@ -72,6 +74,10 @@ def main(argv=None):
     base = FinetuneConfig()
     cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, time_budget_s=args.budget, steps=100000,
                                                               num_threads=args.threads))
+    if args.cv_folds is not None:
+        cfg = dataclasses.replace(cfg, cv_folds=args.cv_folds)
+    if args.cv_fraction is not None:
+        cfg = dataclasses.replace(cfg, cv_budget_fraction=args.cv_fraction)
     t = time.perf_counter()
     res = finetune(image, gt.with_array(corrected), [(0, k) for k in slices], model=args.model, config=cfg)
     t_ft = time.perf_counter() - t

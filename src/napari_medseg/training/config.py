@@ -63,8 +63,10 @@ class FinetuneConfig:
 
     ``train`` defaults suit a few corrected slices on a CPU: thin patches through the slices, a two-minute
     budget. ``holdout``: number of corrected slices held out to compare the parent and the new model
-    ("auto": a quarter of them when there are 4 or more; with 2-3 slices a short cross-validation run per
-    fold decides instead). ``tolerance``: how much lower the held-out Dice may be and still count as
+    ("auto": a quarter of them when there are 4 or more; with 2-3 slices a check run holds out ``cv_folds``
+    slice(s) with ``cv_budget_fraction`` of the budget, then the final model trains on all slices). One fold
+    with 45 % measured far closer to the final model than two 20 % folds (correction loop: held-out
+    foreground Dice 0.920 -> 0.918 vs 0.762 -> 0.722 for the same +0.06 liver gain on unseen slices). ``tolerance``: how much lower the held-out Dice may be and still count as
     "not worse".
     """
 
@@ -75,8 +77,8 @@ class FinetuneConfig:
     )
     holdout: int | str = "auto"
     holdout_slices: tuple[tuple[int, int], ...] | None = None  # explicit held-out slices (axis, index)
-    cv_folds: int = 2
-    cv_budget_fraction: float = 0.4
+    cv_folds: int = 1
+    cv_budget_fraction: float = 0.45
     tolerance: float = 0.0
     # new model from scratch: a small U-Net at the image's own spacing (in-plane at least min_spacing)
     scratch_channels: tuple[int, ...] = (16, 32, 64, 128)
