@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from napari_medseg.errors import InputError, ModelError
+from napari_medseg.errors import InputError
 from napari_medseg.models.card import ModelCard
 from napari_medseg.progress import run_steps
 from napari_medseg.training.config import FinetuneConfig, TrainConfig
@@ -210,8 +210,6 @@ def finetune_steps(
         raise InputError(f"activate must be 'auto', True or False, got {activate!r}")
     if not isinstance(image, Volume) or not isinstance(labels, Volume):
         raise InputError("finetune needs an image Volume and a labels Volume (read files with read_volume)")
-    if image.is_4d and image.array.shape[0] != 1:
-        pass  # multi-channel images are passed through; the card's in_channels is checked in prepare_case
     slices = check_slices(slices, labels.spatial_shape)
     if output is not None:
         from napari_medseg._atomic import check_overwrite
