@@ -120,6 +120,9 @@ def test_save_labels_through_napari_keeps_source_affine(make_napari_viewer, tmp_
     assert saved.shape == src.shape
     assert np.issubdtype(saved.get_data_dtype(), np.integer)
     np.testing.assert_array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), src_labels.array)
+    from napari_medseg.io import read_volume
+
+    assert {int(k): v for k, v in read_volume(out).meta["classes"].items() if int(k)} == {1: "liver", 2: "spleen"}
     # the image writer keeps geometry too, and never overwrites the file the layer came from
     viewer.layers.selection = {image}
     out_img = tmp_path / "copy.nii.gz"
