@@ -9,7 +9,7 @@ from napari_medseg.errors import CancelledError, InputError
 from napari_medseg.training import versions
 from napari_medseg.training.finetune import finetune
 
-from conftest import blob_volumes, ft_config
+from training_helpers import blob_volumes, ft_config
 
 
 def _digest_tree(folder):

@@ -7,7 +7,7 @@ from napari_medseg.training.finetune import check_slices, parse_slices, split_ho
 from napari_medseg.training.loop import freeze_encoder, lr_factor
 from napari_medseg.training.loss import masked_dice_ce
 
-from conftest import blob_volumes, tiny_card
+from training_helpers import blob_volumes, tiny_card
 
 
 def test_loss_ignores_masked_out_voxels():

@@ -9,7 +9,7 @@ from napari_medseg.cli import main
 from napari_medseg.training import versions
 from napari_medseg.training.finetune import finetune
 
-from conftest import blob_volumes, ft_config, tiny_card, tiny_config
+from training_helpers import blob_volumes, ft_config, tiny_card, tiny_config
 
 
 def test_from_scratch_learns_classes_present_with_their_names(medseg_home):
