@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 
@@ -50,8 +49,3 @@ def tiny_model_factory(tmp_path):
 @pytest.fixture
 def tiny_model(tmp_path):
     return make_tiny_model(tmp_path / "tiny_model")
-
-
-def world_bounds(layer) -> np.ndarray:
-    """World (min, max) corners of the layer's data grid, through its full data-to-world transform."""
-    return np.asarray(layer.extent.world, dtype=float)

@@ -210,9 +210,3 @@ def unique_layer_name(viewer, base: str) -> str:
     while f"{base} ({n})" in names:
         n += 1
     return f"{base} ({n})"
-
-
-def world_extent(layer) -> np.ndarray:
-    """``(2, ndim)`` min/max world coordinates of the layer's voxel-centre bounding box."""
-    ext = layer.extent.world
-    return np.asarray(ext, dtype=float)
