@@ -100,12 +100,15 @@ def main(argv=None) -> int:
     ap.add_argument("--time-budget", type=float, default=2100.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--init", type=Path, help="continue from this model package (stage 2)")
+    ap.add_argument("--thorax", type=int, default=0, help="synthetic thorax negatives (seeds 401..)")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
     card = default_card()
     cfg = TrainConfig(
-        steps=args.steps, time_budget_s=args.time_budget, lr=3e-3, warmup_frac=0.03, batch_size=2,
+        steps=args.steps, time_budget_s=args.time_budget, lr=args.lr, warmup_frac=0.03, batch_size=2,
         patch_size=(64, 64, 48), fg_fraction=0.7, intensity_jitter=0.1, scale_jitter=0.1,
         val_every=10**9, seed=args.seed, num_threads=args.threads,
     )
@@ -119,11 +122,18 @@ def main(argv=None) -> int:
         for a, b in REAL_TRAIN_BLOCKS
     ]
     cases += real_cases * 3  # the real CT is a third of the patches: 2 blocks x 3 vs 8 phantoms
+    thorax = [thorax_negative(401 + n) for n in range(args.thorax)]
+    cases += [prepare_case(i, l, card, name=i.meta["description"], pad_to=cfg.patch_size) for i, l in thorax] * 2
     ho_ph = [prepare_case(i, l, card, name=i.meta["description"]) for i, l in held_ph]
     a, b = REAL_HELDOUT_BLOCK
     ho_real = [prepare_case(crop_k(img, a, b), crop_k(lab, a, b), card, label_map=TS_MAP, name=f"ct_abdomen_3mm k={a}..{b - 1}")]
 
-    net = build_network(card)
+    if args.init:
+        from napari_medseg.models.package import load_model_package
+
+        net = load_model_package(args.init).network
+    else:
+        net = build_network(card)
     names = class_names(card)
 
     def show(p):
@@ -144,16 +154,72 @@ def main(argv=None) -> int:
     print(json.dumps(metrics, indent=1), flush=True)
     result = TrainResult(net, card, log, metrics=metrics)
     data = {
-        "train": [c.name for c in cases[: len(train_ph)]] + [c.name for c in real_cases],
+        "train": [c.name for c in cases[: len(train_ph)]] + [c.name for c in real_cases]
+        + [f"synthetic thorax negative seed={401 + n}" for n in range(args.thorax)],
         "heldout": [c.name for c in ho_ph] + [c.name for c in ho_real],
         "real_ct_label_map": {str(k): v for k, v in TS_MAP.items()},
         "real_ct_source": "ct_abdomen_3mm (TotalSegmentator tests/reference_files; labels are model output, not expert)",
     }
-    card = finish_card(card, result, cfg, data, {"command": "scripts/train_default_model.sh", "seed": args.seed})
+    extra = {"command": "scripts/train_default_model.sh", "seed": args.seed}
+    if args.init:
+        from napari_medseg.models.package import read_card
+
+        first = read_card(args.init).provenance
+        extra["stages"] = [{k: first.get(k) for k in ("steps", "train_seconds", "hyper_parameters", "metrics")},
+                           {"init": "stage 1 above", "thorax_negatives": args.thorax}]
+        extra["steps"] = log.steps + int(first.get("steps") or 0)
+    card = finish_card(card, result, cfg, data, extra)
     card = dataclasses.replace(card, version="builtin")
     save_model_package(net, card, args.output, force=True)
     print(f"saved {args.output} after {log.steps} steps in {log.elapsed_s:.0f}s ({log.stopped_by})")
     return 0
+
+
+
+def thorax_negative(seed: int):
+    """A synthetic lower-thorax block labelled background except the spine: lungs, heart, chest wall, ribs.
+
+    Neither training source shows a heart or chest wall; without such negatives the model called the
+    heart and chest-wall muscle of a real chest CT "liver"/"spleen". The spine (label 6) is taken from a
+    phantom of the same geometry so it continues into the thorax.
+    """
+    from napari_medseg.sample import make_phantom
+
+    rng = np.random.default_rng(seed)
+    img, lab = make_phantom(seed=seed, **ADULT)
+    nk, nj, ni = img.spatial_shape
+    si, sj, _ = img.spacing
+    x = (np.arange(ni) - (ni - 1) / 2) * si
+    y = (np.arange(nj) - (nj - 1) / 2) * sj
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    R = min(ni * si, nj * sj) / 2
+    s = 1 + rng.uniform(-0.06, 0.06)
+
+    def ell(cx, cy, a, b):
+        return ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 < 1
+
+    body = ell(0, 0.02 * R, 0.92 * R * s, 0.70 * R * s)
+    wall = ell(0, 0.02 * R, 0.80 * R * s, 0.58 * R * s)
+    hu2d = np.full((nj, ni), -1000.0)
+    hu2d[body] = -100
+    hu2d[body & ~wall] = np.where(((xx[body & ~wall] + yy[body & ~wall]) // 12) % 2 == 0, 45, -90)  # muscle / fat
+    hu2d[wall] = -80  # mediastinal fat
+    for side in (-1, 1):
+        hu2d[ell(side * 0.40 * R * s, 0.05 * R, 0.33 * R * s, 0.45 * R * s) & wall] = -850  # lungs
+    heart = ell(0.10 * R + rng.uniform(-5, 5), -0.18 * R, 0.30 * R * s, 0.24 * R * s)
+    hu2d[heart] = 40 + rng.uniform(-10, 30)
+    hu2d[ell(0.12 * R, -0.16 * R, 0.20 * R * s, 0.15 * R * s)] = 45 + rng.uniform(-10, 60)  # blood pool
+    hu2d[ell(-0.05 * R, 0.22 * R, 0.07 * R, 0.07 * R)] = 45 + rng.uniform(-10, 60)  # aorta
+    ring = body & ~ell(0, 0.02 * R, 0.84 * R * s, 0.62 * R * s)
+    ang = np.arctan2(yy, xx)
+    hu2d[ring & (np.cos(ang * 9) > 0.7)] = 450  # rib cross-sections
+    hu = np.repeat(hu2d[None], nk, axis=0)
+    spine = lab.array == 6
+    hu[spine] = img.array[spine]
+    hu += rng.normal(0, 15, hu.shape)
+    labels = np.where(spine, 6, 0).astype(np.uint8)
+    im = img.with_array(hu.astype(np.int16), description=f"thorax negative seed={seed}")
+    return im, lab.with_array(labels, description=f"thorax negative seed={seed}")
 
 
 if __name__ == "__main__":
