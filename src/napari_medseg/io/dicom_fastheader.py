@@ -43,12 +43,11 @@ def _wanted(keywords) -> dict[int, tuple[str, str]]:
     return out
 
 
-class FastHeader:
-    """Wanted top-level values, with the small part of the `pydicom.Dataset` interface the scanner uses."""
+class HeaderValues:
+    """Top-level header values by keyword, with the small part of the `pydicom.Dataset` interface the
+    scanner uses (``get``, ``in``, attribute access). Plain dict lookups: `Dataset` access is slow per call."""
 
-    def __init__(self, values: dict, transfer_syntax: str):
-        self._values = values
-        self.file_meta = SimpleNamespace(TransferSyntaxUID=transfer_syntax)
+    _values: dict
 
     def get(self, keyword, default=None):
         return self._values.get(keyword, default)
@@ -61,6 +60,14 @@ class FastHeader:
             return self.__dict__["_values"][keyword]
         except KeyError:
             raise AttributeError(keyword) from None
+
+
+class FastHeader(HeaderValues):
+    """Wanted top-level values parsed by `parse_header`."""
+
+    def __init__(self, values: dict, transfer_syntax: str):
+        self._values = values
+        self.file_meta = SimpleNamespace(TransferSyntaxUID=transfer_syntax)
 
 
 def _element(data: bytes, pos: int, explicit: bool) -> tuple[int, str, int, int]:

@@ -26,7 +26,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from napari_medseg.errors import InputError
-from napari_medseg.io.dicom_fastheader import NEED_MORE, FastHeader, parse_header
+from napari_medseg.io.dicom_fastheader import NEED_MORE, FastHeader, HeaderValues, parse_header
 
 ZIP_SEP = "::"
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
@@ -346,7 +346,7 @@ def _enhanced_frames(ds, common: dict, n_frames: int) -> list[Frame] | str:
     return frames
 
 
-class _Header:
+class _Header(HeaderValues):
     """The top-level elements of a header as a plain dict, converted once (Dataset access is slow per call)."""
 
     def __init__(self, ds: pydicom.Dataset):
@@ -356,18 +356,6 @@ class _Header:
         for elem in ds:
             if elem.keyword:
                 self._values[elem.keyword] = elem.value
-
-    def get(self, keyword, default=None):
-        return self._values.get(keyword, default)
-
-    def __contains__(self, keyword) -> bool:
-        return keyword in self._values
-
-    def __getattr__(self, keyword):
-        try:
-            return self.__dict__["_values"][keyword]
-        except KeyError:
-            raise AttributeError(keyword) from None
 
 
 def _declared_bytes(ds) -> int:
