@@ -151,7 +151,7 @@ def test_dicom_seg_writer_needs_and_uses_the_source_series(tmp_path):
 
 
 @pytest.mark.shared_data
-def test_chest_ct_opens_in_place(make_napari_viewer, shared_data):
+def test_chest_ct_opens_in_place(shared_data, make_napari_viewer):
     import SimpleITK as sitk
 
     folder = shared_data / "ct_chest_dicom"
@@ -179,7 +179,7 @@ def test_chest_ct_opens_in_place(make_napari_viewer, shared_data):
 
 
 @pytest.mark.shared_data
-def test_abdomen_ct_and_its_labels_overlay_with_names(make_napari_viewer, shared_data):
+def test_abdomen_ct_and_its_labels_overlay_with_names(shared_data, make_napari_viewer):
     import json
 
     folder = shared_data / "ct_abdomen_3mm"
