@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from napari_medseg.cli import main
 from napari_medseg.io import read_volume
 from napari_medseg.io.dicom_write import write_dicom_series
-from napari_medseg.sample import LIVER, make_phantom
+from napari_medseg.sample import LIVER, SAMPLE_GEOMETRY, make_phantom, make_sample_phantom
 from napari_medseg.volume import Volume
 
 
@@ -37,7 +37,7 @@ def test_sample_abdomen_nifti(tmp_path, capsys):
     assert rc == 0 and "abdomen_ct.nii.gz" in out and "abdomen_labels.nii.gz" in out
     image = read_volume(tmp_path / "abdomen_ct.nii.gz")
     labels = read_volume(tmp_path / "abdomen_labels.nii.gz")
-    expected_image, expected_labels = make_phantom(seed=3)
+    expected_image, expected_labels = make_sample_phantom(seed=3)
     np.testing.assert_array_equal(image.array, expected_image.array)
     np.testing.assert_array_equal(labels.array, expected_labels.array)
     assert labels.same_grid(image, tol=0)
@@ -53,7 +53,7 @@ def test_sample_dicom_reads_back_on_the_simpleitk_grid(dicom_sample):
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
     ref = reader.Execute()
     image = read_volume(series)
-    expected, expected_labels = make_phantom(seed=0)
+    expected, expected_labels = make_sample_phantom(seed=0)
     np.testing.assert_array_equal(image.array, expected.array)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ref), expected.array)
     labels = sitk.ReadImage(str(dicom_sample / "abdomen_ct_dicom_labels.nii.gz"))
@@ -68,15 +68,15 @@ def test_info_text_and_json(dicom_sample, capsys):
     rc, out, _ = _run(capsys, "info", series)
     assert rc == 0
     assert "1 series" in out and "medseg abdomen phantom" in out
-    assert "48 x 128 x 128" in out and "direction (LPS, row-major 3x3)" in out and "orientation:  LPS" in out
+    assert "48 x 160 x 160" in out and "direction (LPS, row-major 3x3)" in out and "orientation:  LPS" in out
     rc, out, _ = _run(capsys, "info", series, "--json")
     doc = json.loads(out)
     (s,) = doc["series"]
     assert set(s) >= {"uid", "shape", "spacing", "origin", "direction", "warnings", "orientation"}
-    assert s["shape"] == [48, 128, 128]
-    np.testing.assert_allclose(s["spacing"], [0.8, 0.8, 2.5])
+    assert s["shape"] == [48, 160, 160]
+    np.testing.assert_allclose(s["spacing"], SAMPLE_GEOMETRY["spacing"])
     np.testing.assert_allclose(s["direction"], np.eye(3).reshape(-1))
-    np.testing.assert_allclose(s["origin"], make_phantom(seed=0, noise=0)[0].origin, atol=1e-4)
+    np.testing.assert_allclose(s["origin"], make_sample_phantom(seed=0)[0].origin, atol=1e-4)
 
 
 def test_info_json_as_a_subprocess(dicom_sample):
@@ -88,7 +88,7 @@ def test_info_json_as_a_subprocess(dicom_sample):
     )
     assert proc.returncode == 0, proc.stderr
     (s,) = json.loads(proc.stdout)["series"]
-    assert s["format"] == "nifti" and s["shape"] == [48, 128, 128] and s["orientation"] == "LPS"
+    assert s["format"] == "nifti" and s["shape"] == [48, 160, 160] and s["orientation"] == "LPS"
 
 
 def test_convert_dicom_to_nifti_exact_geometry_and_overwrite(dicom_sample, tmp_path, capsys):

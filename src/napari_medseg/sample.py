@@ -34,6 +34,10 @@ LIVER, SPLEEN, KIDNEY_R, KIDNEY_L, TUMOUR, SPINE = 1, 2, 3, 4, 5, 6
 
 DEFAULT_SHAPE = (48, 128, 128)  # array order (k, j, i), like Volume.shape
 DEFAULT_SPACING = (0.8, 0.8, 2.5)  # (i, j, k) mm, like Volume.spacing
+#: Geometry of the sample data users open (napari sample data, ``medseg sample``, ``medseg demo``): an
+#: adult-sized 35 cm field of view at anisotropic 2.2 x 2.2 x 3.5 mm, like a thick-slice clinical CT.
+#: `make_phantom`'s own default is a small 10 cm block, quick for tests.
+SAMPLE_GEOMETRY = {"shape": (48, 160, 160), "spacing": (2.2, 2.2, 3.5)}
 
 SAMPLE_NAMES = ("abdomen", "abdomen-dicom")
 
@@ -282,6 +286,11 @@ def make_phantom(
     return image, label_vol
 
 
+def make_sample_phantom(seed: int = 0) -> tuple[Volume, Volume]:
+    """The phantom of the sample data: `make_phantom` with `SAMPLE_GEOMETRY`."""
+    return make_phantom(seed=seed, **SAMPLE_GEOMETRY)
+
+
 def write_sample(name: str, out_dir, force: bool = False, seed: int = 0) -> dict[str, Path]:
     """Write sample ``name`` into ``out_dir``; returns {"image": path, "labels": path}.
 
@@ -305,7 +314,7 @@ def write_sample(name: str, out_dir, force: bool = False, seed: int = 0) -> dict
         check_overwrite(img_target, force)
     elif img_target.exists() and (not img_target.is_dir() or any(img_target.iterdir())) and not force:
         raise OutputExistsError(f"{img_target} already exists; refusing to overwrite it (pass force=True / --force)")
-    image, labels = make_phantom(seed=seed)
+    image, labels = make_sample_phantom(seed=seed)
     classes = labels.meta["classes"]
     if name == "abdomen":
         img_path = write_volume(image, img_target, force=force)

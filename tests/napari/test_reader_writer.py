@@ -52,12 +52,14 @@ def test_reader_error_becomes_notification(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("key", ["abdomen_phantom_nifti", "abdomen_phantom_dicom"])
-def test_sample_data_overlays_in_place(make_napari_viewer, phantom, key):
+def test_sample_data_overlays_in_place(make_napari_viewer, key):
+    from napari_medseg.sample import make_sample_phantom
+
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, key)
     image, labels = viewer.layers[0], viewer.layers[1]
     assert image._type_string == "image" and labels._type_string == "labels"
-    src_image, src_labels = phantom
+    src_image, src_labels = make_sample_phantom(seed=0)
     # exact physical placement: same as the generated phantom, through the real readers
     assert_layer_geometry(image, src_image)
     assert_layer_geometry(labels, src_image)

@@ -15,9 +15,9 @@ from napari_medseg.volume import Volume
 
 
 def _phantom():
-    from napari_medseg.sample import make_phantom
+    from napari_medseg.sample import make_sample_phantom
 
-    return make_phantom(seed=0)
+    return make_sample_phantom(seed=0)
 
 
 def _layers(image: Volume, labels: Volume, tag: str) -> list[tuple]:
