@@ -121,3 +121,18 @@ def test_freeze_encoder_trains_only_the_decoder(tiny_parent):
     assert "model.0.conv.weight" in same  # first encoder block frozen
     assert any(k.startswith("model.2") for k in set(parent) - same)  # last decoder block trained
     assert res.card.provenance["mode"] == "finetune-frozen-encoder"
+
+
+def test_stop_during_the_final_validation_saves_no_version(tiny_parent):
+    """Cancel at the last step ("save"): everything was computed, yet no new version is written."""
+    from napari_medseg.progress import run_steps
+    from napari_medseg.training.finetune import finetune_steps
+
+    image, labels = blob_volumes(6)
+    stages = []
+    with pytest.raises(CancelledError):
+        run_steps(finetune_steps(image, labels, SLICES, model="tiny", config=ft_config(3)),
+                  progress=lambda p: stages.append(p.stage), cancel=lambda: stages[-1:] == ["save"])
+    assert stages[-1] == "save" and len(stages) > 1
+    assert versions.history("tiny")[-1]["version"] == "v1"
+    assert not (tiny_parent.parent / "v2").exists()

@@ -27,7 +27,7 @@ from napari_medseg.models.card import ModelCard
 from napari_medseg.progress import run_steps
 from napari_medseg.training.config import FinetuneConfig, TrainConfig
 from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case, value_to_channel
-from napari_medseg.training.loop import evaluate_cases, training_steps
+from napari_medseg.training.loop import TrainProgress, evaluate_cases, training_steps
 from napari_medseg.training.train import TrainResult, class_names, finish_card, unet_card
 from napari_medseg.volume import Volume
 
@@ -324,6 +324,9 @@ def finetune_steps(
     }
     card.provenance = {}
     card = finish_card(card, result_train, final_cfg, {"image": extra["source_image"], "corrected_slices": len(slices)}, extra)
+    # last cancellation point: a Stop pressed during the final validation leaves no new version behind
+    yield TrainProgress(log.steps, log.steps, "save", "saving the new model version", step=log.steps,
+                        elapsed_s=log.elapsed_s)
     if output is not None:
         card = dataclasses.replace(card, version="1")
         path = save_model_package(net, card, output, force=force)
