@@ -5,17 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-
-def _bbox(mask: np.ndarray):
-    idx = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != 0)))[0]
-    if idx.size == 0:
-        return None
-    sl = []
-    for ax in range(3):
-        proj = mask.any(axis=tuple(a for a in range(3) if a != ax))
-        nz = np.nonzero(proj)[0]
-        sl.append(slice(int(nz[0]), int(nz[-1]) + 1))
-    return tuple(sl)
+from napari_medseg.editing.edit import bbox_of
 
 
 def keep_largest(labels: np.ndarray, values) -> np.ndarray:
@@ -23,7 +13,7 @@ def keep_largest(labels: np.ndarray, values) -> np.ndarray:
     out = labels
     for v in values:
         mask = out == v
-        box = _bbox(mask)
+        box = bbox_of(mask)
         if box is None:
             continue
         sub = mask[box]
@@ -45,7 +35,7 @@ def fill_holes(labels: np.ndarray, values=None) -> np.ndarray:
     out = labels
     for v in values:
         mask = out == v
-        box = _bbox(mask)
+        box = bbox_of(mask)
         if box is None:
             continue
         filled = ndimage.binary_fill_holes(mask[box])
