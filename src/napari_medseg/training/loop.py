@@ -60,8 +60,10 @@ def lr_factor(frac: float, warmup: float, schedule: str) -> float:
 @torch.no_grad()
 def predict_case(net, case: Case, roi_size, sw_batch_size: int = 2, overlap: float = 0.25, bbox_only: bool = True):
     """Argmax prediction on ``case`` (model space). With ``bbox_only`` only the mask's bounding box (plus
-    half a window of context) is predicted and the rest of the returned volume is 0."""
-    from monai.inferers import sliding_window_inference
+    half a window of context) is predicted and the rest of the returned volume is 0. Uses the inference
+    engine's own tiler (Gaussian blending, edge padding), so validation sees windows as `segment` does."""
+    from napari_medseg.inference.sliding import SlidingWindow
+    from napari_medseg.progress import run_steps
 
     was_training = net.training
     net.eval()
@@ -74,12 +76,12 @@ def predict_case(net, case: Case, roi_size, sw_batch_size: int = 2, overlap: flo
             sl = tuple(
                 slice(max(0, a - r // 2), min(n, b + 1 + r // 2)) for a, b, r, n in zip(lo, hi, roi_size, case.shape)
             )
-        img = case.image[(slice(None), *sl)][None]
-        logits = sliding_window_inference(
-            img, tuple(roi_size), sw_batch_size, net, overlap=overlap, mode="gaussian", padding_mode="replicate"
-        )
+        img = case.image[(slice(None), *sl)]
+        device = str(next(net.parameters()).device)
+        tiler = SlidingWindow(tuple(roi_size), overlap, sw_batch_size, pad_mode="replicate", device=device)
+        logits = run_steps(tiler.steps(img, net))
         pred = torch.zeros(case.shape, dtype=torch.long)
-        pred[sl] = logits[0].argmax(0)
+        pred[sl] = logits.argmax(0)
         return pred
     finally:
         net.train(was_training)
