@@ -115,6 +115,7 @@ def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tin
     np.testing.assert_allclose(labels.scale, 1.0)
     np.testing.assert_allclose(labels.translate, 0.0)
     assert labels.data.shape == (48, 64, 64)
+    qtbot.waitUntil(lambda: "plain uncertainty" in viewer.layers, timeout=5_000)  # added in the next loop turn
     unc = viewer.layers["plain uncertainty"]
     assert unc.data.shape == (48, 64, 64) and 0.0 <= float(np.min(unc.data)) <= float(np.max(unc.data)) <= 1.0
     assert any("voxel units" in w for w in warnings)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -206,7 +206,12 @@ def warm_up_imports() -> threading.Thread:
     """Import torch/MONAI and the pipeline in a background thread, once per process.
 
     The first import of torch's C extension holds the GIL for hundreds of milliseconds; doing it when the
-    widget opens (not inside the first run) keeps the GUI responsive while segmenting.
+    widget opens (not inside the first run) keeps the GUI responsive while segmenting. The same goes for
+    napari's first Labels layer, which imports pandas and scikit-image's colour module on the spot (about
+    250 ms measured here), and for its polygon overlay, whose vispy line visual computes 13 dash patterns in
+    pure Python the first time (about 100 ms; vispy caches them with ``functools.lru_cache``): a throw-away
+    2x2x2 layer model and a vispy ``DashAtlas`` (numpy only, no GL) built here fill those caches, so
+    showing the result only pays for the layer itself.
     """
     global _WARM_THREAD
     if _WARM_THREAD is None:
@@ -218,6 +223,16 @@ def warm_up_imports() -> threading.Thread:
                     importlib.import_module(name)
                 except Exception:  # noqa: BLE001 - a failing import is reported by the run itself
                     return
+            try:
+                import numpy as np
+                from napari.layers import Labels
+
+                Labels(np.zeros((2, 2, 2), dtype=np.uint8))  # a model object only: no Qt, no vispy
+                from vispy.visuals.line.dash_atlas import DashAtlas
+
+                DashAtlas()  # fills vispy's lru_cache of dash patterns (numpy only)
+            except Exception:  # noqa: BLE001 - only a warm-up
+                pass
 
         _WARM_THREAD = threading.Thread(target=work, name="napari-medseg warm-up", daemon=True)
         _WARM_THREAD.start()
@@ -234,6 +249,7 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.result = None
         self.result_layer = None
+        self.uncertainty_layer = None
         self.stats_rows: list[dict] = []
         self._source_layer = None
 
@@ -446,15 +462,24 @@ class SegmentWidget(QWidget):
         self.result_layer = self.viewer.add_labels(data, **kwargs)
         unc = getattr(result, "uncertainty", None)
         if self._settings.uncertainty and unc is not None:
-            arr = np.asarray(getattr(unc, "array", unc), dtype=np.float32)
-            self.viewer.add_image(arr, name=unique_layer_name(self.viewer, f"{source.name} uncertainty"),
-                                  colormap="magma", opacity=0.6, blending="additive", contrast_limits=(0.0, 1.0),
-                                  **labels.napari_kwargs())
+            # a second layer is a second ~100 ms of napari/vispy set-up on the GUI thread: in its own event
+            # loop turn, after the labels have been drawn, so that no single turn blocks for both
+            QTimer.singleShot(0, lambda: self._add_uncertainty(unc, source.name, labels))
         self.stats_rows = outcome.stats
         self._fill_table()
         timings = getattr(result, "timings", None) or {}
         total = sum(v for v in timings.values() if isinstance(v, (int, float))) if isinstance(timings, dict) else 0
         self.info.setText(f"added '{name}'" + (f" in {total:.1f} s" if total else ""))
+
+    def _add_uncertainty(self, unc, source_name: str, labels):
+        try:
+            arr = np.asarray(getattr(unc, "array", unc), dtype=np.float32)
+            self.uncertainty_layer = self.viewer.add_image(
+                arr, name=unique_layer_name(self.viewer, f"{source_name} uncertainty"), colormap="magma", opacity=0.6,
+                blending="additive", contrast_limits=(0.0, 1.0), metadata={"medseg_kind": "uncertainty"},
+                **labels.napari_kwargs())
+        except Exception as e:  # noqa: BLE001 - e.g. the viewer closed in between: say so, never raise in a slot
+            notify_error(e, "Segment (uncertainty layer)")
 
     def _fill_table(self):
         self.table.setRowCount(len(self.stats_rows))
