@@ -16,7 +16,7 @@ from napari_medseg.errors import InputError, ModelError
 from napari_medseg.inference.resample import Grid, resample
 from napari_medseg.volume import LPS_TO_RAS, Volume
 
-__all__ = ["model_grid", "to_model_grid", "intensity", "model_input", "to_source_grid", "Grid"]
+__all__ = ["model_grid", "to_model_grid", "antialias", "intensity", "model_input", "to_source_grid", "Grid"]
 
 
 def _ras_affine(g) -> np.ndarray:
@@ -70,9 +70,43 @@ def to_model_grid(volume: Volume, card, interpolation: str = "linear", device=No
     if min(volume.spatial_shape) < 1:
         raise InputError(f"empty volume {volume.spatial_shape}" + volume._source_suffix())
     g = model_grid(volume, card)
-    arr = resample(volume.array, volume, g, mode=interpolation, padding="border", device=device)
+    src = volume.array
+    if interpolation == "linear" and getattr(card, "antialias", False):
+        src = antialias(volume, g)
+    arr = resample(src, volume, g, mode=interpolation, padding="border", device=device)
     meta = {k: v for k, v in volume.meta.items() if k not in ("warnings",)}
     return Volume(arr, g.spacing, g.origin, g.direction, {**meta, "model_grid": True})
+
+
+def antialias_sigma(volume: Volume, grid) -> tuple[float, float, float]:
+    """Gaussian sigma in source voxels per array axis ``(k, j, i)`` for downsampling ``volume`` onto ``grid``.
+
+    Each source axis takes the target spacing of the grid axis it runs along (largest direction cosine);
+    sigma = (target / source - 1) / 2 where that factor exceeds 1 (scikit-image's ``rescale`` rule), else 0.
+    """
+    src_dir = np.asarray(volume.direction, dtype=float)
+    dst_dir = np.asarray(grid.direction, dtype=float)
+    out = []
+    for a in range(3):  # ITK i, j, k
+        m = int(np.argmax(np.abs(dst_dir.T @ src_dir[:, a])))
+        factor = float(grid.spacing[m]) / float(volume.spacing[a])
+        out.append(max(0.0, (factor - 1.0) / 2.0))
+    return tuple(reversed(out))  # type: ignore[return-value]
+
+
+def antialias(volume: Volume, grid) -> np.ndarray:
+    """``volume.array`` low-pass filtered for resampling onto the coarser ``grid`` (float32; a copy)."""
+    from scipy import ndimage
+
+    sigma = antialias_sigma(volume, grid)
+    arr = np.asarray(volume.array, dtype=np.float32)
+    if max(sigma) < 0.3:  # under a third of a voxel the filter changes nothing that matters
+        return arr
+    arr = arr.copy()
+    for s, ax in zip(sigma, (-3, -2, -1)):
+        if s >= 0.3:
+            ndimage.gaussian_filter1d(arr, s, axis=ax, output=arr, mode="nearest", truncate=3.0)
+    return arr
 
 
 def intensity(array, card) -> np.ndarray:
