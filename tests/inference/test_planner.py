@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_medseg.errors import InputError
-from napari_medseg.inference.planner import GIB, plan_run, resolve_device, window_bytes
+from napari_medseg.inference.planner import CPU_BATCH, GIB, plan_run, resolve_device, window_bytes
 from napari_medseg.models import ModelCard
 
 CARD = ModelCard(name="spleen", arch_args=dict(channels=[16, 32, 64, 128, 256]), roi_size=(96, 96, 96), sw_batch_size=4)
@@ -33,7 +33,9 @@ def test_no_room_for_one_window_runs_on_cpu():
 
 def test_cpu_plan_uses_channels_last_for_networks_only():
     p = plan_run(CARD, 1_000_000, device="cpu")
-    assert p.channels_last is True and p.sw_batch_size >= CARD.sw_batch_size  # bigger CPU batches are faster
+    assert p.channels_last is True
+    assert p.sw_batch_size == CPU_BATCH  # the card's (GPU) batch size does not apply on a CPU ...
+    assert plan_run(CARD, 1_000_000, device="cpu", sw_batch_size=3).sw_batch_size == 3  # ... an explicit one does
     p = plan_run(CARD, 1_000_000, device="cpu", is_module=False)
     assert p.channels_last is False and p.amp_dtype is None
 
