@@ -103,10 +103,13 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--init", type=Path, help="continue from this model package (stage 2)")
     ap.add_argument("--thorax", type=int, default=0, help="synthetic thorax negatives (seeds 401..)")
+    ap.add_argument("--thoracoabdominal", type=int, default=0,
+                    help="synthetic phantoms running up into the chest (seeds 501..), see thoracoabdominal()")
+    ap.add_argument("--antialias", action="store_true", help="card: Gaussian anti-aliasing before downsampling")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    card = default_card()
+    card = dataclasses.replace(default_card(), antialias=bool(args.antialias))
     cfg = TrainConfig(
         steps=args.steps, time_budget_s=args.time_budget, lr=args.lr, warmup_frac=0.03, batch_size=2,
         patch_size=(64, 64, 48), fg_fraction=0.7, intensity_jitter=0.1, scale_jitter=0.1,
@@ -124,6 +127,8 @@ def main(argv=None) -> int:
     cases += real_cases * 3  # the real CT is a third of the patches: 2 blocks x 3 vs 8 phantoms
     thorax = [thorax_negative(401 + n) for n in range(args.thorax)]
     cases += [prepare_case(i, l, card, name=i.meta["description"], pad_to=cfg.patch_size) for i, l in thorax] * 2
+    composite = [thoracoabdominal(501 + n) for n in range(args.thoracoabdominal)]
+    cases += [prepare_case(i, l, card, name=i.meta["description"], pad_to=cfg.patch_size) for i, l in composite] * 2
     ho_ph = [prepare_case(i, l, card, name=i.meta["description"]) for i, l in held_ph]
     a, b = REAL_HELDOUT_BLOCK
     ho_real = [prepare_case(crop_k(img, a, b), crop_k(lab, a, b), card, label_map=TS_MAP, name=f"ct_abdomen_3mm k={a}..{b - 1}")]
@@ -155,7 +160,8 @@ def main(argv=None) -> int:
     result = TrainResult(net, card, log, metrics=metrics)
     data = {
         "train": [c.name for c in cases[: len(train_ph)]] + [c.name for c in real_cases]
-        + [f"synthetic thorax negative seed={401 + n}" for n in range(args.thorax)],
+        + [f"synthetic thorax negative seed={401 + n}" for n in range(args.thorax)]
+        + [f"synthetic thoracoabdominal phantom seed={501 + n}" for n in range(args.thoracoabdominal)],
         "heldout": [c.name for c in ho_ph] + [c.name for c in ho_real],
         "real_ct_label_map": {str(k): v for k, v in TS_MAP.items()},
         "real_ct_source": "ct_abdomen_3mm (TotalSegmentator tests/reference_files; labels are model output, not expert)",
@@ -165,8 +171,11 @@ def main(argv=None) -> int:
         from napari_medseg.models.package import read_card
 
         first = read_card(args.init).provenance
-        extra["stages"] = [{k: first.get(k) for k in ("steps", "train_seconds", "hyper_parameters", "metrics")},
-                           {"init": "stage 1 above", "thorax_negatives": args.thorax}]
+        earlier = list(first.get("stages") or [{k: first.get(k) for k in ("steps", "train_seconds", "hyper_parameters", "metrics")}])
+        earlier[-1] = {**earlier[-1], **{k: first.get(k) for k in ("hyper_parameters", "metrics") if first.get(k)}}
+        extra["stages"] = earlier + [{"init": f"stage {len(earlier)} above", "thorax_negatives": args.thorax,
+                                      "thoracoabdominal_phantoms": args.thoracoabdominal, "antialias": bool(args.antialias),
+                                      "steps": log.steps, "train_seconds": round(log.elapsed_s, 1)}]
         extra["steps"] = log.steps + int(first.get("steps") or 0)
     card = finish_card(card, result, cfg, data, extra)
     card = dataclasses.replace(card, version="builtin")
@@ -176,19 +185,8 @@ def main(argv=None) -> int:
 
 
 
-def thorax_negative(seed: int):
-    """A synthetic lower-thorax block labelled background except the spine: lungs, heart, chest wall, ribs.
-
-    Neither training source shows a heart or chest wall; without such negatives the model called the
-    heart and chest-wall muscle of a real chest CT "liver"/"spleen". The spine (label 6) is taken from a
-    phantom of the same geometry so it continues into the thorax.
-    """
-    from napari_medseg.sample import make_phantom
-
-    rng = np.random.default_rng(seed)
-    img, lab = make_phantom(seed=seed, **ADULT)
-    nk, nj, ni = img.spatial_shape
-    si, sj, _ = img.spacing
+def _thorax_slice(nj: int, ni: int, si: float, sj: float, rng) -> np.ndarray:
+    """One synthetic lower-thorax axial slice in HU ``[j, i]``: chest wall, lungs, heart, aorta, ribs."""
     x = (np.arange(ni) - (ni - 1) / 2) * si
     y = (np.arange(nj) - (nj - 1) / 2) * sj
     yy, xx = np.meshgrid(y, x, indexing="ij")
@@ -213,13 +211,85 @@ def thorax_negative(seed: int):
     ring = body & ~ell(0, 0.02 * R, 0.84 * R * s, 0.62 * R * s)
     ang = np.arctan2(yy, xx)
     hu2d[ring & (np.cos(ang * 9) > 0.7)] = 450  # rib cross-sections
-    hu = np.repeat(hu2d[None], nk, axis=0)
+    return hu2d
+
+
+def thorax_negative(seed: int):
+    """A synthetic lower-thorax block labelled background except the spine: lungs, heart, chest wall, ribs.
+
+    Neither training source shows a heart or chest wall; without such negatives the model called the
+    heart and chest-wall muscle of a real chest CT "liver"/"spleen". The spine (label 6) is taken from a
+    phantom of the same geometry so it continues into the thorax.
+    """
+    from napari_medseg.sample import make_phantom
+
+    rng = np.random.default_rng(seed)
+    img, lab = make_phantom(seed=seed, **ADULT)
+    nk, nj, ni = img.spatial_shape
+    si, sj, _ = img.spacing
+    hu = np.repeat(_thorax_slice(nj, ni, si, sj, rng)[None], nk, axis=0)
     spine = lab.array == 6
     hu[spine] = img.array[spine]
     hu += rng.normal(0, 15, hu.shape)
     labels = np.where(spine, 6, 0).astype(np.uint8)
     im = img.with_array(hu.astype(np.int16), description=f"thorax negative seed={seed}")
     return im, lab.with_array(labels, description=f"thorax negative seed={seed}")
+
+
+THORAX_SLICES = 40  # thorax slices stacked above an ADULT phantom (3 mm each)
+
+
+def thoracoabdominal(seed: int):
+    """A synthetic phantom that runs from the kidneys up into the chest: liver and spleen end in a dome.
+
+    The real training CT stops at the liver dome and the thorax negatives hold no organ, so a model trained
+    on them alone had never seen lungs and heart *above* a liver: on a real chest CT, whose sliding windows
+    always hold the thorax, it then missed the upper abdomen (a crop without the chest found it). Here an
+    abdomen phantom (`make_phantom`, 30 cm tall) is cut by two diaphragm domes (paraboloids, the right one
+    higher); above them lies the synthetic thorax (lungs reaching down around the domes, heart resting on
+    them, chest wall, ribs) over a 4-6 mm diaphragm band, all background except the spine. The phantom
+    (18 cm) gets `THORAX_SLICES` more slices on top (its spine continued), 30 cm in all, about the height of
+    a model window.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from napari_medseg.sample import make_phantom
+
+    rng = np.random.default_rng(seed)
+    kw = dict(hu_offset=float(rng.uniform(-10, 10)), contrast=float(rng.uniform(0.85, 1.15)))
+    img, lab = make_phantom(seed=seed, noise=0.0, **ADULT, **kw)
+    pad = lambda a: np.concatenate([a, np.repeat(a[-1:], THORAX_SLICES, axis=0)])  # noqa: E731
+    img, lab = img.with_array(pad(img.array)), lab.with_array(pad(lab.array))
+    nk, nj, ni = img.spatial_shape
+    si, sj, sk = img.spacing
+    x = ((np.arange(ni) - (ni - 1) / 2) * si)[None, :]
+    y = ((np.arange(nj) - (nj - 1) / 2) * sj)[:, None]
+    z = (np.arange(nk) * sk)[:, None, None]
+    H = nk * sk
+    R = min(ni * si, nj * sj) / 2
+    right_apex = rng.uniform(0.42, 0.52) * H  # 12.6-15.6 cm: inside the abdomen phantom's top
+    left_apex = right_apex - rng.uniform(8, 25)
+    curv = rng.uniform(0.55, 0.8) * R  # radius of curvature of each dome (mm)
+    # LPS: patient right is -x; the domes sit over the liver (right) and the spleen/stomach (left)
+    dome_r = right_apex - ((x + 0.35 * R) ** 2 + (y + 0.05 * R) ** 2) / (2 * curv)
+    dome_l = left_apex - ((x - 0.35 * R) ** 2 + (y + 0.05 * R) ** 2) / (2 * curv)
+    dome = np.maximum(np.maximum(dome_r, dome_l), right_apex - rng.uniform(45, 70))  # [j, i]
+    band = rng.uniform(4, 6)
+    above = z > dome[None] + band
+    diaphragm = (z > dome[None]) & ~above
+    hu = np.asarray(img.array, dtype=np.float32).copy()
+    thorax = _thorax_slice(nj, ni, si, sj, rng).astype(np.float32)
+    labels = np.asarray(lab.array).copy()
+    spine = labels == 6
+    hu = np.where(above & ~spine, thorax[None], hu)
+    hu = np.where(diaphragm & ~spine & (thorax[None] > -950), 40.0 + kw["hu_offset"], hu)
+    labels[(above | diaphragm) & ~spine] = 0
+    hu = gaussian_filter(hu, (0.3, 0.5, 0.5), mode="nearest")
+    n = gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), (0.3, 0.7, 0.7))
+    hu += n * (rng.uniform(10, 25) / (n.std() + 1e-6))
+    desc = f"thoracoabdominal phantom seed={seed}"
+    return (img.with_array(np.clip(np.rint(hu), -1024, 3071).astype(np.int16), description=desc),
+            lab.with_array(labels.astype(np.uint8), description=desc))
 
 
 if __name__ == "__main__":
