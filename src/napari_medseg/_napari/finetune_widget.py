@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medseg._napari._worker import ProgressPanel, notify_error
+from napari_medseg._napari._worker import ProgressPanel, notify_error, warm_up_imports
 from napari_medseg._napari.layers import (
     check_volume_layer,
     labels_layer_data,
@@ -164,6 +164,7 @@ class FinetuneWidget(QWidget):
         self.result = None
         self.segmentation = None
         self.after_layer = None
+        self.warm_up = warm_up_imports()  # torch and napari's first-layer costs, off the GUI thread
         self._job_layers = None
         defaults = FinetuneConfig().train
         layout = QVBoxLayout(self)
