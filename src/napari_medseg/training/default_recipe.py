@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--thorax", type=int, default=0, help="synthetic thorax negatives (seeds 401..)")
     ap.add_argument("--thoracoabdominal", type=int, default=0,
                     help="synthetic phantoms running up into the chest (seeds 501..), see thoracoabdominal()")
+    ap.add_argument("--real-weight", type=int, default=3, help="copies of each real-CT block among the cases")
     ap.add_argument("--antialias", action="store_true", help="card: Gaussian anti-aliasing before downsampling")
     args = ap.parse_args(argv)
 
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
                      pad_to=cfg.patch_size)
         for a, b in REAL_TRAIN_BLOCKS
     ]
-    cases += real_cases * 3  # the real CT is a third of the patches: 2 blocks x 3 vs 8 phantoms
+    cases += real_cases * args.real_weight  # default 3: 2 blocks x 3 vs 8 phantoms, a third of the patches
     thorax = [thorax_negative(401 + n) for n in range(args.thorax)]
     cases += [prepare_case(i, l, card, name=i.meta["description"], pad_to=cfg.patch_size) for i, l in thorax] * 2
     composite = [thoracoabdominal(501 + n) for n in range(args.thoracoabdominal)]
@@ -175,6 +176,7 @@ def main(argv=None) -> int:
         earlier[-1] = {**earlier[-1], **{k: first.get(k) for k in ("hyper_parameters", "metrics") if first.get(k)}}
         extra["stages"] = earlier + [{"init": f"stage {len(earlier)} above", "thorax_negatives": args.thorax,
                                       "thoracoabdominal_phantoms": args.thoracoabdominal, "antialias": bool(args.antialias),
+                                      "real_weight": args.real_weight, "lr": args.lr, "seed": args.seed,
                                       "steps": log.steps, "train_seconds": round(log.elapsed_s, 1)}]
         extra["steps"] = log.steps + int(first.get("steps") or 0)
     card = finish_card(card, result, cfg, data, extra)
@@ -211,6 +213,12 @@ def _thorax_slice(nj: int, ni: int, si: float, sj: float, rng) -> np.ndarray:
     ring = body & ~ell(0, 0.02 * R, 0.84 * R * s, 0.62 * R * s)
     ang = np.arctan2(yy, xx)
     hu2d[ring & (np.cos(ang * 9) > 0.7)] = 450  # rib cross-sections
+    # thick lateral chest-wall muscles outside the ribs (serratus / latissimus): a real chest CT's
+    # elongated soft-tissue blobs beside the ribs, which the first models called spleen or liver
+    for side in (-1, 1):
+        a, b = rng.uniform(0.05, 0.09) * R, rng.uniform(0.18, 0.30) * R
+        cx, cy = side * 0.90 * R * s, rng.uniform(-0.1, 0.25) * R
+        hu2d[ell(cx, cy, a, b)] = rng.uniform(25, 60)  # bulging the body outline a little, as they do
     return hu2d
 
 
@@ -247,7 +255,8 @@ def thoracoabdominal(seed: int):
     always hold the thorax, it then missed the upper abdomen (a crop without the chest found it). Here an
     abdomen phantom (`make_phantom`, 30 cm tall) is cut by two diaphragm domes (paraboloids, the right one
     higher); above them lies the synthetic thorax (lungs reaching down around the domes, heart resting on
-    them, chest wall, ribs) over a 4-6 mm diaphragm band, all background except the spine. The phantom
+    them, chest wall, ribs) over a 4-6 mm diaphragm band, all background except the spine; the liver's left
+    lobe reaches under the heart. The phantom
     (18 cm) gets `THORAX_SLICES` more slices on top (its spine continued), 30 cm in all, about the height of
     a model window.
     """
@@ -281,6 +290,13 @@ def thoracoabdominal(seed: int):
     thorax = _thorax_slice(nj, ni, si, sj, rng).astype(np.float32)
     labels = np.asarray(lab.array).copy()
     spine = labels == 6
+    # the left lobe of the liver reaches across the midline under the heart: liver tissue (labelled) in the
+    # 4-7 cm below the dome, anterior, so that heart and liver meet across the diaphragm as they do in a real CT
+    liver_hu = float(np.median(hu[labels == 1])) if (labels == 1).any() else 60.0
+    lobe = (((x - rng.uniform(0.0, 0.12) * R) / (0.30 * R)) ** 2 + ((y + 0.22 * R) / (0.16 * R)) ** 2 < 1)[None]
+    lobe = lobe & (z <= dome[None]) & (z > dome[None] - rng.uniform(40, 70)) & (labels != 6)
+    hu[lobe] = liver_hu
+    labels[lobe] = 1
     hu = np.where(above & ~spine, thorax[None], hu)
     hu = np.where(diaphragm & ~spine & (thorax[None] > -950), 40.0 + kw["hu_offset"], hu)
     labels[(above | diaphragm) & ~spine] = 0
