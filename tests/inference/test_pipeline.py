@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from napari_medseg.errors import CancelledError, InputError, ModelError
 from napari_medseg.inference import segment
-from napari_medseg.inference.postprocess import fill_holes, keep_largest
+from napari_medseg.inference.postprocess import contained_in, fill_holes, keep_largest
 from napari_medseg.models import ClassInfo, LoadedModel, ModelCard, build_network, save_model_package
 from napari_medseg.volume import Volume
 
@@ -154,6 +154,42 @@ def test_postprocessing():
     out = fill_holes(keep_largest(lab, [1]))
     assert out[8, 8, 8] == 0 and out[3, 3, 3] == 1 and out[6, 1, 1] == 2
     assert lab[8, 8, 8] == 1  # input untouched
+
+
+def test_contained_in_drops_components_outside_their_container():
+    lab = np.zeros((20, 20, 20), np.uint8)
+    lab[2:12, 2:12, 2:12] = 1  # liver
+    lab[5:8, 5:8, 5:8] = 5  # a tumour inside it: kept
+    lab[10:14, 10:14, 10:14] = 5  # one at its edge, a quarter of it inside: most of its shell is background
+    lab[15:18, 2:5, 15:18] = 5  # one far away (the heart of a chest CT): dropped
+    out = contained_in(lab, {5: 1})
+    assert (out[5:8, 5:8, 5:8] == 5).all()
+    assert (out[15:18, 2:5, 15:18] == 0).all() and (out[12:14, 12:14, 12:14] == 0).all()
+    assert (out[10:12, 10:12, 10:12] == 0).all()  # the whole component goes, also its part inside the liver
+    assert (lab[15:18, 2:5, 15:18] == 5).all()  # input untouched
+    assert contained_in(lab, {}) is lab and contained_in(lab, {3: 1}) is lab  # nothing to do: no copy
+
+
+def test_card_postprocessing_rules_survive_json_and_run(tmp_path):
+    card = ModelCard(name="pp", classes=[ClassInfo(1, "liver"), ClassInfo(5, "liver_tumour")], contained_in={5: 1},
+                     keep_largest=[1])
+    again = ModelCard.from_json(card.to_json())
+    assert again.contained_in == {5: 1}  # JSON keys are strings; read back as class values
+    # a predictor that paints a 'tumour' far from any liver: the card's rule removes it
+    arr = np.zeros((24, 24, 24), np.float32)
+    arr[4:14, 4:14, 4:14] = 1.0
+    arr[18:22, 18:22, 18:22] = 2.0
+    vol = Volume(arr, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+
+    def net(x):  # channels: background, liver (value 1), tumour (value 5)
+        return torch.cat([(x < 0.5).float(), ((x > 0.5) & (x < 1.5)).float(), (x > 1.5).float()], 1) * 10.0
+
+    again = ModelCard(**{**again.__dict__, "spacing": None, "orientation": None, "roi_size": (16, 16, 16),
+                         "intensity": {"type": "none"}})
+    out = segment(vol, LoadedModel(net, again, None), device="cpu").labels.array
+    assert (out == 5).sum() == 0 and (out == 1).sum() == 1000
+    raw = segment(vol, LoadedModel(net, again, None), device="cpu", postprocess=False).labels.array
+    assert (raw == 5).sum() == 64
 
 
 def test_real_package_from_path_and_lazy_api(tmp_path):

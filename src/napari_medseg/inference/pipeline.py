@@ -90,7 +90,7 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     import torch
 
     from napari_medseg.inference.planner import plan_run
-    from napari_medseg.inference.postprocess import fill_holes, keep_largest
+    from napari_medseg.inference.postprocess import contained_in, fill_holes, keep_largest
     from napari_medseg.inference.preprocess import model_grid, model_input
     from napari_medseg.inference.resample import resample
     from napari_medseg.inference.result import LabelResult, class_stats
@@ -197,10 +197,13 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     timings["invert"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    if postprocess and (card.keep_largest or card.fill_holes):
+    rules = getattr(card, "contained_in", None) or {}
+    if postprocess and (card.keep_largest or card.fill_holes or rules):
         yield Progress(0, 1, "postprocess", "cleaning up the labels")
         if card.keep_largest:
             labels = keep_largest(labels, card.keep_largest)
+        if rules:
+            labels = contained_in(labels, rules)
         if card.fill_holes:
             labels = fill_holes(labels)
     timings["postprocess"] = time.perf_counter() - t

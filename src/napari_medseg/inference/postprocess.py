@@ -1,4 +1,5 @@
-"""Label post-processing: keep the largest connected component per class, fill holes per class."""
+"""Label post-processing: keep the largest connected component per class, drop components of a class that lie
+outside the class that must contain them (a liver tumour outside the liver), fill holes per class."""
 
 from __future__ import annotations
 
@@ -44,4 +45,35 @@ def fill_holes(labels: np.ndarray, values=None) -> np.ndarray:
             if out is labels:
                 out = labels.copy()
             out[box][add] = v
+    return out
+
+
+def contained_in(labels: np.ndarray, rules, min_fraction: float = 0.5) -> np.ndarray:
+    """Drop (to background) each 26-connected component of a class that its container class does not hold.
+
+    ``rules`` maps a class value to the value that must contain it, e.g. ``{5: 1}``: a liver tumour lies in
+    the liver. A component is kept when at least ``min_fraction`` of the voxels just around it (its one-voxel
+    outer shell, 6-connected) carry the container's value.
+    """
+    out = labels
+    shell_struct = ndimage.generate_binary_structure(3, 1)
+    for child, parent in dict(rules).items():
+        child, parent = int(child), int(parent)
+        mask = out == child
+        box = bbox_of(mask)
+        if box is None:
+            continue
+        # one voxel of margin so that the shell of a component at the box edge is seen
+        box = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(box, out.shape))
+        sub, around = mask[box], out[box]
+        comp, n = ndimage.label(sub, structure=np.ones((3, 3, 3), bool))
+        for c in range(1, n + 1):
+            m = comp == c
+            shell = ndimage.binary_dilation(m, shell_struct) & ~m
+            if shell.any() and (around[shell] == parent).mean() >= min_fraction:
+                continue
+            if out is labels:
+                out = labels.copy()
+                around = out[box]
+            around[m] = 0
     return out

@@ -53,6 +53,9 @@ class ModelCard:
     pad_mode: str = "replicate"
     # postprocessing
     keep_largest: list[int] = field(default_factory=list)  # class values kept as their largest component
+    #: {class value: container value}: components of the class mostly outside the container are dropped
+    #: (e.g. {5: 1}, a liver tumour lies in the liver); JSON keys are strings
+    contained_in: dict[int, int] = field(default_factory=dict)
     fill_holes: bool = False
     # provenance
     version: str = "1"
@@ -88,6 +91,8 @@ class ModelCard:
         d = dict(d)
         try:
             d["classes"] = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in d.get("classes", [])]
+            if d.get("contained_in"):
+                d["contained_in"] = {int(k): int(v) for k, v in dict(d["contained_in"]).items()}
             for key in ("spacing", "roi_size"):
                 if d.get(key) is not None:
                     d[key] = tuple(d[key])
