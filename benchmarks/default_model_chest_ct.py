@@ -56,23 +56,25 @@ def main(argv=None):
 
     cols = class_colors()
     cmap = ListedColormap([(0, 0, 0, 0)] + [cols.get(v, (1, 1, 1, 1)) for v in range(1, 7)])
-    liver_ks = np.flatnonzero((lab == 1).any(axis=(1, 2)))
-    k_show = [int(liver_ks[len(liver_ks) // 2]) if liver_ks.size else lab.shape[0] // 4, lab.shape[0] // 2]
+    nk = lab.shape[0]
+    k_show = sorted({int(round(f * (nk - 1))) for f in (0.04, 0.14, 0.25, 0.40, 0.65)})
     j_show = lab.shape[1] // 2 + 30
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 9))
+    axes = axes.ravel()
     win = dict(cmap="gray", vmin=-200, vmax=300)
     sx, sy, sz = image.spacing
-    for ax, k in zip(axes[:2], k_show):
+    for ax, k in zip(axes[:5], k_show):
         ax.imshow(image.array[k], **win)
         ax.imshow(lab[k], cmap=cmap, vmin=0, vmax=6, alpha=0.45, interpolation="nearest")
         ax.set_title(f"axial k={k}")
-    axes[2].imshow(image.array[:, j_show, :], aspect=sz / sx, origin="lower", **win)
-    axes[2].imshow(lab[:, j_show, :], cmap=cmap, vmin=0, vmax=6, alpha=0.45, aspect=sz / sx, origin="lower",
+    axes[5].imshow(image.array[:, j_show, :], aspect=sz / sx, origin="lower", **win)
+    axes[5].imshow(lab[:, j_show, :], cmap=cmap, vmin=0, vmax=6, alpha=0.45, aspect=sz / sx, origin="lower",
                    interpolation="nearest")
-    axes[2].set_title(f"coronal j={j_show}")
+    axes[5].set_title(f"coronal j={j_show}")
     for ax in axes:
         ax.axis("off")
-    fig.suptitle("default model on the unseen chest CT (liver orange, spleen purple, kidneys yellow, spine white)")
+    fig.suptitle(f"model {args.model!r} on the unseen chest CT (liver orange, spleen purple, kidneys yellow, tumour red, spine white;\n"
+                 + ("image left = patient right)" if image.direction[0, 0] > 0 else "image left = patient left)"))
     args.png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png, dpi=70, bbox_inches="tight")
     print(f"wrote {args.png}")

@@ -64,7 +64,7 @@ def default_card():
     from napari_medseg.classes import class_names
     from napari_medseg.training.train import unet_card
 
-    return unet_card(
+    card = unet_card(
         "default",
         {k: v for k, v in class_names().items() if k},
         spacing=(3.0, 3.0, 3.0),
@@ -78,6 +78,10 @@ def default_card():
             "trained on synthetic phantoms and one real 3 mm abdominal CT; see provenance for data and held-out Dice."
         ),
     )
+    # one liver, one spleen, two kidneys: stray islands (chest-wall muscle, heart) go; a tumour lies in the liver
+    card.keep_largest = [1, 2, 3, 4]
+    card.contained_in = {5: 1}
+    return card
 
 
 def main(argv=None) -> int:
@@ -103,9 +107,14 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--init", type=Path, help="continue from this model package (stage 2)")
     ap.add_argument("--thorax", type=int, default=0, help="synthetic thorax negatives (seeds 401..)")
+    ap.add_argument("--lateral-muscles", action="store_true",
+                    help="thorax negatives with thick muscles outside the ribs (stage 3; stage 2 had none)")
     ap.add_argument("--thoracoabdominal", type=int, default=0,
                     help="synthetic phantoms running up into the chest (seeds 501..), see thoracoabdominal()")
+    ap.add_argument("--fg-fraction", type=float, default=0.7, help="share of patches centred on a labelled organ")
     ap.add_argument("--real-weight", type=int, default=3, help="copies of each real-CT block among the cases")
+    ap.add_argument("--composite-heart", choices=["ellipsoid", "column"], default="ellipsoid",
+                    help="heart of the thoracoabdominal phantoms")
     ap.add_argument("--antialias", action="store_true", help="card: Gaussian anti-aliasing before downsampling")
     args = ap.parse_args(argv)
 
@@ -113,7 +122,7 @@ def main(argv=None) -> int:
     card = dataclasses.replace(default_card(), antialias=bool(args.antialias))
     cfg = TrainConfig(
         steps=args.steps, time_budget_s=args.time_budget, lr=args.lr, warmup_frac=0.03, batch_size=2,
-        patch_size=(64, 64, 48), fg_fraction=0.7, intensity_jitter=0.1, scale_jitter=0.1,
+        patch_size=(64, 64, 48), fg_fraction=args.fg_fraction, intensity_jitter=0.1, scale_jitter=0.1,
         val_every=10**9, seed=args.seed, num_threads=args.threads,
     )
     train_ph = phantom_variants(range(101, 109), rng_seed=args.seed)
@@ -126,9 +135,9 @@ def main(argv=None) -> int:
         for a, b in REAL_TRAIN_BLOCKS
     ]
     cases += real_cases * args.real_weight  # default 3: 2 blocks x 3 vs 8 phantoms, a third of the patches
-    thorax = [thorax_negative(401 + n) for n in range(args.thorax)]
+    thorax = [thorax_negative(401 + n, lateral_muscles=args.lateral_muscles) for n in range(args.thorax)]
     cases += [prepare_case(i, l, card, name=i.meta["description"], pad_to=cfg.patch_size) for i, l in thorax] * 2
-    composite = [thoracoabdominal(501 + n) for n in range(args.thoracoabdominal)]
+    composite = [thoracoabdominal(501 + n, heart=args.composite_heart) for n in range(args.thoracoabdominal)]
     cases += [prepare_case(i, l, card, name=i.meta["description"], pad_to=cfg.patch_size) for i, l in composite] * 2
     ho_ph = [prepare_case(i, l, card, name=i.meta["description"]) for i, l in held_ph]
     a, b = REAL_HELDOUT_BLOCK
@@ -155,7 +164,7 @@ def main(argv=None) -> int:
         "heldout_phantom_dice_mean": m_ph["dice_mean"],
         "heldout_real_ct_dice": m_real["dice"],
         "heldout_real_ct_dice_mean": m_real["dice_mean"],
-        "evaluated_on": "model grid (3 mm), pooled over the held-out volumes",
+        "evaluated_on": "model grid (3 mm), pooled over the held-out volumes; network output before post-processing",
     }
     print(json.dumps(metrics, indent=1), flush=True)
     result = TrainResult(net, card, log, metrics=metrics)
@@ -176,6 +185,7 @@ def main(argv=None) -> int:
         earlier[-1] = {**earlier[-1], **{k: first.get(k) for k in ("hyper_parameters", "metrics") if first.get(k)}}
         extra["stages"] = earlier + [{"init": f"stage {len(earlier)} above", "thorax_negatives": args.thorax,
                                       "thoracoabdominal_phantoms": args.thoracoabdominal, "antialias": bool(args.antialias),
+                                      "lateral_muscles": bool(args.lateral_muscles), "composite_heart": args.composite_heart,
                                       "real_weight": args.real_weight, "lr": args.lr, "seed": args.seed,
                                       "steps": log.steps, "train_seconds": round(log.elapsed_s, 1)}]
         extra["steps"] = log.steps + int(first.get("steps") or 0)
@@ -187,8 +197,11 @@ def main(argv=None) -> int:
 
 
 
-def _thorax_slice(nj: int, ni: int, si: float, sj: float, rng) -> np.ndarray:
-    """One synthetic lower-thorax axial slice in HU ``[j, i]``: chest wall, lungs, heart, aorta, ribs."""
+def _thorax_slice(nj: int, ni: int, si: float, sj: float, rng, heart: bool = True, lateral_muscles: bool = True) -> np.ndarray:
+    """One synthetic lower-thorax axial slice in HU ``[j, i]``: chest wall, lungs, heart, aorta, ribs.
+
+    ``lateral_muscles``: thick muscles outside the ribs (stage 2 of the default model was trained without).
+    """
     x = (np.arange(ni) - (ni - 1) / 2) * si
     y = (np.arange(nj) - (nj - 1) / 2) * sj
     yy, xx = np.meshgrid(y, x, indexing="ij")
@@ -206,23 +219,24 @@ def _thorax_slice(nj: int, ni: int, si: float, sj: float, rng) -> np.ndarray:
     hu2d[wall] = -80  # mediastinal fat
     for side in (-1, 1):
         hu2d[ell(side * 0.40 * R * s, 0.05 * R, 0.33 * R * s, 0.45 * R * s) & wall] = -850  # lungs
-    heart = ell(0.10 * R + rng.uniform(-5, 5), -0.18 * R, 0.30 * R * s, 0.24 * R * s)
-    hu2d[heart] = 40 + rng.uniform(-10, 30)
-    hu2d[ell(0.12 * R, -0.16 * R, 0.20 * R * s, 0.15 * R * s)] = 45 + rng.uniform(-10, 60)  # blood pool
+    if heart:  # (the mask first: the random draws keep the order stage 2 was trained with)
+        heart_mask = ell(0.10 * R + rng.uniform(-5, 5), -0.18 * R, 0.30 * R * s, 0.24 * R * s)
+        hu2d[heart_mask] = 40 + rng.uniform(-10, 30)
+        hu2d[ell(0.12 * R, -0.16 * R, 0.20 * R * s, 0.15 * R * s)] = 45 + rng.uniform(-10, 60)  # blood pool
     hu2d[ell(-0.05 * R, 0.22 * R, 0.07 * R, 0.07 * R)] = 45 + rng.uniform(-10, 60)  # aorta
     ring = body & ~ell(0, 0.02 * R, 0.84 * R * s, 0.62 * R * s)
     ang = np.arctan2(yy, xx)
     hu2d[ring & (np.cos(ang * 9) > 0.7)] = 450  # rib cross-sections
     # thick lateral chest-wall muscles outside the ribs (serratus / latissimus): a real chest CT's
     # elongated soft-tissue blobs beside the ribs, which the first models called spleen or liver
-    for side in (-1, 1):
+    for side in ((-1, 1) if lateral_muscles else ()):
         a, b = rng.uniform(0.05, 0.09) * R, rng.uniform(0.18, 0.30) * R
         cx, cy = side * 0.90 * R * s, rng.uniform(-0.1, 0.25) * R
         hu2d[ell(cx, cy, a, b)] = rng.uniform(25, 60)  # bulging the body outline a little, as they do
     return hu2d
 
 
-def thorax_negative(seed: int):
+def thorax_negative(seed: int, lateral_muscles: bool = True):
     """A synthetic lower-thorax block labelled background except the spine: lungs, heart, chest wall, ribs.
 
     Neither training source shows a heart or chest wall; without such negatives the model called the
@@ -235,7 +249,7 @@ def thorax_negative(seed: int):
     img, lab = make_phantom(seed=seed, **ADULT)
     nk, nj, ni = img.spatial_shape
     si, sj, _ = img.spacing
-    hu = np.repeat(_thorax_slice(nj, ni, si, sj, rng)[None], nk, axis=0)
+    hu = np.repeat(_thorax_slice(nj, ni, si, sj, rng, lateral_muscles=lateral_muscles)[None], nk, axis=0)
     spine = lab.array == 6
     hu[spine] = img.array[spine]
     hu += rng.normal(0, 15, hu.shape)
@@ -247,7 +261,7 @@ def thorax_negative(seed: int):
 THORAX_SLICES = 40  # thorax slices stacked above an ADULT phantom (3 mm each)
 
 
-def thoracoabdominal(seed: int):
+def thoracoabdominal(seed: int, heart: str = "ellipsoid"):
     """A synthetic phantom that runs from the kidneys up into the chest: liver and spleen end in a dome.
 
     The real training CT stops at the liver dome and the thorax negatives hold no organ, so a model trained
@@ -287,7 +301,9 @@ def thoracoabdominal(seed: int):
     above = z > dome[None] + band
     diaphragm = (z > dome[None]) & ~above
     hu = np.asarray(img.array, dtype=np.float32).copy()
-    thorax = _thorax_slice(nj, ni, si, sj, rng).astype(np.float32)
+    if heart not in ("ellipsoid", "column"):
+        raise ValueError(f"heart must be 'ellipsoid' or 'column', got {heart!r}")
+    thorax = _thorax_slice(nj, ni, si, sj, rng, heart=heart == "column").astype(np.float32)
     labels = np.asarray(lab.array).copy()
     spine = labels == 6
     # the left lobe of the liver reaches across the midline under the heart: liver tissue (labelled) in the
@@ -300,7 +316,28 @@ def thoracoabdominal(seed: int):
     hu = np.where(above & ~spine, thorax[None], hu)
     hu = np.where(diaphragm & ~spine & (thorax[None] > -950), 40.0 + kw["hu_offset"], hu)
     labels[(above | diaphragm) & ~spine] = 0
+    # the heart: an ellipsoid resting on the diaphragm over the left lobe, in a thin rim of pericardial fat,
+    # as dense as the liver below it (unenhanced), so only the diaphragm and the fat tell them apart
+    # ("column": the thorax slice's own heart, the same in every slice above the diaphragm)
+    if heart == "column":
+        hu = gaussian_filter(hu, (0.3, 0.5, 0.5), mode="nearest")
+        return _finish_composite(hu, labels, img, lab, rng, seed)
+    hx, hy = rng.uniform(-0.02, 0.15) * R, rng.uniform(-0.20, -0.12) * R
+    ha, hb, hc = rng.uniform(0.26, 0.36) * R, rng.uniform(0.20, 0.27) * R, rng.uniform(45, 65)
+    ci, cj = int(np.argmin(np.abs(x[0] - hx))), int(np.argmin(np.abs(y[:, 0] - hy)))
+    hz = dome[cj, ci] + band + 0.9 * hc
+    r = np.sqrt(((x - hx) / ha) ** 2 + ((y - hy) / hb) ** 2 + ((z - hz) / hc) ** 2)
+    hu[(r < 1.12) & above] = -80.0
+    hu[(r < 1.0) & above] = 40.0 + rng.uniform(-10, 25)
+    hu[(r < 0.6) & above] = 45.0 + rng.uniform(-10, 60)  # blood pool
     hu = gaussian_filter(hu, (0.3, 0.5, 0.5), mode="nearest")
+    return _finish_composite(hu, labels, img, lab, rng, seed)
+
+
+def _finish_composite(hu, labels, img, lab, rng, seed):
+    """Correlated noise, int16 HU, and the `Volume` pair of a thoracoabdominal phantom."""
+    from scipy.ndimage import gaussian_filter
+
     n = gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), (0.3, 0.7, 0.7))
     hu += n * (rng.uniform(10, 25) / (n.std() + 1e-6))
     desc = f"thoracoabdominal phantom seed={seed}"
