@@ -93,3 +93,24 @@ def test_core_modules_import_no_qt_or_napari():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through tempfile (private 0600/0700); outputs end up as open()/mkdir() would make them."""
+    import os
+    import stat
+
+    from napari_medseg._atomic import atomic_path, public_mode, temp_dir_beside
+
+    target = tmp_path / "labels.nii.gz"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"x")
+    assert stat.S_IMODE(os.stat(target).st_mode) == public_mode()
+    folder = temp_dir_beside(tmp_path / "series", ".series.")
+    assert stat.S_IMODE(os.stat(folder).st_mode) == public_mode(directory=True)
+    old = os.umask(0o027)
+    try:
+        assert public_mode() == 0o640 and public_mode(directory=True) == 0o750
+    finally:
+        os.umask(old)
+    assert public_mode() == 0o666 & ~old

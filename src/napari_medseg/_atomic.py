@@ -10,6 +10,36 @@ from pathlib import Path
 from napari_medseg.errors import OutputExistsError
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc``), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(directory: bool = False) -> int:
+    """The mode a plain ``open()``/``mkdir()`` would give (0o644/0o755 under the usual umask 022).
+
+    ``tempfile`` creates private files (0o600) and folders (0o700); outputs that users share with
+    colleagues and other tools get the ordinary permissions instead.
+    """
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def temp_dir_beside(target: Path, prefix: str) -> Path:
+    """A new temporary folder next to ``target`` with ordinary permissions, to be renamed onto it."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    os.chmod(tmp, public_mode(directory=True))
+    return tmp
+
+
 def check_overwrite(path, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
@@ -31,6 +61,7 @@ def atomic_path(path, force: bool = True):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, public_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

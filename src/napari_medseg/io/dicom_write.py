@@ -183,7 +183,9 @@ def write_dicom_series(
     base.RescaleSlope = _ds_str(slope)
     normal = volume.direction[:, 2]
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    from napari_medseg._atomic import temp_dir_beside
+
+    tmp = temp_dir_beside(folder, f".{folder.name}.")
     try:
         names = []
         for k in range(stored.shape[0]):

@@ -77,7 +77,9 @@ def save_model_package(network_or_state_dict, card: ModelCard, path, force: bool
                 zf.writestr(CARD_NAME, card_text)
                 zf.writestr(weights_name, blob)
         return path
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    from napari_medseg._atomic import temp_dir_beside
+
+    tmp = temp_dir_beside(path, f".{path.name}.")
     try:
         (tmp / weights_name).write_bytes(blob)
         (tmp / CARD_NAME).write_text(card_text, encoding="utf-8")
