@@ -4,8 +4,9 @@ Needs a display: run under Xvfb with a SHOWN viewer (offscreen/hidden viewers re
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshots_correction.py [--only sample|chest]
 
-The chest CT shots use ../shared/data/ct_chest_dicom and are skipped when it is absent. Fine-tuning trains
-a new model from scratch on the slices marked corrected (a short budget), so no shipped model is needed.
+The chest CT shots use ../shared/data/ct_chest_dicom and are skipped when it is absent. On the sample,
+fine-tuning trains a new model from scratch on the slices marked corrected (a short budget); on the chest CT it
+fine-tunes the shipped default model after the user erased its false "liver" on the heart on three slices.
 """
 
 from __future__ import annotations
@@ -77,10 +78,10 @@ def docks(viewer):
     return corr, fine
 
 
-def finetune_run(viewer, corr, fine, image_layer, layer, steps, budget):
+def finetune_run(viewer, corr, fine, image_layer, layer, steps, budget, scratch=True):
     fine._refresh_layers()
     fine.set_layers(image_layer, layer)
-    fine.scratch.setChecked(True)
+    fine.scratch.setChecked(scratch)
     fine.steps.setValue(steps)
     fine.budget.setValue(budget)
     fine.start()
@@ -149,9 +150,8 @@ def _raise_dock(viewer, name):
 
 
 def chest():
-    from scipy import ndimage as ndi
-
     from napari_medseg._napari.layers import image_layer_data, labels_layer_data
+    from napari_medseg.inference import segment
     from napari_medseg.io import read_volume
 
     folder = DATA / "ct_chest_dicom"
@@ -162,28 +162,38 @@ def chest():
     viewer = new_viewer("napari-medseg: correcting a chest CT")
     data, kw, _ = image_layer_data(vol, name="chest CT")
     image_layer = viewer.add_image(data, **kw)
-    hu = vol.array
-    body = ndi.binary_fill_holes(hu > -400, structure=np.ones((1, 3, 3), bool))
-    lab = np.zeros(hu.shape, np.uint8)
-    lab[(hu < -400) & body] = 1
-    labels = vol.with_array(lab, classes={0: "background", 1: "lung"})
-    data, kw, _ = labels_layer_data(labels, "lungs (threshold)", classes={0: "background", 1: "lung"},
-                                    colors={1: (0.3, 0.7, 1.0, 1.0)}, source=vol)
+    res = segment(vol, model="default", device="cpu")
+    data, kw, _ = labels_layer_data(res.labels, "chest CT labels", res.classes, res.colors, source=vol)
     layer = viewer.add_labels(data, **kw)
     corr, fine = docks(viewer)
     corr.set_labels_layer(layer)
-    corr.set_class("lung")
+    corr.set_class("liver")
     corr.scope_combo.setCurrentIndex(0)
-    for k in (40, 70, 100):
+    # the default model calls the lower heart "liver" (it rests on the liver dome): the user erases it on three
+    # slices through the heart and marks two slices through the upper abdomen as checked and right
+    for k in (36, 46, 56):
         corr.jump_to(0, k)
-        corr.run_operation("remove_islands", min_volume_mm3=500)
-        corr.run_operation("fill_holes")
+        sl = np.asarray(layer.data[k])
+        erase = (sl == 1) | (sl == 5)
+        if erase.any():
+            layer.data_setitem((np.full(int(erase.sum()), k), *np.nonzero(erase)), 0)  # as the eraser does (undoable)
         corr.mark_current_slice()
-    layer.mode = "paint"
+    for k in (8, 20):
+        corr.jump_to(0, k)
+        corr.mark_current_slice()
+    corr.jump_to(0, 46)
+    layer.mode = "erase"
     _raise_dock(viewer, "Correct labels")
     shoot(viewer, "correction_chest.png")
-    finetune_run(viewer, corr, fine, image_layer, layer, steps=300, budget=240)
+    finetune_run(viewer, corr, fine, image_layer, layer, steps=300, budget=240, scratch=False)
+    after = fine.after_layer
+    if after is not None:
+        a = np.asarray(after.data)
+        ml = vol.voxel_volume_mm3 / 1000
+        print(f"after fine-tuning: liver below k=30 {(a[:30] == 1).sum() * ml:.0f} mL, above {(a[30:] == 1).sum() * ml:.0f} mL "
+              f"(before: {(np.asarray(layer.data[:30]) == 1).sum() * ml:.0f} / {(res.labels.array[30:] == 1).sum() * ml:.0f})")
     layer.visible = False
+    corr.jump_to(0, 40)
     _raise_dock(viewer, "Fine-tune model")
     shoot(viewer, "finetune_chest.png")
     viewer.close()
