@@ -163,6 +163,7 @@ def chest():
     data, kw, _ = image_layer_data(vol, name="chest CT")
     image_layer = viewer.add_image(data, **kw)
     res = segment(vol, model="default", device="cpu")
+    before = res.labels.array.copy()  # the layer shares the result's array and the user edits it
     data, kw, _ = labels_layer_data(res.labels, "chest CT labels", res.classes, res.colors, source=vol)
     layer = viewer.add_labels(data, **kw)
     corr, fine = docks(viewer)
@@ -191,7 +192,7 @@ def chest():
         a = np.asarray(after.data)
         ml = vol.voxel_volume_mm3 / 1000
         print(f"after fine-tuning: liver below k=30 {(a[:30] == 1).sum() * ml:.0f} mL, above {(a[30:] == 1).sum() * ml:.0f} mL "
-              f"(before: {(np.asarray(layer.data[:30]) == 1).sum() * ml:.0f} / {(res.labels.array[30:] == 1).sum() * ml:.0f})")
+              f"(model before: {(before[:30] == 1).sum() * ml:.0f} / {(before[30:] == 1).sum() * ml:.0f} mL)")
     layer.visible = False
     corr.jump_to(0, 40)
     _raise_dock(viewer, "Fine-tune model")
