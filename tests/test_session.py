@@ -114,3 +114,21 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert public_mode() == 0o666 & ~old
+
+
+def test_a_filesystem_that_refuses_chmod_still_gets_the_output(tmp_path, monkeypatch):
+    """vfat/exFAT sticks refuse chmod (EPERM): the permissions are best effort, the write itself must not fail."""
+    import os
+
+    from napari_medseg._atomic import atomic_path, temp_dir_beside
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    target = tmp_path / "labels.nii.gz"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"x")
+    assert target.read_bytes() == b"x"
+    assert temp_dir_beside(tmp_path / "series", ".series.").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".series.")) == ["labels.nii.gz"]

@@ -36,7 +36,8 @@ def public_mode(directory: bool = False) -> int:
 def temp_dir_beside(target: Path, prefix: str) -> Path:
     """A new temporary folder next to ``target`` with ordinary permissions, to be renamed onto it."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
-    os.chmod(tmp, public_mode(directory=True))
+    with contextlib.suppress(OSError):  # a filesystem without permissions (vfat) keeps its own
+        os.chmod(tmp, public_mode(directory=True))
     return tmp
 
 
@@ -61,7 +62,8 @@ def atomic_path(path, force: bool = True):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, public_mode())
+        with contextlib.suppress(OSError):  # best effort: a vfat stick refuses chmod, the write still counts
+            os.chmod(tmp, public_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

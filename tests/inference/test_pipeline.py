@@ -175,6 +175,9 @@ def test_card_postprocessing_rules_survive_json_and_run(tmp_path):
                      keep_largest=[1])
     again = ModelCard.from_json(card.to_json())
     assert again.contained_in == {5: 1}  # JSON keys are strings; read back as class values
+    for bad in ({"5": "liver"}, [[5, 1]]):
+        with pytest.raises(ModelError, match="malformed"):
+            ModelCard.from_dict({**card.to_dict(), "contained_in": bad})
     # a predictor that paints a 'tumour' far from any liver: the card's rule removes it
     arr = np.zeros((24, 24, 24), np.float32)
     arr[4:14, 4:14, 4:14] = 1.0

@@ -421,7 +421,10 @@ class SegmentWidget(QWidget):
         if self._settings.uncertainty and unc is not None:
             # a second layer is a second ~100 ms of napari/vispy set-up on the GUI thread: in its own event
             # loop turn, after the labels have been drawn, so that no single turn blocks for both
-            QTimer.singleShot(0, lambda: self._add_uncertainty(unc, source.name, labels))
+            timer = QTimer(self)  # a child: it dies with the widget, never firing into a deleted one
+            timer.setSingleShot(True)
+            timer.timeout.connect(lambda: self._add_uncertainty(unc, source.name, labels))
+            timer.start(0)
         self.stats_rows = outcome.stats
         self._fill_table()
         timings = getattr(result, "timings", None) or {}
@@ -429,6 +432,8 @@ class SegmentWidget(QWidget):
         self.info.setText(f"added '{name}'" + (f" in {total:.1f} s" if total else ""))
 
     def _add_uncertainty(self, unc, source_name: str, labels):
+        if source_name not in self.viewer.layers:  # the image (or the whole viewer) went away meanwhile
+            return
         try:
             arr = np.asarray(getattr(unc, "array", unc), dtype=np.float32)
             self.uncertainty_layer = self.viewer.add_image(

@@ -115,12 +115,12 @@ def plan_run(card, model_voxels: int, device: str = "auto", sw_batch_size: int |
         fit = int((budget - stitch) // per_win)
         if fit < 1:
             notes.append(f"one window needs ~{per_win / GIB:.1f} GiB but only {free / GIB:.1f} GiB is free: running on the CPU")
-            return _cpu_plan(card, model_voxels, want, amp, is_module, notes, explicit=sw_batch_size is not None)
+            return _cpu_plan(card, model_voxels, want, amp, is_module, notes, explicit=bool(sw_batch_size))
         batch = max(1, min(want, fit))
         if batch < want:
             notes.append(f"sw_batch_size {want} -> {batch} to fit {free / GIB:.1f} GiB of free GPU memory")
         return Plan(dev, stitch_dev, batch, amp_dtype, channels_last=False, notes=notes)
-    return _cpu_plan(card, model_voxels, want, amp, is_module, notes, explicit=sw_batch_size is not None)
+    return _cpu_plan(card, model_voxels, want, amp, is_module, notes, explicit=bool(sw_batch_size))
 
 
 #: windows per batch on a CPU unless the caller asks for a number: one 96^3 window already keeps every core

@@ -60,20 +60,19 @@ def contained_in(labels: np.ndarray, rules, min_fraction: float = 0.5) -> np.nda
     for child, parent in dict(rules).items():
         child, parent = int(child), int(parent)
         mask = out == child
-        box = bbox_of(mask)
-        if box is None:
+        if not mask.any():
             continue
-        # one voxel of margin so that the shell of a component at the box edge is seen
-        box = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(box, out.shape))
-        sub, around = mask[box], out[box]
-        comp, n = ndimage.label(sub, structure=np.ones((3, 3, 3), bool))
-        for c in range(1, n + 1):
-            m = comp == c
+        comp, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        for c, box in enumerate(ndimage.find_objects(comp), start=1):
+            if box is None:
+                continue
+            # the component's box with one voxel of margin, so that its shell is seen (clipped at the border)
+            box = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(box, out.shape))
+            m = comp[box] == c
             shell = ndimage.binary_dilation(m, shell_struct) & ~m
-            if shell.any() and (around[shell] == parent).mean() >= min_fraction:
+            if shell.any() and (out[box][shell] == parent).mean() >= min_fraction:
                 continue
             if out is labels:
                 out = labels.copy()
-                around = out[box]
-            around[m] = 0
+            out[box][m] = 0
     return out

@@ -95,7 +95,8 @@ def antialias_sigma(volume: Volume, grid) -> tuple[float, float, float]:
 
 
 def antialias(volume: Volume, grid) -> np.ndarray:
-    """``volume.array`` low-pass filtered for resampling onto the coarser ``grid`` (float32; a copy)."""
+    """``volume.array`` low-pass filtered for resampling onto the coarser ``grid`` (float32). The caller's array is
+    never modified; when no axis needs filtering it may be returned as it is (read-only use)."""
     from scipy import ndimage
 
     sigma = antialias_sigma(volume, grid)

@@ -92,12 +92,14 @@ class ModelCard:
         try:
             d["classes"] = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in d.get("classes", [])]
             if d.get("contained_in"):
-                d["contained_in"] = {int(k): int(v) for k, v in dict(d["contained_in"]).items()}
+                if not isinstance(d["contained_in"], dict):
+                    raise TypeError(f"contained_in must map class values to class values, got {d['contained_in']!r}")
+                d["contained_in"] = {int(k): int(v) for k, v in d["contained_in"].items()}
             for key in ("spacing", "roi_size"):
                 if d.get(key) is not None:
                     d[key] = tuple(d[key])
             return cls(**d)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ModelError(f"model card{where} is malformed: {e}") from e
 
     @classmethod

@@ -182,7 +182,10 @@ def main(argv=None) -> int:
 
         first = read_card(args.init).provenance
         earlier = list(first.get("stages") or [{k: first.get(k) for k in ("steps", "train_seconds", "hyper_parameters", "metrics")}])
-        earlier[-1] = {**earlier[-1], **{k: first.get(k) for k in ("hyper_parameters", "metrics") if first.get(k)}}
+        # the init's own stage: its figures are the card's top-level ones (its steps: the total minus the stages before)
+        own = {"steps": int(first.get("steps") or 0) - sum(int(st.get("steps") or 0) for st in earlier[:-1]),
+               **{k: first.get(k) for k in ("train_seconds", "hyper_parameters", "metrics") if first.get(k) is not None}}
+        earlier[-1] = {**own, **earlier[-1]} if len(earlier) > 1 else earlier[-1]
         extra["stages"] = earlier + [{"init": f"stage {len(earlier)} above", "thorax_negatives": args.thorax,
                                       "thoracoabdominal_phantoms": args.thoracoabdominal, "antialias": bool(args.antialias),
                                       "lateral_muscles": bool(args.lateral_muscles), "composite_heart": args.composite_heart,
