@@ -92,9 +92,9 @@ def plan_run(card, model_voxels: int, device: str = "auto", sw_batch_size: int |
     import torch
 
     dev = resolve_device(device) if mem_info is None else ("cuda" if device in ("auto", None) else device)
-    want = int(sw_batch_size or card.sw_batch_size or 4)
     notes: list[str] = []
     if dev.startswith("cuda"):
+        want = int(sw_batch_size or card.sw_batch_size or 4)
         if mem_info is None:
             free, total = torch.cuda.mem_get_info(torch.device(dev))
         else:
@@ -115,12 +115,12 @@ def plan_run(card, model_voxels: int, device: str = "auto", sw_batch_size: int |
         fit = int((budget - stitch) // per_win)
         if fit < 1:
             notes.append(f"one window needs ~{per_win / GIB:.1f} GiB but only {free / GIB:.1f} GiB is free: running on the CPU")
-            return _cpu_plan(card, model_voxels, want, amp, is_module, notes, explicit=bool(sw_batch_size))
+            return _cpu_plan(card, model_voxels, sw_batch_size, amp, is_module, notes)
         batch = max(1, min(want, fit))
         if batch < want:
             notes.append(f"sw_batch_size {want} -> {batch} to fit {free / GIB:.1f} GiB of free GPU memory")
         return Plan(dev, stitch_dev, batch, amp_dtype, channels_last=False, notes=notes)
-    return _cpu_plan(card, model_voxels, want, amp, is_module, notes, explicit=bool(sw_batch_size))
+    return _cpu_plan(card, model_voxels, sw_batch_size, amp, is_module, notes)
 
 
 #: windows per batch on a CPU unless the caller asks for a number: one 96^3 window already keeps every core
@@ -139,15 +139,16 @@ def cpu_window_bytes(card, amp: bool) -> int:
     return int(roi * max(c0, 8) * (2 if amp else 4) * 1.5 + roi * (card.in_channels + card.out_channels) * 4)
 
 
-def _cpu_plan(card, model_voxels, want, amp, is_module, notes, explicit: bool = False) -> Plan:
+def _cpu_plan(card, model_voxels, sw_batch_size, amp, is_module, notes) -> Plan:
     import torch
+
+    # an explicit request wins; networks otherwise run CPU_BATCH windows; plain callables keep the card's
+    want = int(sw_batch_size) if sw_batch_size else CPU_BATCH if is_module else int(card.sw_batch_size or 4)
 
     use_amp = (is_module and cpu_bf16_supported()) if amp is None else amp
     avail = host_available_bytes()
     per_win = cpu_window_bytes(card, use_amp)
     fit = int((avail * SAFETY - stitch_bytes(model_voxels, card)) // max(per_win, 1))
-    if is_module and not explicit:
-        want = CPU_BATCH
     batch = max(1, min(want, fit))
     if batch < want:
         notes.append(f"sw_batch_size {want} -> {batch} to fit {avail / GIB:.1f} GiB of available memory")
