@@ -322,25 +322,16 @@ def thoracoabdominal(seed: int, heart: str = "ellipsoid"):
     # the heart: an ellipsoid resting on the diaphragm over the left lobe, in a thin rim of pericardial fat,
     # as dense as the liver below it (unenhanced), so only the diaphragm and the fat tell them apart
     # ("column": the thorax slice's own heart, the same in every slice above the diaphragm)
-    if heart == "column":
-        hu = gaussian_filter(hu, (0.3, 0.5, 0.5), mode="nearest")
-        return _finish_composite(hu, labels, img, lab, rng, seed)
-    hx, hy = rng.uniform(-0.02, 0.15) * R, rng.uniform(-0.20, -0.12) * R
-    ha, hb, hc = rng.uniform(0.26, 0.36) * R, rng.uniform(0.20, 0.27) * R, rng.uniform(45, 65)
-    ci, cj = int(np.argmin(np.abs(x[0] - hx))), int(np.argmin(np.abs(y[:, 0] - hy)))
-    hz = dome[cj, ci] + band + 0.9 * hc
-    r = np.sqrt(((x - hx) / ha) ** 2 + ((y - hy) / hb) ** 2 + ((z - hz) / hc) ** 2)
-    hu[(r < 1.12) & above] = -80.0
-    hu[(r < 1.0) & above] = 40.0 + rng.uniform(-10, 25)
-    hu[(r < 0.6) & above] = 45.0 + rng.uniform(-10, 60)  # blood pool
+    if heart == "ellipsoid":
+        hx, hy = rng.uniform(-0.02, 0.15) * R, rng.uniform(-0.20, -0.12) * R
+        ha, hb, hc = rng.uniform(0.26, 0.36) * R, rng.uniform(0.20, 0.27) * R, rng.uniform(45, 65)
+        ci, cj = int(np.argmin(np.abs(x[0] - hx))), int(np.argmin(np.abs(y[:, 0] - hy)))
+        hz = dome[cj, ci] + band + 0.9 * hc
+        r = np.sqrt(((x - hx) / ha) ** 2 + ((y - hy) / hb) ** 2 + ((z - hz) / hc) ** 2)
+        hu[(r < 1.12) & above] = -80.0
+        hu[(r < 1.0) & above] = 40.0 + rng.uniform(-10, 25)
+        hu[(r < 0.6) & above] = 45.0 + rng.uniform(-10, 60)  # blood pool
     hu = gaussian_filter(hu, (0.3, 0.5, 0.5), mode="nearest")
-    return _finish_composite(hu, labels, img, lab, rng, seed)
-
-
-def _finish_composite(hu, labels, img, lab, rng, seed):
-    """Correlated noise, int16 HU, and the `Volume` pair of a thoracoabdominal phantom."""
-    from scipy.ndimage import gaussian_filter
-
     n = gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), (0.3, 0.7, 0.7))
     hu += n * (rng.uniform(10, 25) / (n.std() + 1e-6))
     desc = f"thoracoabdominal phantom seed={seed}"
