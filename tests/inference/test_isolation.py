@@ -19,3 +19,4 @@ def test_inference_imports_no_gui():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+

@@ -11,6 +11,7 @@ from qtpy.QtCore import Qt
 
 from napari_medseg._napari.layers import META_KEY, SOURCE_KEY, image_layer_data
 from napari_medseg._napari.segment_widget import SegmentWidget, config_dir
+from napari_medseg.inference.result import STAT_COLUMNS
 
 pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 120_000
@@ -59,7 +60,7 @@ def test_segment_adds_labels_in_source_geometry(make_napari_viewer, qtbot, phant
     np.testing.assert_allclose(labels.colormap.map(1)[:3], (0.86, 0.47, 0.35), atol=1e-3)
     assert labels.metadata[SOURCE_KEY]["spacing"] == pytest.approx(list(phantom[0].spacing))
     # class table: the widget's rows equal counts computed here, volumes in mL from the spacing
-    rows = {r["class"]: r for r in widget.stats_rows}
+    rows = {r["name"]: r for r in widget.stats_rows}
     vox_ml = np.prod(phantom[0].spacing) / 1000
     for value, name in [(1, "liver"), (6, "spine")]:
         n = int((np.asarray(labels.data) == value).sum())
@@ -69,7 +70,11 @@ def test_segment_adds_labels_in_source_geometry(make_napari_viewer, qtbot, phant
     out = widget.export_csv(tmp_path / "stats.csv")
     with open(out, newline="") as fh:
         table = list(csv.DictReader(fh))
-    assert [r["class"] for r in table] == [r["class"] for r in widget.stats_rows]
+    assert [r["name"] for r in table] == [r["name"] for r in widget.stats_rows]
+    # the widget's CSV is the core table, the same as `medseg predict --stats` writes (less the case column)
+    assert out.read_text(encoding="utf-8") == widget.result.stats_csv()
+    assert list(table[0]) == list(STAT_COLUMNS)
+    assert widget.info.text().startswith("added 'abdomen labels' in ") and "inference" in widget.info.text()
     # the chosen model is remembered
     recent = json.loads((config_dir() / "recent_models.json").read_text())["recent_models"]
     assert recent[0] == str(tiny_model.resolve())
@@ -182,34 +187,6 @@ def test_time_left_estimate_and_status_text():
     assert format_seconds(75) == "1 min 15 s" and format_seconds(3700) == "1 h 01 min"
     now[0] += 1.0
     assert eta.update(Progress(1, 3, "invert")) is None  # stage change restarts the estimate
-
-
-def test_class_statistics_match_direct_counts():
-    from napari_medseg._napari.segment_widget import class_statistics
-
-    rng = np.random.default_rng(1)
-    labels = rng.integers(0, 4, (9, 7, 5)).astype(np.uint8)
-    image = rng.normal(0, 100, labels.shape)
-    rows = class_statistics(labels, image, {1: "a", 2: "b", 5: "never"}, voxel_mm3=2.0)
-    by_value = {r["value"]: r for r in rows}
-    assert set(by_value) == {1, 2, 3, 5}  # 3 is present but unnamed, 5 named but absent
-    for v in (1, 2, 3):
-        mask = labels == v
-        assert by_value[v]["voxels"] == mask.sum()
-        assert by_value[v]["volume_ml"] == pytest.approx(mask.sum() * 2.0 / 1000)
-        assert by_value[v]["mean_intensity"] == pytest.approx(image[mask].mean())
-    assert by_value[3]["class"] == "label 3" and by_value[5]["voxels"] == 0
-    # the chunked generator (small slabs, as used off the GUI thread) gives the same table
-    from napari_medseg._napari.segment_widget import class_statistics_steps
-    from napari_medseg.progress import run_steps
-
-    seen = []
-    chunked = run_steps(class_statistics_steps(labels, image, {1: "a", 2: "b", 5: "never"}, 2.0, slab_voxels=70),
-                        progress=seen.append)
-    assert len(seen) == 5 and seen[-1].done == seen[-1].total == 9
-    assert [r["voxels"] for r in chunked] == [r["voxels"] for r in rows]
-    np.testing.assert_allclose([r["mean_intensity"] for r in chunked if r["voxels"]],
-                               [r["mean_intensity"] for r in rows if r["voxels"]])
 
 
 def test_labels_from_a_dicom_image_save_as_dicom_seg(make_napari_viewer, qtbot, tiny_model, tmp_path, monkeypatch):

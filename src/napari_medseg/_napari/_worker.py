@@ -302,6 +302,12 @@ def warm_up_imports() -> threading.Thread:
     if _WARM_THREAD is None:
         import importlib
 
+        # Every napari layer asks pint's application registry for its 'pixel' unit. That registry builds
+        # itself lazily on first use (about 0.5 s), and it is not thread-safe: it becomes a UnitRegistry
+        # before its definitions are loaded, so a layer created on the GUI thread meanwhile fails with
+        # "'pixel' is not defined". The throw-away layer is built only when the registry is already built.
+        units_ready = _pint_registry_built()
+
         def work():
             for name in _WARM_MODULES:
                 try:
@@ -310,9 +316,13 @@ def warm_up_imports() -> threading.Thread:
                     return
             try:
                 import numpy as np
-                from napari.layers import Labels
 
-                Labels(np.zeros((2, 2, 2), dtype=np.uint8))  # a model object only: no Qt, no vispy
+                for name in ("pandas", "skimage.color"):  # what napari's first Labels layer imports lazily
+                    importlib.import_module(name)
+                if units_ready:  # never the first use of pint's registry off the GUI thread (see below)
+                    from napari.layers import Labels
+
+                    Labels(np.zeros((2, 2, 2), dtype=np.uint8))  # a model object only: no Qt, no vispy
                 from vispy.visuals.line.dash_atlas import DashAtlas
 
                 DashAtlas()  # fills vispy's lru_cache of dash patterns (numpy only)
@@ -325,3 +335,12 @@ def warm_up_imports() -> threading.Thread:
 
 
 _WARM_THREAD: threading.Thread | None = None
+
+
+def _pint_registry_built() -> bool:
+    try:
+        import pint
+        from pint.registry import LazyRegistry
+    except ImportError:  # napari without pint: nothing to race on
+        return True
+    return not isinstance(pint.get_application_registry().get(), LazyRegistry)

@@ -629,7 +629,7 @@ class CorrectionWidget(QWidget):
             self.viewer.add_image(data, **kwargs)
             self.status.setText("uncertainty map added; use 'Next slice to check'")
 
-        panel.start(lambda: segment_steps(vol, model=model, return_probabilities=True), on_done=done,
+        panel.start(lambda: segment_steps(vol, model=model, return_uncertainty=True), on_done=done,
                              on_error=lambda e: _notify(e, "uncertainty"))
 
     # ============================================================== autosave / restore

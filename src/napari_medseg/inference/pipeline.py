@@ -85,7 +85,8 @@ def _flip_sets(tta) -> list[tuple[int, ...]]:
 
 def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: float | None = None, tta=False,
                   return_probabilities: bool = False, series=None, postprocess: bool = True,
-                  sw_batch_size: int | None = None, amp: bool | None = None, mem_info=None):
+                  sw_batch_size: int | None = None, amp: bool | None = None, mem_info=None,
+                  return_uncertainty: bool = False):
     """Step generator of :func:`segment`: yields `Progress`, returns a `LabelResult`."""
     import torch
 
@@ -184,13 +185,13 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
         probs_vol = volume.with_array(p_src.astype(np.float32), channel_names=[card.class_names().get(int(v), str(v)) for v in lut])
         unc_vol = volume.with_array((1.0 - p_src.max(0)).astype(np.float32), kind="uncertainty (1 - max probability)")
         del p_src
-    elif out_kji.shape[0] == 2:  # two classes: argmax of interpolated (p0, p1) = sign of interpolated p1 - p0
-        diff = (out_kji[1] - out_kji[0])[None].contiguous()
-        labels_idx = resample(diff, mvol, volume, mode="linear", device=plan.stitch_device,
-                              reduce=lambda r: (r > 0).to(torch.uint8))[0]
-    else:
-        labels_idx = resample(out_kji.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device,
-                              reduce=lambda r: r.argmax(0, keepdim=True).to(torch.int16))[0]
+    else:  # exact argmax of the interpolated probabilities, interpolating only where classes meet
+        from napari_medseg.inference.argmax_resample import argmax_resample
+
+        labels_idx, unc = argmax_resample(out_kji, mvol, volume, uncertainty=return_uncertainty,
+                                          device=plan.stitch_device)
+        if unc is not None:
+            unc_vol = volume.with_array(unc, kind="uncertainty (1 - max probability)")
     del acc, out_kji, x
     dtype = np.uint8 if max(lut) < 256 else np.uint16
     labels = lut.astype(dtype)[labels_idx] if not np.array_equal(lut, np.arange(len(lut))) else labels_idx.astype(dtype)

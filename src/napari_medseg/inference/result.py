@@ -14,22 +14,36 @@ from napari_medseg.volume import Volume
 STAT_COLUMNS = ("value", "name", "voxels", "volume_ml", "mean_intensity", "std_intensity")
 
 
-def class_stats(labels: np.ndarray, image: np.ndarray | None, classes: dict[int, str], voxel_mm3: float) -> dict[int, dict]:
-    """Per foreground class: voxel count, volume in mL, mean/std of ``image`` inside it (one pass, bincount)."""
-    fg = labels.ravel() != 0  # statistics of foreground voxels only: much less work than the whole volume
-    flat = labels.ravel()[fg].astype(np.int64, copy=False)
-    n = max(int(flat.max(initial=0)), max(classes, default=0)) + 1
-    counts = np.bincount(flat, minlength=n)
-    if image is not None:
-        img = np.asarray(image).ravel()[fg].astype(np.float64)
-        s1 = np.bincount(flat, weights=img, minlength=n)
-        s2 = np.bincount(flat, weights=img * img, minlength=n)
+def class_stats(labels: np.ndarray, image: np.ndarray | None, classes: dict[int, str], voxel_mm3: float,
+                slab_voxels: int = 1 << 22) -> dict[int, dict]:
+    """Per foreground class: voxel count, volume in mL, mean/std of ``image`` inside it.
+
+    Every named class gets a row (0 voxels when absent), and so does every value present that ``classes``
+    does not name (as ``"label N"``). Slabs of slices bound the temporaries and keep each ``np.bincount``
+    (which holds the GIL) short, so a worker thread never freezes a GUI thread; only foreground voxels are
+    tabulated.
+    """
+    labels = np.asarray(labels)
+    top = max(int(labels.max(initial=0)), max(classes, default=0)) + 1
+    counts = np.zeros(top, dtype=np.int64)
+    s1 = np.zeros(top, dtype=np.float64)
+    s2 = np.zeros(top, dtype=np.float64)
+    step = max(1, slab_voxels // max(1, int(np.prod(labels.shape[1:]))))
+    for k0 in range(0, labels.shape[0] if labels.ndim else 0, step):
+        lab = labels[k0:k0 + step].ravel()
+        fg = lab != 0
+        flat = lab[fg].astype(np.intp, copy=False)
+        counts += np.bincount(flat, minlength=top)
+        if image is not None:
+            img = np.asarray(image[k0:k0 + step]).ravel()[fg].astype(np.float64)
+            s1 += np.bincount(flat, weights=img, minlength=top)
+            s2 += np.bincount(flat, weights=img * img, minlength=top)
     stats = {}
-    for v, name in classes.items():
-        if v == 0:
+    for v in range(1, top):
+        if v not in classes and not counts[v]:
             continue
-        c = int(counts[v]) if v < len(counts) else 0
-        row = {"value": int(v), "name": name, "voxels": c, "volume_ml": c * voxel_mm3 / 1000.0,
+        c = int(counts[v])
+        row = {"value": int(v), "name": classes.get(v, f"label {v}"), "voxels": c, "volume_ml": c * voxel_mm3 / 1000.0,
                "mean_intensity": float("nan"), "std_intensity": float("nan")}
         if image is not None and c:
             mean = s1[v] / c
