@@ -5,6 +5,11 @@ chest CT (../shared/data/ct_chest_dicom) or, when that is absent, on the sample 
 the longest gap between heartbeats (goal: < 200 ms), a few percentiles, and the run time.
 
     xvfb-run -a python benchmarks/gui_responsiveness.py [--model default|PATH] [--preset fast] [--phantom]
+                                                        [--uncertainty] [--vs-cli]
+
+``--uncertainty`` ticks "add uncertainty map"; ``--vs-cli`` also times ``medseg predict`` (a whole process:
+imports, reading, writing) on the same input with the preset's overlap, and prints the widget/CLI ratio.
+The widget's info line carries the per-stage profile (``LabelResult.timings`` plus the widget's own stages).
 
 Without an installed default model it builds a small random-weight U-Net package in a temporary folder
 (the GUI-blocking figure depends on the widget and the pipeline, not on the weights).
@@ -49,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="fast", choices=["fast", "balanced", "best"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--phantom", action="store_true", help="use the sample phantom even when the chest CT is present")
+    ap.add_argument("--uncertainty", action="store_true", help="tick 'add uncertainty map'")
+    ap.add_argument("--vs-cli", action="store_true", help="also time `medseg predict` on the same input and preset")
     ap.add_argument("--cancel-after", type=float, default=None, metavar="S",
                     help="click Cancel S seconds into the run and report how fast the GUI and the thread stop")
     args = ap.parse_args(argv)
@@ -64,10 +71,10 @@ def main(argv=None) -> int:
     viewer = napari.Viewer(show=True)
     if CHEST.is_dir() and not args.phantom:
         data, kwargs, _ = read_layers(str(CHEST))[0]
-        what = f"chest CT {CHEST.name} {data.shape}"
+        what, source = f"chest CT {CHEST.name} {data.shape}", CHEST
     else:
         data, kwargs, _ = abdomen_phantom_nifti()[0]
-        what = f"abdomen phantom {data.shape}"
+        what, source = f"abdomen phantom {data.shape}", None
     image = viewer.add_image(data, **kwargs)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
@@ -75,6 +82,7 @@ def main(argv=None) -> int:
     widget.set_image(image.name)
     widget.device_combo.setCurrentText(args.device)
     widget.preset_combo.setCurrentText(args.preset)
+    widget.uncertainty_check.setChecked(args.uncertainty)
 
     app_loop = QEventLoop()
     w0 = time.perf_counter()
@@ -165,8 +173,42 @@ def main(argv=None) -> int:
     print("longest gaps (ms, during stage):", ", ".join(f"{gaps[i]:.0f} ({stages[i] if i < len(stages) else 'end'})" for i in worst))
     if widget.info.text():
         print(f"widget: {widget.info.text()}")
+    shown_at = shown[1] if shown else t1
+    if args.uncertainty:  # the uncertainty layer is added in the next event-loop turn(s)
+        while widget.uncertainty_layer is None and time.perf_counter() - shown_at < 30:
+            napari.qt.get_qapp().processEvents()
+            time.sleep(0.005)
+        shown_at = time.perf_counter()
+    widget_s = shown_at - t0
+    print(f"widget: Run click -> all layers shown: {widget_s:.1f} s")
     viewer.close()
+    if args.vs_cli:
+        _vs_cli(args, source, tmp, widget_s)
     return 0
+
+
+def _vs_cli(args, source, tmp: Path, widget_s: float) -> None:
+    import subprocess
+    import sys
+
+    from napari_medseg._napari.segment_widget import PRESETS
+
+    if source is None:
+        from napari_medseg.io import write_volume
+        from napari_medseg.sample import make_phantom
+
+        source = tmp / "phantom.nii.gz"
+        write_volume(make_phantom()[0], source)
+    overlap, tta = PRESETS[args.preset]
+    cmd = [sys.executable, "-m", "napari_medseg.cli", "predict", str(source), "-o", str(tmp / "cli_seg.nii.gz"),
+           "--model", _model(args.model, tmp), "--device", args.device, "--overlap", str(overlap), "--quiet"]
+    if tta:
+        cmd.append("--tta")
+    c0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    cli_s = time.perf_counter() - c0
+    print(f"medseg predict (whole process, overlap {overlap}{', TTA' if tta else ''}): {cli_s:.1f} s; "
+          f"widget/CLI = {widget_s / cli_s:.2f} (goal <= 1.5)")
 
 
 if __name__ == "__main__":

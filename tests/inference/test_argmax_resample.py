@@ -106,3 +106,22 @@ def test_class_stats_counts_named_absent_and_unnamed_present():
     assert [r["voxels"] for r in slabs.values()] == [r["voxels"] for r in whole.values()]
     np.testing.assert_allclose([r["mean_intensity"] for r in slabs.values() if r["voxels"]],
                                [r["mean_intensity"] for r in whole.values() if r["voxels"]])
+
+
+def test_mostly_boundary_slabs_take_the_dense_path_with_the_same_result(monkeypatch):
+    """Noisy output (boundaries everywhere) is interpolated densely slab by slab: same labels either way."""
+    import napari_medseg.inference.argmax_resample as am
+
+    src = Grid((14, 17, 19), (1.7, 2.1, 3.3), (5.0, -3.0, 10.0))
+    dst = Grid((45, 41, 23), (0.62, 0.71, 1.13), (4.1, -2.2, 9.3))
+    rng = np.random.default_rng(7)
+    p = torch.softmax(torch.from_numpy(rng.normal(size=(4, 14, 17, 19)).astype(np.float32)) * 3, 0)  # pure noise
+    full = resample(p, src, dst, mode="linear")
+    results = []
+    for fraction in (0.0, 2.0):  # every slab dense / every slab sparse
+        monkeypatch.setattr(am, "DENSE_FRACTION", fraction)
+        monkeypatch.setattr(am, "SLAB_VOXELS", 41 * 23 * 4)  # 4 planes a slab: several slabs
+        results.append(am.argmax_resample(p, src, dst, uncertainty=True))
+    for labels, unc in results:
+        np.testing.assert_array_equal(labels, full.argmax(0))
+        np.testing.assert_allclose(unc, 1.0 - full.max(0) / full.sum(0), atol=2e-6)

@@ -104,27 +104,61 @@ def argmax_resample(probs, src, dst, uncertainty: bool = False, device=None):
     step = max(1, SLAB_VOXELS // max(1, dst_shape[1] * dst_shape[2]))
     ck, cj, ci = cells
     wk, wj, wi = weights
+    dense = _DenseSlabs(p, m, axes, dst_shape, dev)
     for k0 in range(0, dst_shape[0], step):
         k1 = min(dst_shape[0], k0 + step)
         lab = u.index_select(0, ck[k0:k1]).index_select(1, cj).index_select(2, ci)
-        kk, jj, ii = (lab < 0).nonzero(as_tuple=True)
-        if kk.numel():
-            kk_abs = kk + k0
-            bk, bj, bi = ck[kk_abs], cj[jj], ci[ii]
-            fk, fj, fi = wk[kk_abs], wj[jj], wi[ii]
-            acc = torch.zeros((c, kk.numel()), dtype=torch.float32, device=dev)
+        todo = (lab < 0).view(-1).nonzero().view(-1)
+        if todo.numel() > DENSE_FRACTION * lab.numel():  # mostly boundaries (noisy output): interpolate it all
+            lab, mx = dense.slab(k0, k1)
+            if unc_full is not None:
+                unc_full[k0:k1] = (1.0 - mx).cpu().numpy()
+        elif todo.numel():
+            plane = dst_shape[1] * dst_shape[2]
+            kk, rem = todo // plane + k0, todo % plane
+            jj, ii = rem // dst_shape[2], rem % dst_shape[2]
+            bk, bj, bi = ck[kk], cj[jj], ci[ii]
+            fk, fj, fi = wk[kk], wj[jj], wi[ii]
+            acc = torch.zeros((c, todo.numel()), dtype=torch.float32, device=dev)
             for dk, gk in ((0, 1 - fk), (1, fk)):
                 for dj, gj in ((0, 1 - fj), (1, fj)):
                     for di, gi in ((0, 1 - fi), (1, fi)):
                         idx = ((bk + min(dk, nk - 1)) * nj + (bj + min(dj, nj - 1))) * ni + (bi + min(di, ni - 1))
-                        acc += flat[:, idx] * (gk * gj * gi)
+                        acc += flat.index_select(1, idx) * (gk * gj * gi)
             acc /= acc.sum(0, keepdim=True).clamp(min=1e-8)
             mx, am = acc.max(0)
-            lab[kk, jj, ii] = am.to(torch.int16)
+            lab.view(-1)[todo] = am.to(torch.int16)
             if unc_full is not None:
-                unc_full[kk_abs.cpu().numpy(), jj.cpu().numpy(), ii.cpu().numpy()] = (1.0 - mx).cpu().numpy()
+                unc_full.reshape(-1)[(todo + k0 * plane).cpu().numpy()] = (1.0 - mx).cpu().numpy()
         labels[k0:k1] = lab.cpu().numpy()
     return labels, (unc_full.astype(np.float32, copy=False) if unc_full is not None else None)
+
+
+#: above this share of boundary voxels in a slab, interpolating every channel densely is cheaper than
+#: gathering 8 corners per voxel (measured: the sparse path costs about 4x a dense voxel per boundary voxel)
+DENSE_FRACTION = 0.25
+
+
+class _DenseSlabs:
+    """The full interpolation of one slab of destination planes (all channels), for slabs that are mostly
+    boundary; returns ``(argmax, max of the normalised probabilities)``."""
+
+    def __init__(self, p, m, axes, dst_shape, dev):
+        from napari_medseg.inference.resample import Grid
+
+        self.p, self.dev = p, dev
+        self.src = Grid(tuple(p.shape[1:]), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+        self.dst = _ScaledGrid(dst_shape, m, axes)
+
+    def slab(self, k0: int, k1: int):
+        import torch
+
+        def reduce(r):
+            mx, idx = (r / r.sum(0, keepdim=True).clamp(min=1e-8)).max(0, keepdim=True)
+            return torch.cat([idx.to(r.dtype), mx])
+
+        out = resample(self.p, self.src, self.dst.rows(k0, k1), mode="linear", device=self.dev, reduce=reduce)
+        return torch.from_numpy(out[0].astype(np.int16)), torch.from_numpy(out[1])
 
 
 class _ScaledGrid:
@@ -140,3 +174,11 @@ class _ScaledGrid:
 
     def affine_lps(self):
         return self._a
+
+    def rows(self, k0: int, k1: int) -> "_ScaledGrid":
+        """Destination planes ``k0:k1`` only."""
+        sub = _ScaledGrid.__new__(_ScaledGrid)
+        sub.spatial_shape = (k1 - k0, *self.spatial_shape[1:])
+        sub._a = self._a.copy()
+        sub._a[2, 3] += sub._a[2, 2] * k0
+        return sub
