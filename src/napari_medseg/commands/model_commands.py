@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from napari_medseg.errors import InputError, MedsegError, OutputExistsError
+from napari_medseg.errors import InputError
 
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
 
@@ -33,6 +33,13 @@ def register(sub) -> None:
     p.add_argument("--report", default=None, metavar="JSON", help="run report path (default: beside the outputs)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the cases on Dask distributed: local, local:N (N worker processes), local:gpus (one "
+                        "worker per GPU, dask-cuda) or tcp://host:port (a running `dask scheduler`); inputs and "
+                        "outputs must be on a filesystem the workers share")
+    p.add_argument("--resume", action="store_true",
+                   help="skip cases whose output exists and was made from the same input, model and settings")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed case")
     p.set_defaults(func=run_predict)
 
     d = sub.add_parser("demo", help="write the sample phantom, segment it, print statistics and Dice vs ground truth")
@@ -128,9 +135,8 @@ def _json_safe(obj):
 
 def run_predict(args) -> int:
     from napari_medseg._atomic import atomic_path, check_overwrite
-    from napari_medseg.inference import segment
+    from napari_medseg.cohort import connect, predict_cohort
     from napari_medseg.inference.planner import resolve_device
-    from napari_medseg.io import read_volume, write_labels
     from napari_medseg.models import load_model
 
     t_run = time.perf_counter()
@@ -138,52 +144,58 @@ def run_predict(args) -> int:
     cases = find_cases(args.inputs)
     out = Path(args.output)
     outputs = _outputs(cases, out, args.fmt)
+    single = outputs == [out]
     report_path = Path(args.report) if args.report else (
-        out.parent / f"{_case_name(out)}_report.json" if outputs == [out] else out / "medseg_predict_report.json")
+        out.parent / f"{_case_name(out)}_report.json" if single else out / "medseg_predict_report.json")
     if args.stats:
         check_overwrite(args.stats, args.force)
-    check_overwrite(report_path, args.force)
+    check_overwrite(report_path, args.force or args.resume)
+    if single and not (args.force or args.resume):
+        check_overwrite(out, False)  # one case: an existing output is the command's error, not a failed case
     t = time.perf_counter()
     model = load_model(args.model)
     load_s = time.perf_counter() - t
     for w in model.warnings:
         print(f"medseg predict: warning: {w}", file=sys.stderr)
+    settings = {"overlap": args.overlap, "tta": args.tta, "format": args.fmt, "series": args.series, "device": device}
     report = {"command": "predict", "versions": _versions(device), "model": {
         "spec": args.model or "default", "name": model.card.name, "version": model.card.version,
         "path": str(model.path), "sha256": model.card.weights_sha256, "load_seconds": load_s},
-        "settings": {"overlap": args.overlap, "tta": args.tta, "format": args.fmt, "series": args.series},
-        "cases": []}
-    stats_rows, failed = [], 0
-    for n, (case, target) in enumerate(zip(cases, outputs), 1):
-        entry = {"input": str(case), "output": str(target), "status": "failed"}
-        bar = _Bar(f"[{n}/{len(cases)}] {_case_name(case)}", args.quiet)
-        try:
-            check_overwrite(target, args.force)
-            t = time.perf_counter()
-            volume = read_volume(case, series=args.series)
-            read_s = time.perf_counter() - t
-            res = segment(volume, model=model, device=device, overlap=args.overlap, tta=args.tta, progress=bar)
-            t = time.perf_counter()
-            write_labels(res.labels, target, reference=volume, force=args.force)
-            res.timings["read"] = read_s
-            res.timings["write"] = time.perf_counter() - t
-            entry.update(status="ok", plan=res.plan, timings=res.timings, warnings=res.warnings,
-                         stats=res.stats_table(), shape=list(volume.spatial_shape), spacing=list(volume.spacing))
-            stats_rows += [{"case": _case_name(case), **row} for row in res.stats_table()]
-            present = ", ".join(f"{r['name']} {r['volume_ml']:.1f} mL" for r in res.stats_table() if r["voxels"])
-            print(f"{case} -> {target} ({sum(res.timings.values()):.1f} s){': ' + present if present else ''}")
-        except (MedsegError, OSError, ValueError, RuntimeError) as e:
-            failed += 1
-            entry["error"] = f"{type(e).__name__}: {e}"
-            print(f"medseg predict: error: {case}: {e}", file=sys.stderr)
-            if isinstance(e, OutputExistsError) and len(cases) == 1:
-                bar.close()
-                raise
-        finally:
+        "settings": {k: settings[k] for k in ("overlap", "tta", "format", "series")}}
+    client = connect(args.scheduler) if args.scheduler else None
+    bar = None
+    try:
+        if client is not None:
+            print(f"medseg predict: Dask scheduler {client.scheduler.address}, "
+                  f"{len(client.scheduler_info().get('workers', {}))} worker(s); dashboard {client.dashboard_link}",
+                  file=sys.stderr)
+            if not args.quiet:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(cases), desc="cases", unit="case", file=sys.stderr)
+        # workers load the model themselves, from the same package (never shipped through the scheduler)
+        spec = (str(model.path) if model.path else args.model) if client is not None else model
+
+        def on_case(entry):
+            _print_case(entry)
+            if bar is not None:
+                bar.update(1)
+
+        def window_bar(n, case):  # per-window progress of a case run in this process
+            return _Bar(f"[{n}/{len(cases)}] {_case_name(case)}", args.quiet)
+
+        cohort = predict_cohort(cases, outputs, model=spec, settings=settings, client=client, resume=args.resume,
+                                force=args.force, fail_fast=args.fail_fast, on_case=on_case, records=not single or args.resume,
+                                progress=window_bar if client is None else None)
+    finally:
+        if bar is not None:
             bar.close()
-        report["cases"].append(entry)
+        if client is not None:
+            client.close()
+    report.update(cases=cohort["cases"], scheduler=cohort["scheduler"], skipped=cohort["skipped"])
     report["seconds"] = time.perf_counter() - t_run
-    report["failed"] = failed
+    report["failed"] = failed = cohort["failed"]
+    stats_rows = [{"case": _case_name(Path(e["input"])), **row} for e in cohort["cases"] for row in e.get("stats", [])]
     if args.stats and stats_rows:
         import csv
 
@@ -195,12 +207,24 @@ def run_predict(args) -> int:
                 w.writeheader()
                 for row in stats_rows:
                     w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    with atomic_path(report_path, force=args.force) as tmp:
+    with atomic_path(report_path, force=args.force or args.resume) as tmp:
         tmp.write_text(json.dumps(_json_safe(report), indent=2), encoding="utf-8")
     if failed:
         print(f"medseg predict: {failed} of {len(cases)} case(s) failed; see {report_path}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_case(entry: dict) -> None:
+    if entry["status"] == "ok":
+        rows = entry.get("stats", [])
+        present = ", ".join(f"{r['name']} {r['volume_ml']:.1f} mL" for r in rows if r["voxels"])
+        print(f"{entry['input']} -> {entry['output']} ({sum(entry['timings'].values()):.1f} s)"
+              f"{': ' + present if present else ''}")
+    elif entry["status"] == "skipped":
+        print(f"{entry['input']}: skipped, {entry.get('reason', '')}")
+    else:
+        print(f"medseg predict: error: {entry['input']}: {entry.get('error', 'failed')}", file=sys.stderr)
 
 
 def dice_per_class(pred, truth, classes) -> dict[int, float]:
