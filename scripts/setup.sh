@@ -19,4 +19,11 @@ python -m pip install -q --upgrade pip
 # The CPU build of PyTorch, pinned: an unpinned torch pulls several GB of CUDA packages.
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[all,testing]"
+deactivate
+# A second environment with the plain package (no extras: no napari, Qt or Dask), as a cluster or script user
+# installs it; scripts/test.sh runs the core tests there (the API and CLI must work without the GUI stack).
+[ -d .venv-core ] || "$PY" -m venv .venv-core
+.venv-core/bin/python -m pip install -q --upgrade pip
+.venv-core/bin/python -m pip install -q "torch==2.13.0"
+.venv-core/bin/python -m pip install -q -e ".[testing-core]"
 echo "setup complete: activate with '. .venv/bin/activate'"
