@@ -167,7 +167,7 @@ def run_predict(args) -> int:
             write_labels(res.labels, target, reference=volume, force=args.force)
             res.timings["read"] = read_s
             res.timings["write"] = time.perf_counter() - t
-            entry.update(status="ok", plan=res.plan, timings=res.timings, warnings=res.warnings,
+            entry.update(status="ok", plan=res.plan, plan_info=res.plan_info, timings=res.timings, warnings=res.warnings,
                          stats=res.stats_table(), shape=list(volume.spatial_shape), spacing=list(volume.spacing))
             stats_rows += [{"case": _case_name(case), **row} for row in res.stats_table()]
             present = ", ".join(f"{r['name']} {r['volume_ml']:.1f} mL" for r in res.stats_table() if r["voxels"])

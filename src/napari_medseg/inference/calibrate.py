@@ -116,8 +116,9 @@ def stage1_candidates(runtimes: list[str], amp: bool | None) -> list[Candidate]:
     if "onnxruntime" in runtimes:
         cands.append(Candidate("onnxruntime"))
     cands += [Candidate("openvino", p) for p in ov_red]
-    cands += [Candidate("torch", p, True) for p in torch_precisions()]
-    cands += [Candidate("torch", "float32", True), Candidate("torch", "float32", False)]
+    if "torch" in runtimes:
+        cands += [Candidate("torch", p, True) for p in torch_precisions()]
+        cands += [Candidate("torch", "float32", True), Candidate("torch", "float32", False)]
     kept = [c for c in cands if keep(c.precision)]
     return kept or [c for c in cands if c.precision == "float32"]
 

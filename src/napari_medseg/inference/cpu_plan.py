@@ -109,7 +109,7 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
         conv = convert_network(folded, roi, in_ch, sha, runtimes)
         convert_s = conv.seconds
         notes += [n for n in conv.notes if n not in notes]
-        usable = [r for r in runtimes if conv.usable(r)]
+        usable = [r for r in runtimes if conv.usable(r)] or ["torch"]
     t_cal = time.perf_counter()
     batches = [int(sw_batch_size)] if sw_batch_size else sorted({1, max(1, min(BIG_BATCH, int(max_batch)))})
     windows = calibration_windows(x, roi, max(batches))
