@@ -167,3 +167,45 @@ def test_cpu_identity_and_threads():
     assert ident["model"] and isinstance(ident["flags"], list)
     assert all(cal._FLAG_RE.match(f) for f in ident["flags"])
     assert cal.cpu_threads() >= 1
+
+
+def test_medseg_plan_shows_the_table_and_recalibrates(cache, tmp_path, capsys):
+    from napari_medseg.cli import main
+    from napari_medseg.io import write_volume
+    from napari_medseg.models import save_model_package
+
+    m = small_model()
+    pkg = save_model_package(m.network, m.card, tmp_path / "pkg")
+    write_volume(image(), tmp_path / "img.nii.gz")
+    assert main(["plan", str(pkg), str(tmp_path / "img.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "runtime" in out and "ms/window" in out and "chosen:" in out and "calibration" in out and "image window" in out
+    assert main(["plan", str(pkg), str(tmp_path / "img.nii.gz")]) == 0
+    assert "cached plan" in capsys.readouterr().out
+    assert main(["plan", str(pkg), "--recalibrate", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cached"] is False and info["calibration_input"] == "synthetic" and info["candidates"]
+
+
+def test_training_plan_measures_threads_and_caps_the_batch(cache, monkeypatch):
+    from napari_medseg.inference import train_plan
+    from napari_medseg.training.config import TrainConfig
+
+    net = small_model().network
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    plan = train_plan.plan_training(net, (16, 16, 16), 2)
+    assert 1 <= plan["threads"] <= cal.cpu_threads() and plan["batch_size"] == 2
+    if cal.cpu_threads() > 1:
+        assert plan["measured"] and plan["cached"] is False and len(plan["table"]) == 2
+        assert plan["threads"] == min(plan["table"], key=lambda r: r["seconds_per_step"])["threads"]
+        assert train_plan.plan_training(net, (16, 16, 16), 2)["cached"] is True
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BN stats of the real net untouched
+    monkeypatch.setattr("napari_medseg.inference.planner.host_available_bytes", lambda: 1_000_000)
+    cfg = train_plan.apply_training_plan(net, TrainConfig(batch_size=4, patch_size=(16, 16, 16)))
+    assert cfg.batch_size == 1 and torch.get_num_threads() >= 1
+    threads = torch.get_num_threads()
+    try:
+        assert train_plan.apply_training_plan(net, TrainConfig(num_threads=1)).num_threads == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
