@@ -3,7 +3,9 @@
 Candidates are (runtime, precision, memory format, batch size): PyTorch (fp32 contiguous, fp32 channels-last,
 bf16/fp16 autocast + channels-last where oneDNN supports them on this CPU), OpenVINO (f32, and bf16/f16 where its
 CPU plugin offers them) and ONNX Runtime (f32), whichever are installed. Stage 1 times each at batch 1 (one warm-up
-call, then one or two timed calls: a second only when the first was short and within `PRUNE` x the best). Stage 2 times the two best at a larger batch. A reduced precision is eligible only if its
+call, then one or two timed calls: a second only when the first was short and within `PRUNE` x the best; none when the warm-up alone
+was far slower than the best). Stage 2 times the best (and the runner-up when
+within 25 %) at a larger batch. A reduced precision is eligible only if its
 argmax agrees with fp32 on >= `MIN_AGREEMENT` of the calibration voxels. The plan is a JSON file under
 ``<cache>/plans/`` keyed by the CPU (model name + instruction-set flags), the library versions, the SHA-256 of
 the network's weights, the ROI and any fixed batch/precision, written atomically; later runs reuse it.
@@ -28,6 +30,7 @@ import numpy as np
 PLAN_FORMAT = 1
 MIN_AGREEMENT = 0.999
 PRUNE = 3.0
+PRUNE_SECONDS = 0.5
 BIG_BATCH = 4
 _FLAG_RE = re.compile(r"^(avx\d*|avx512\w*|avx_vnni\w*|amx\w*|fma|f16c|sse4_2|neon|asimd\w*|sve\w*)$")
 _HINT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -155,8 +158,11 @@ def plan_key(identity: dict, versions: dict, sha: str, roi, in_channels: int, fi
 def plan_path(card_name: str, key: str, root: Path | None = None) -> Path:
     from napari_medseg.inference.runtimes import cache_dir
 
+    folder = (root or cache_dir()) / "plans"
+    for existing in folder.glob(f"*-{key[:20]}.json"):  # the same weights under another name share the plan
+        return existing
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(card_name or "model"))[:60]
-    return (root or cache_dir()) / "plans" / f"{safe}-{key[:20]}.json"
+    return folder / f"{safe}-{key[:20]}.json"
 
 
 def calibration_windows(x, roi, n: int):
@@ -213,15 +219,21 @@ class Reference:
 def measure(cands: list[Candidate], build, windows, reference: Reference, best: list | None = None) -> dict:
     """Time each candidate in place (one warm-up call, one timed call, a second timed call when it is short and
     could win); returns the built predictors of those that ran, by index. ``best`` ([ms]) is the fastest per
-    window so far, shared between stages. Warm-ups are not compared: PyTorch pays far more on its first call than
-    the converted runtimes, which would be an unfair reason to drop it."""
+    window so far, shared between stages. A candidate whose warm-up alone is over ``2 * PRUNE`` times the best
+    time (and over `PRUNE_SECONDS`) is not timed further: a first call costs more than later ones (PyTorch pays
+    most, up to several times its steady time on small networks, hence the generous factor), but not that much
+    more on a network big enough for the saving to matter."""
     built = {}
     best = best if best is not None else [None]
     for idx, c in enumerate(cands):
         try:
             pred = build(c)
             win = windows[:c.batch]
-            y, _ = _timed(pred, win)
+            y, warm = _timed(pred, win)
+            if best[0] is not None and warm > PRUNE_SECONDS and warm * 1000 / c.batch > 2 * PRUNE * best[0]:
+                c.ms_per_window = warm * 1000 / c.batch
+                c.status = f"pruned: its warm-up alone took {c.ms_per_window / best[0]:.1f}x the best's time"
+                continue
             y, t1 = _timed(pred, win)
             ms = t1 * 1000 / c.batch
             if t1 < 0.25 and (best[0] is None or ms < PRUNE * best[0]):

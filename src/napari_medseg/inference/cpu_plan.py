@@ -120,7 +120,8 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
     table = list(stage1)
     ok1 = sorted((c for c in stage1 if c.status == "ok"), key=lambda c: c.ms_per_window)
     if len(batches) > 1 and ok1:
-        stage2 = [replace(c, batch=batches[1], ms_per_window=None, agreement=None, status="not run") for c in ok1[:2]]
+        stage2 = [replace(c, batch=batches[1], ms_per_window=None, agreement=None, status="not run") for c in ok1[:2]
+                  if c is ok1[0] or c.ms_per_window <= 1.25 * ok1[0].ms_per_window]
         built2 = measure(stage2, build, windows, ref, warm)
         built.update({len(stage1) + i: p for i, p in built2.items()})
         table += stage2
