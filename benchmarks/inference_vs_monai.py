@@ -322,10 +322,10 @@ def print_calibration(cal: dict) -> None:
     what = "cached plan" if cal.get("cached") else "first use"
     print(f"{what} (medseg plan, own process, {cal['process_wall_seconds']:.1f} s): conversion {cal['convert_s']:.1f} s"
           f" + calibration {cal['calibration_s']:.1f} s on {cal['calibration_windows']} window(s) -> {ch['runtime']} "
-          f"{ch['precision']}{', channels-last' if ch['channels_last'] else ''}, batch {ch['batch']}, "
+          f"{ch['precision']}{', channels-last' if ch['channels_last'] else ''}{', parallel requests' if ch.get('streams') else ''}, batch {ch['batch']}, "
           f"{ch['ms_per_window']:.0f} ms/window, {cal['threads']} threads")
     print("           candidates: " + "; ".join(
-        f"{c['runtime']} {c['precision']}{' cl' if c['channels_last'] else ''} b{c['batch']} "
+        f"{c['runtime']} {c['precision']}{' cl' if c['channels_last'] else ''}{' par' if c.get('streams') else ''} b{c['batch']} "
         + (f"{c['ms_per_window']:.0f} ms" if c.get("ms_per_window") is not None else "-")
         + ("" if c["status"] == "ok" else f" ({c['status'].split(':')[0]})") for c in cal["candidates"]))
     print(f"           CPU: {cal['cpu']['model']}, flags {' '.join(f for f in cal['cpu']['flags'] if 'avx512' in f or 'amx' in f) or 'no AVX-512'}")

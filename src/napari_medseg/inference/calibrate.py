@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 MIN_AGREEMENT = 0.999
 PRUNE = 3.0
 PRUNE_SECONDS = 0.5
@@ -80,16 +80,14 @@ class Candidate:
     precision: str = "float32"
     channels_last: bool = False
     batch: int = 1
+    streams: bool = False  # OpenVINO: the batch's windows as parallel requests (THROUGHPUT hint)
     ms_per_window: float | None = None
     agreement: float | None = None  # argmax agreement with fp32 on the calibration windows (reduced precisions)
     status: str = "not run"  # ok / pruned / rejected: ... / failed: ...
 
     def label(self) -> str:
-        fmt = ", channels-last" if self.channels_last else ""
+        fmt = ", channels-last" if self.channels_last else ", parallel requests" if self.streams else ""
         return f"{self.runtime} {self.precision}{fmt}, batch {self.batch}"
-
-    def same_config(self, other) -> bool:
-        return (self.runtime, self.precision, self.channels_last) == (other.runtime, other.precision, other.channels_last)
 
 
 def torch_precisions() -> list[str]:

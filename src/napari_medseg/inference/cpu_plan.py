@@ -19,6 +19,9 @@ from napari_medseg.inference.calibrate import (BIG_BATCH, _HINT, Candidate, Refe
                                                measure, plan_key, plan_path, stage1_candidates)
 
 
+_CONFIG = ("runtime", "precision", "channels_last", "batch", "streams")
+
+
 def prepare_network(net, card, plan, x=None, sw_batch_size=None, amp=None, calibrate=None, recalibrate=False):
     """``(predictor, plan)`` for the sliding window; ``plan`` is updated in place."""
     import torch
@@ -87,10 +90,10 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
     def build(c: Candidate):
         if c.runtime == "torch":
             return TorchPredictor(torch_net(c.channels_last), c.channels_last, c.precision)
-        return make_predictor(c.runtime, conv.folder, c.batch, _HINT[c.precision], threads)
+        return make_predictor(c.runtime, conv.folder, c.batch, _HINT[c.precision], threads, c.streams)
 
     if saved is not None:
-        chosen = Candidate(**{k: saved["chosen"][k] for k in ("runtime", "precision", "channels_last", "batch")})
+        chosen = Candidate(**{k: saved["chosen"][k] for k in _CONFIG if k in saved["chosen"]})
         try:
             if chosen.runtime != "torch":
                 conv = convert_network(folded, roi, in_ch, sha, runtimes)
@@ -120,8 +123,12 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
     table = list(stage1)
     ok1 = sorted((c for c in stage1 if c.status == "ok"), key=lambda c: c.ms_per_window)
     if len(batches) > 1 and ok1:
-        stage2 = [replace(c, batch=batches[1], ms_per_window=None, agreement=None, status="not run") for c in ok1[:2]
-                  if c is ok1[0] or c.ms_per_window <= 1.25 * ok1[0].ms_per_window]
+        top = [c for c in ok1[:2] if c is ok1[0] or c.ms_per_window <= 1.25 * ok1[0].ms_per_window]
+        stage2 = [replace(c, batch=batches[1], ms_per_window=None, agreement=None, status="not run") for c in top]
+        ov_best = next((c for c in ok1 if c.runtime == "openvino"), None)
+        if ov_best is not None and ov_best.ms_per_window <= 1.25 * ok1[0].ms_per_window and cpu_threads() > 1:
+            stage2.append(replace(ov_best, batch=batches[1], streams=True, ms_per_window=None, agreement=None,
+                                  status="not run"))
         built2 = measure(stage2, build, windows, ref, warm)
         built.update({len(stage1) + i: p for i, p in built2.items()})
         table += stage2
@@ -161,10 +168,10 @@ def format_table(info: dict) -> str:
     for c in info["candidates"]:
         ms = f"{c['ms_per_window']:.0f}" if c.get("ms_per_window") is not None else "-"
         ag = f"{c['agreement']:.4%}" if c.get("agreement") is not None else "-"
-        fmt = "channels-last" if c["channels_last"] else "contiguous"
+        fmt = "channels-last" if c["channels_last"] else "parallel req." if c.get("streams") else "contiguous"
         lines.append(f"{c['runtime']:<12} {c['precision']:<9} {fmt:<13} {c['batch']:>5} {ms:>9} {ag:>9}  {c['status']}")
     ch = info["chosen"]
-    lines += ["", f"chosen: {Candidate(**{k: ch[k] for k in ('runtime', 'precision', 'channels_last', 'batch')}).label()}"
+    lines += ["", f"chosen: {Candidate(**{k: ch[k] for k in _CONFIG if k in ch}).label()}"
               f" ({info['ms_per_window']:.0f} ms/window)" if info.get("ms_per_window") else "chosen: PyTorch fp32"]
     if info.get("max_abs_diff"):
         lines.append("conversion check (max abs diff vs PyTorch, random window): "

@@ -129,6 +129,7 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     if is_module:  # BatchNorm folded; on a CPU the measured (cached) plan's runtime: inference/cpu_plan.py
         from napari_medseg.inference.cpu_plan import prepare_network
 
+        yield Progress(0, 1, "plan", "preparing the network (on a CPU: the plan measured on a model's first run)")
         t = time.perf_counter()
         net, plan = prepare_network(net, card, plan, x, sw_batch_size=sw_batch_size, amp=amp, calibrate=calibrate)
         timings["plan"] = time.perf_counter() - t

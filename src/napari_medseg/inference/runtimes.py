@@ -154,7 +154,8 @@ def convert_network(net, roi, in_channels: int, sha: str, runtimes=None, root: P
     if info_path.is_file():
         with contextlib.suppress(OSError, ValueError):
             info = json.loads(info_path.read_text(encoding="utf-8"))
-            if info.get("sha256") == sha and all(r in info.get("tried", []) for r in runtimes):
+            if (info.get("sha256") == sha and info.get("versions") == runtime_versions()
+                    and all(r in info.get("tried", []) for r in runtimes)):  # same weights, libraries, runtimes
                 return _from_info(folder, info)
     t0 = time.perf_counter()
     base.mkdir(parents=True, exist_ok=True)
@@ -217,26 +218,43 @@ def _from_info(folder: Path, info: dict) -> Converted:
 
 class OpenVINOPredictor:
     """OpenVINO CPU plugin on the IR in ``folder``, reshaped to a static ``[batch, C, *roi]`` (faster than a dynamic
-    batch; a short last batch is zero-padded)."""
+    batch; a short last batch is zero-padded). ``streams=True``: the THROUGHPUT hint instead, one window per
+    request and the plugin's optimal number of requests in flight (the ``batch`` windows of a call in parallel)."""
 
-    def __init__(self, folder: Path, batch: int, precision: str = "f32", threads: int | None = None):
+    def __init__(self, folder: Path, batch: int, precision: str = "f32", threads: int | None = None,
+                 streams: bool = False):
         import openvino as ov
 
         core = ov.Core()
         model = core.read_model(str(Path(folder) / "model.xml"))
         dims = model.inputs[0].get_partial_shape()
-        shape = [int(batch)] + [dims[i].get_length() for i in range(1, dims.rank.get_length())]
+        shape = [1 if streams else int(batch)] + [dims[i].get_length() for i in range(1, dims.rank.get_length())]
         model.reshape({0: shape})
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT" if streams else "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.batch, self.shape = int(batch), tuple(shape)
-        self.request = core.compile_model(model, "CPU", config).create_infer_request()
+        self.batch, self.shape, self.queue = int(batch), tuple(shape), None
+        compiled = core.compile_model(model, "CPU", config)
+        if streams:
+            self.queue = ov.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            self.queue.set_callback(self._done)
+            self._outs = {}
+        else:
+            self.request = compiled.create_infer_request()
+
+    def _done(self, request, index):
+        self._outs[index] = np.array(request.get_output_tensor(0).data)
 
     def __call__(self, x):
         import torch
 
         a = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        if self.queue is not None:
+            self._outs = {}
+            for i in range(a.shape[0]):
+                self.queue.start_async({0: a[i:i + 1]}, i)
+            self.queue.wait_all()
+            return torch.from_numpy(np.concatenate([self._outs[i] for i in range(a.shape[0])]))
         outs = []
         for s in range(0, a.shape[0], self.batch):
             part = a[s:s + self.batch]
@@ -272,9 +290,10 @@ class OnnxRuntimePredictor:
         return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
 
 
-def make_predictor(runtime: str, folder: Path, batch: int, precision: str = "f32", threads: int | None = None):
+def make_predictor(runtime: str, folder: Path, batch: int, precision: str = "f32", threads: int | None = None,
+                   streams: bool = False):
     if runtime == "openvino":
-        return OpenVINOPredictor(folder, batch, precision, threads)
+        return OpenVINOPredictor(folder, batch, precision, threads, streams)
     if runtime == "onnxruntime":
         return OnnxRuntimePredictor(folder, batch, precision, threads)
     raise ValueError(f"unknown runtime {runtime!r}")
