@@ -182,6 +182,13 @@ def test_medseg_plan_shows_the_table_and_recalibrates(cache, tmp_path, capsys):
     assert "runtime" in out and "ms/window" in out and "chosen:" in out and "calibration" in out and "image window" in out
     assert main(["plan", str(pkg), str(tmp_path / "img.nii.gz")]) == 0
     assert "cached plan" in capsys.readouterr().out
+    # medseg predict reuses it, and its JSON report carries the plan, its table and timings
+    assert main(["predict", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "seg.nii.gz"), "--model", str(pkg),
+                 "--device", "cpu", "--quiet"]) == 0
+    case = json.loads((tmp_path / "seg_report.json").read_text())["cases"][0]
+    assert case["plan_info"]["cached"] is True and case["plan"].startswith(f"runtime={case['plan_info']['runtime']}")
+    assert case["plan_info"]["candidates"] and case["plan_info"]["ms_per_window"] > 0 and "plan" in case["timings"]
+    capsys.readouterr()
     assert main(["plan", str(pkg), "--recalibrate", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["cached"] is False and info["calibration_input"] == "synthetic" and info["candidates"]

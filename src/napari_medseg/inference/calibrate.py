@@ -2,10 +2,10 @@
 
 Candidates are (runtime, precision, memory format, batch size): PyTorch (fp32 contiguous, fp32 channels-last,
 bf16/fp16 autocast + channels-last where oneDNN supports them on this CPU), OpenVINO (f32, and bf16/f16 where its
-CPU plugin offers them) and ONNX Runtime (f32), whichever are installed. Stage 1 times each at batch 1 (one warm-up
-call, then one or two timed calls: a second only when the first was short and within `PRUNE` x the best; none when the warm-up alone
-was far slower than the best). Stage 2 times the best (and the runner-up when
-within 25 %) at a larger batch. A reduced precision is eligible only if its
+CPU plugin offers them) and ONNX Runtime (f32), whichever are installed. Stage 1 times each at batch 1: one warm-up
+call, then one or two timed calls (a second only when the first was short and within `PRUNE` x the best; none
+when the warm-up alone was far slower than the best). Stage 2 times the best at a larger batch, and the best
+OpenVINO candidate with the batch's windows as parallel requests. A reduced precision is eligible only if its
 argmax agrees with fp32 on >= `MIN_AGREEMENT` of the calibration voxels. The plan is a JSON file under
 ``<cache>/plans/`` keyed by the CPU (model name + instruction-set flags), the library versions, the SHA-256 of
 the network's weights, the ROI and any fixed batch/precision, written atomically; later runs reuse it.
@@ -22,10 +22,9 @@ import os
 import platform
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 PLAN_FORMAT = 2
 MIN_AGREEMENT = 0.999
@@ -217,10 +216,10 @@ class Reference:
 def measure(cands: list[Candidate], build, windows, reference: Reference, best: list | None = None) -> dict:
     """Time each candidate in place (one warm-up call, one timed call, a second timed call when it is short and
     could win); returns the built predictors of those that ran, by index. ``best`` ([ms]) is the fastest per
-    window so far, shared between stages. A candidate whose warm-up alone is over ``2 * PRUNE`` times the best
-    time (and over `PRUNE_SECONDS`) is not timed further: a first call costs more than later ones (PyTorch pays
-    most, up to several times its steady time on small networks, hence the generous factor), but not that much
-    more on a network big enough for the saving to matter."""
+    window so far, shared between stages. A candidate whose warm-up alone is over `PRUNE` times the best time
+    and over `PRUNE_SECONDS` is not timed further: a first call costs more than later ones (PyTorch pays most, up
+    to several times its steady time on small networks, which `PRUNE_SECONDS` exempts), but only ~1.1-1.5x on a
+    network big enough for the saving to matter."""
     built = {}
     best = best if best is not None else [None]
     for idx, c in enumerate(cands):
@@ -228,7 +227,7 @@ def measure(cands: list[Candidate], build, windows, reference: Reference, best: 
             pred = build(c)
             win = windows[:c.batch]
             y, warm = _timed(pred, win)
-            if best[0] is not None and warm > PRUNE_SECONDS and warm * 1000 / c.batch > 2 * PRUNE * best[0]:
+            if best[0] is not None and warm > PRUNE_SECONDS and warm * 1000 / c.batch > PRUNE * best[0]:
                 c.ms_per_window = warm * 1000 / c.batch
                 c.status = f"pruned: its warm-up alone took {c.ms_per_window / best[0]:.1f}x the best's time"
                 continue

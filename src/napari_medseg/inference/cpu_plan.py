@@ -123,8 +123,7 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
     table = list(stage1)
     ok1 = sorted((c for c in stage1 if c.status == "ok"), key=lambda c: c.ms_per_window)
     if len(batches) > 1 and ok1:
-        top = [c for c in ok1[:2] if c is ok1[0] or c.ms_per_window <= 1.25 * ok1[0].ms_per_window]
-        stage2 = [replace(c, batch=batches[1], ms_per_window=None, agreement=None, status="not run") for c in top]
+        stage2 = [replace(ok1[0], batch=batches[1], ms_per_window=None, agreement=None, status="not run")]
         ov_best = next((c for c in ok1 if c.runtime == "openvino"), None)
         if ov_best is not None and ov_best.ms_per_window <= 1.25 * ok1[0].ms_per_window and cpu_threads() > 1:
             stage2.append(replace(ov_best, batch=batches[1], streams=True, ms_per_window=None, agreement=None,
