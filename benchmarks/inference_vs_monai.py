@@ -15,8 +15,17 @@ Each pipeline runs in its own subprocess, so wall time and peak memory (ru_maxrs
 region of each starts after its library imports (torch, MONAI) and covers reading, inference, inversion and
 writing; the CPU seconds cover the whole process, imports included.
 
+Before the timed runs, ``medseg plan`` runs once in its own process (the measuring CPU planner's first-use
+conversion + calibration, cached under --work/cache); its cost is reported separately, and the timed runs reuse
+the cached plan. ``--bundle`` times whole processes instead (imports included, what a user waits for):
+``medseg predict IMAGE --model BUNDLE_DIR`` against a plain MONAI script that runs the same bundle folder
+(spleen_ct_segmentation layout, the same fitted weights) through ``monai.bundle.ConfigParser``: its own
+dataloader, preprocessing, SlidingWindowInferer and postprocessing (``python -m monai.bundle run`` would also need
+pytorch-ignite for the SupervisedEvaluator, which is not installed here).
+
     nice python benchmarks/inference_vs_monai.py                 # chest CT from ../shared/data
     nice python benchmarks/inference_vs_monai.py --synthetic     # a synthetic phantom instead
+    nice python benchmarks/inference_vs_monai.py --bundle        # whole processes, a MONAI bundle folder
 """
 
 from __future__ import annotations
@@ -96,6 +105,96 @@ def prepare(args) -> tuple[Path, Path, Path]:
     return image, pt, pkg
 
 
+def bundle_config() -> dict:
+    """spleen_ct_segmentation's configs/inference.json with this benchmark's network (its own ``$`` expressions
+    included: MONAI evaluates them, napari-medseg reads only the literal parts)."""
+    return {
+        "imports": ["$import glob", "$import os"], "bundle_root": ".", "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "/workspace/data/Task09_Spleen",
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/imagesTs/*.nii.gz')))",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": {"_target_": "UNet", **NET_ARGS}, "network": "$@network_def.to(@device)",
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "LoadImaged", "keys": "image"}, {"_target_": "EnsureChannelFirstd", "keys": "image"},
+            {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+            {"_target_": "Spacingd", "keys": "image", "pixdim": list(PIXDIM), "mode": "bilinear"},
+            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": A_MIN, "a_max": A_MAX, "b_min": 0.0,
+             "b_max": 1.0, "clip": True},
+            {"_target_": "EnsureTyped", "keys": "image"}]},
+        "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]", "transform": "@preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False, "num_workers": 4},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96], "sw_batch_size": 4, "overlap": 0.5},
+        "postprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
+             "meta_key_postfix": "meta_dict", "nearest_interp": False, "to_tensor": True},
+            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
+             "resample": False, "separate_folder": False}]},
+        "handlers": [{"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'",
+                      "load_dict": {"model": "@network"}}],
+        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
+                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
+                      "val_handlers": "@handlers", "amp": True},
+        "run": ["$@evaluator.run()"],
+    }
+
+
+def write_bundle(pt: Path, root: Path) -> Path:
+    import shutil
+
+    if (root / "models" / "model.pt").is_file():
+        return root
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    (root / "models").mkdir(exist_ok=True)
+    shutil.copyfile(pt, root / "models" / "model.pt")
+    meta = {"version": "0.5.0", "name": "spleen_ct_segmentation (benchmark copy)", "network_data_format": {
+        "inputs": {"image": {"type": "image", "format": "hounsfield", "num_channels": 1, "spatial_shape": [96, 96, 96]}},
+        "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 2,
+                             "channel_def": {"0": "background", "1": "bright"}}}}}
+    (root / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
+    (root / "configs" / "inference.json").write_text(json.dumps(bundle_config(), indent=2))
+    return root
+
+
+def calibrate_first(model: Path, image: Path, env: dict) -> dict:
+    """The planner's first use of the model on this machine, in its own process: ``medseg plan MODEL IMAGE``."""
+    cmd = [sys.executable, "-m", "napari_medseg.cli", "plan", str(model), str(image), "--json"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"medseg plan failed:\n{proc.stderr[-3000:]}")
+    info = json.loads(proc.stdout)
+    info["process_wall_seconds"] = wall
+    return info
+
+
+def run_bundle_reference(bundle: Path, image: Path, out_dir: Path) -> None:
+    """A plain MONAI script: the bundle's own config, parsed and run by monai.bundle.ConfigParser."""
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import decollate_batch
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    parser["bundle_root"] = str(bundle)
+    parser["output_dir"] = str(out_dir)
+    parser["datalist"] = [str(image)]
+    parser["dataloader"]["num_workers"] = 0
+    network = parser.get_parsed_content("network")
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))  # as CheckpointLoader
+    network.eval()
+    inferer = parser.get_parsed_content("inferer")
+    post = parser.get_parsed_content("postprocessing")
+    for batch in parser.get_parsed_content("dataloader"):
+        with torch.no_grad():
+            batch["pred"] = inferer(batch["image"], network)
+        for item in decollate_batch(batch):
+            post(item)
+
+
 def run_reference(image: Path, pt: Path, out: Path) -> dict:
     import torch
     from monai.inferers import SlidingWindowInferer
@@ -140,6 +239,12 @@ def run_ours(image: Path, pkg: Path, out: Path, overlap: float) -> dict:
 
     import napari_medseg.inference.pipeline  # noqa: F401
     import napari_medseg.models.network  # noqa: F401
+
+    for lib in ("openvino", "onnxruntime"):  # the CPU runtimes are library imports too
+        try:
+            __import__(lib)
+        except ImportError:
+            pass
     from napari_medseg.inference import segment
     from napari_medseg.io import read_volume, write_labels
 
@@ -150,11 +255,14 @@ def run_ours(image: Path, pkg: Path, out: Path, overlap: float) -> dict:
                   progress=lambda p: windows.append(p.total) if p.stage == "inference" else None)
     write_labels(res.labels, out, reference=vol, force=True)
     return {"seconds": time.perf_counter() - t0, "stages": res.timings, "plan": res.plan,
-            "windows": windows[-1] if windows else None}
+            "windows": windows[-1] if windows else None, "cached_plan": res.plan_info.get("cached")}
 
 
 def child(args) -> None:
     out = Path(args.out)
+    if args.child == "bundle-reference":
+        run_bundle_reference(Path(args.weights), Path(args.image), out)
+        return
     if args.child == "reference":
         info = run_reference(Path(args.image), Path(args.weights), out)
     else:
@@ -165,11 +273,11 @@ def child(args) -> None:
     print("RESULT " + json.dumps(info))
 
 
-def spawn(kind: str, image: Path, weights: Path, out: Path, overlap: float) -> dict:
+def spawn(kind: str, image: Path, weights: Path, out: Path, overlap: float, env=None) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--image", str(image), "--weights", str(weights),
            "--out", str(out), "--overlap", str(overlap)]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{kind} pipeline failed:\n{proc.stderr[-3000:]}")
@@ -196,15 +304,73 @@ def dice_table(ref_path: Path, ours_path: Path) -> dict:
     return out
 
 
+def whole_process(cmd: list[str], env=None) -> dict:
+    """Wall and CPU seconds of a whole process (imports included), as a user waits for it."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": after.ru_maxrss / 1024.0}
+
+
+def print_calibration(cal: dict) -> None:
+    ch = cal["chosen"]
+    what = "cached plan" if cal.get("cached") else "first use"
+    print(f"{what} (medseg plan, own process, {cal['process_wall_seconds']:.1f} s): conversion {cal['convert_s']:.1f} s"
+          f" + calibration {cal['calibration_s']:.1f} s on {cal['calibration_windows']} window(s) -> {ch['runtime']} "
+          f"{ch['precision']}{', channels-last' if ch['channels_last'] else ''}{', parallel requests' if ch.get('streams') else ''}, batch {ch['batch']}, "
+          f"{ch['ms_per_window']:.0f} ms/window, {cal['threads']} threads")
+    print("           candidates: " + "; ".join(
+        f"{c['runtime']} {c['precision']}{' cl' if c['channels_last'] else ''}{' par' if c.get('streams') else ''} b{c['batch']} "
+        + (f"{c['ms_per_window']:.0f} ms" if c.get("ms_per_window") is not None else "-")
+        + ("" if c["status"] == "ok" else f" ({c['status'].split(':')[0]})") for c in cal["candidates"]))
+    print(f"           CPU: {cal['cpu']['model']}, flags {' '.join(f for f in cal['cpu']['flags'] if 'avx512' in f or 'amx' in f) or 'no AVX-512'}")
+
+
+def bundle_mode(args, image: Path, pt: Path, env: dict) -> None:
+    work = Path(args.work)
+    bundle = write_bundle(pt, work / "spleen_ct_segmentation")
+    stem = image.name.split(".")[0]
+    ours_out, ref_dir = work / f"{stem}_bundle_ours.nii.gz", work / "bundle_ref"
+    ref_dir.mkdir(exist_ok=True)
+    print_calibration(calibrate_first(bundle, image, env))
+    ours_cmd = [sys.executable, "-m", "napari_medseg.cli", "predict", str(image), "-o", str(ours_out), "--model",
+                str(bundle), "--device", "cpu", "--quiet", "--force", "--report", str(work / "bundle_report.json")]
+    ref_cmd = [sys.executable, __file__, "--child", "bundle-reference", "--image", str(image), "--weights", str(bundle),
+               "--out", str(ref_dir)]
+    for rep in range(args.repeat):
+        ours = whole_process(ours_cmd, env)
+        report = json.loads((work / "bundle_report.json").read_text())["cases"][0]
+        print(f"ours (medseg predict --model BUNDLE):  {ours['seconds']:6.1f} s wall, CPU {ours['cpu_seconds']:6.1f} s "
+              f"[{report['plan']}]")
+        if args.skip_reference:
+            continue
+        ref = whole_process(ref_cmd, env)
+        print(f"reference (MONAI ConfigParser script): {ref['seconds']:6.1f} s wall, CPU {ref['cpu_seconds']:6.1f} s")
+        (seg,) = list(ref_dir.glob("*_seg.nii.gz"))
+        d = dice_table(seg, ours_out)
+        print(f"whole-process ratio ours/reference: wall {ours['seconds'] / ref['seconds']:.3f}, "
+              f"CPU {ours['cpu_seconds'] / ref['cpu_seconds']:.3f}; Dice bg {d[0]['dice']:.4f}, class 1 {d[1]['dice']:.4f}; "
+              f"voxel agreement {d['voxel_agreement']:.5f}")
+
+
 def main() -> None:
+    global CHEST
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--synthetic", action="store_true", help="use a synthetic phantom instead of the chest CT")
+    ap.add_argument("--chest", default=str(CHEST), help="the chest CT DICOM folder (default: ../shared/data/ct_chest_dicom)")
     ap.add_argument("--work", default=str(Path("/tmp") / "medseg_bench"), help="folder for inputs/weights/outputs")
     ap.add_argument("--fit-steps", type=int, default=30)
     ap.add_argument("--overlap", type=float, default=0.5, help="overlap for ours (the reference always uses 0.5)")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--repeat", type=int, default=1, help="alternate ours/reference this many times")
-    ap.add_argument("--child", choices=["reference", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--bundle", action="store_true", help="whole processes on a MONAI bundle folder (imports included)")
+    ap.add_argument("--recalibrate", action="store_true", help="drop the cached CPU plan and converted networks first")
+    ap.add_argument("--child", choices=["reference", "ours", "bundle-reference"], help=argparse.SUPPRESS)
     ap.add_argument("--image", help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -212,24 +378,37 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    CHEST = Path(args.chest)
     if not args.synthetic and not CHEST.is_dir():
-        raise SystemExit(f"{CHEST} not found; use --synthetic")
+        raise SystemExit(f"{CHEST} not found; use --synthetic or --chest")
     image, pt, pkg = prepare(args)
     work = Path(args.work)
+    import os
+    import shutil
+
+    env = dict(os.environ, MEDSEG_CACHE=str(work / "cache"), MEDSEG_CALIBRATE="1")
+    if args.recalibrate:
+        shutil.rmtree(work / "cache", ignore_errors=True)
+    import torch
+
+    load = os.getloadavg()
+    print(f"input: {image} | torch {torch.__version__}, {torch.get_num_threads()} threads | load average "
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
+    if args.bundle:
+        bundle_mode(args, image, pt, env)
+        return
     stem = image.name.split(".")[0]
     ref_out = work / f"{stem}_ref.nii.gz"
     ours_out = work / f"{stem}_ours.nii.gz"
-    import torch
-
-    print(f"input: {image} | torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print_calibration(calibrate_first(pkg, image, env))
     for rep in range(args.repeat):
-        ours = spawn("ours", image, pkg, ours_out, args.overlap)
+        ours = spawn("ours", image, pkg, ours_out, args.overlap, env)
         print(f"ours:      {ours['seconds']:7.1f} s  CPU {ours['cpu_seconds']:6.1f} s  peak RSS {ours['peak_rss_mb']:7.0f} MB  "
               f"windows {ours['windows']}  [{ours['plan']}]")
         print("           stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in ours["stages"].items() if v >= 0.05))
         if args.skip_reference:
             continue
-        ref = spawn("reference", image, pt, ref_out, 0.5)
+        ref = spawn("reference", image, pt, ref_out, 0.5, env)
         print(f"reference: {ref['seconds']:7.1f} s  CPU {ref['cpu_seconds']:6.1f} s  peak RSS {ref['peak_rss_mb']:7.0f} MB  (MONAI, fp32)")
         print("           stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in ref["stages"].items()))
         d = dice_table(ref_out, ours_out)

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The measuring CPU planner converts and times every new network on first use; unit tests build many small
+# networks, so it is off unless a test turns it on (tests/inference/test_cpu_plan.py does, for real).
+os.environ.setdefault("MEDSEG_CALIBRATE", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

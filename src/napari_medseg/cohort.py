@@ -123,7 +123,8 @@ def run_case(case, output, model_spec=None, settings: dict | None = None, force:
             rec.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(rec, force=True) as tmp:
                 tmp.write_text(json.dumps(done, indent=1), encoding="utf-8")
-        entry.update(status="ok", plan=res.plan, timings=res.timings, warnings=res.warnings, stats=res.stats_table(),
+        entry.update(status="ok", plan=res.plan, plan_info=res.plan_info, timings=res.timings, warnings=res.warnings,
+                     stats=res.stats_table(),
                      shape=list(volume.spatial_shape), spacing=[float(s) for s in volume.spacing])
     except (MedsegError, OSError, ValueError, RuntimeError) as e:
         entry["error"] = f"{type(e).__name__}: {e}"

@@ -86,7 +86,7 @@ def _flip_sets(tta) -> list[tuple[int, ...]]:
 def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: float | None = None, tta=False,
                   return_probabilities: bool = False, series=None, postprocess: bool = True,
                   sw_batch_size: int | None = None, amp: bool | None = None, mem_info=None,
-                  return_uncertainty: bool = False):
+                  return_uncertainty: bool = False, calibrate: bool | None = None):
     """Step generator of :func:`segment`: yields `Progress`, returns a `LabelResult`."""
     import torch
 
@@ -126,13 +126,15 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     x, mvol = model_input(work, card, device=plan.device)
     timings["preprocess"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    if is_module:  # a private copy with BatchNorm folded into the convolutions (the same function, fewer ops)
-        from napari_medseg.inference.optimize import fold_batchnorm
+    if is_module:  # BatchNorm folded; on a CPU the measured (cached) plan's runtime: inference/cpu_plan.py
+        from napari_medseg.inference.cpu_plan import prepare_network
 
-        net = fold_batchnorm(net).to(plan.device)
-        if plan.channels_last:
-            net = net.to(memory_format=torch.channels_last_3d)
+        yield Progress(0, 1, "plan", "preparing the network (on a CPU: the plan measured on a model's first run)")
+        t = time.perf_counter()
+        net, plan = prepare_network(net, card, plan, x, sw_batch_size=sw_batch_size, amp=amp, calibrate=calibrate)
+        timings["plan"] = time.perf_counter() - t
+        warnings += plan.info.get("notes", [])
+    t = time.perf_counter()
     cfg = SlidingWindow(tuple(card.roi_size), card.overlap if overlap is None else float(overlap), plan.sw_batch_size,
                         card.blend_mode, getattr(card, "pad_mode", "constant"), device=plan.device, stitch_device=plan.stitch_device,
                         amp_dtype=plan.amp_dtype, channels_last=plan.channels_last)
@@ -221,7 +223,8 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     lab_vol.meta["warnings"] = list(warnings)
     yield Progress(1, 1, "done", "")
     return LabelResult(labels=lab_vol, classes=classes, colors=colors, stats=stats, probabilities=probs_vol,
-                       uncertainty=unc_vol, timings=timings, warnings=warnings, model=model_info, plan=plan.describe())
+                       uncertainty=unc_vol, timings=timings, warnings=warnings, model=model_info, plan=plan.describe(),
+                       plan_info=plan.info)
 
 
 def _crop_foreground(x):

@@ -26,11 +26,21 @@ class Plan:
     amp_dtype: object  # torch dtype or None
     channels_last: bool
     notes: list[str] = field(default_factory=list)
+    runtime: str = "torch"  # or "openvino" / "onnxruntime" (chosen by the measuring planner, inference/calibrate.py)
+    precision: str | None = None  # set by the measuring planner when the runtime, not autocast, holds the precision
+    threads: int | None = None
+    info: dict = field(default_factory=dict)  # the measuring planner's table, timings and cache state
 
     def describe(self) -> str:
-        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "float32"
-        return (f"device={self.device}, stitching on {self.stitch_device}, sw_batch_size={self.sw_batch_size}, "
-                f"precision={amp}, channels_last_3d={self.channels_last}")
+        amp = self.precision or (str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "float32")
+        text = (f"runtime={self.runtime}, device={self.device}, stitching on {self.stitch_device}, "
+                f"sw_batch_size={self.sw_batch_size}, precision={amp}, channels_last_3d={self.channels_last}")
+        if self.threads:
+            text += f", threads={self.threads}"
+        if self.info.get("ms_per_window") is not None:
+            how = "cached plan" if self.info.get("cached") else f"calibrated in {self.info.get('calibration_s', 0):.1f} s"
+            text += f"; {self.info['ms_per_window']:.0f} ms/window measured ({how})"
+        return text
 
 
 def resolve_device(device: str | None = "auto") -> str:

@@ -64,7 +64,8 @@ class LabelResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     warnings: list[str] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)  # name, version, path, architecture
-    plan: str = ""  # device / batch / precision actually used
+    plan: str = ""  # runtime / device / batch / precision actually used (and the measured ms per window)
+    plan_info: dict[str, Any] = field(default_factory=dict)  # the CPU planner's candidate table, timings, cache
 
     def stats_table(self) -> list[dict]:
         """One row per foreground class (columns `STAT_COLUMNS`)."""

@@ -152,8 +152,9 @@ def training_steps(
     stage: str = "train",
 ):
     """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`."""
-    if config.num_threads:
-        torch.set_num_threads(int(config.num_threads))
+    from napari_medseg.inference.train_plan import apply_training_plan
+
+    config = apply_training_plan(net, config)  # threads (and a memory-capped batch) from the measuring planner
     torch.manual_seed(config.seed)
     if config.freeze_encoder:
         freeze_encoder(net)
