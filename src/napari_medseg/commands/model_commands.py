@@ -126,6 +126,20 @@ def _json_safe(obj):
     return obj
 
 
+def _preflight(args, cases, outputs, report_path) -> None:
+    """Before any model is loaded: no output over or inside an input, and every output folder writable."""
+    from napari_medseg._guard import check_output_paths
+
+    inputs = [*args.inputs, *cases]
+    check_output_paths([*outputs, report_path, args.stats], inputs)
+
+
+def _print_warnings(case, warnings) -> None:
+    """Each warning of a case once, on stderr (they are also in the JSON report)."""
+    for w in dict.fromkeys(str(w) for w in warnings):
+        print(f"medseg predict: warning: {case}: {w}", file=sys.stderr)
+
+
 def run_predict(args) -> int:
     from napari_medseg._atomic import atomic_path, check_overwrite
     from napari_medseg.inference import segment
@@ -140,6 +154,7 @@ def run_predict(args) -> int:
     outputs = _outputs(cases, out, args.fmt)
     report_path = Path(args.report) if args.report else (
         out.parent / f"{_case_name(out)}_report.json" if outputs == [out] else out / "medseg_predict_report.json")
+    _preflight(args, cases, outputs, report_path)
     if args.stats:
         check_overwrite(args.stats, args.force)
     check_overwrite(report_path, args.force)
@@ -167,6 +182,7 @@ def run_predict(args) -> int:
             write_labels(res.labels, target, reference=volume, force=args.force)
             res.timings["read"] = read_s
             res.timings["write"] = time.perf_counter() - t
+            _print_warnings(case, [w for w in res.warnings if w not in model.warnings])
             entry.update(status="ok", plan=res.plan, timings=res.timings, warnings=res.warnings,
                          stats=res.stats_table(), shape=list(volume.spatial_shape), spacing=list(volume.spacing))
             stats_rows += [{"case": _case_name(case), **row} for row in res.stats_table()]
@@ -175,10 +191,10 @@ def run_predict(args) -> int:
         except (MedsegError, OSError, ValueError, RuntimeError) as e:
             failed += 1
             entry["error"] = f"{type(e).__name__}: {e}"
-            print(f"medseg predict: error: {case}: {e}", file=sys.stderr)
             if isinstance(e, OutputExistsError) and len(cases) == 1:
                 bar.close()
-                raise
+                raise  # printed once, by the CLI
+            print(f"medseg predict: error: {case}: {e}", file=sys.stderr)
         finally:
             bar.close()
         report["cases"].append(entry)

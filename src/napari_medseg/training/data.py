@@ -77,11 +77,9 @@ def prepare_case(
     from napari_medseg.inference.preprocess import intensity, to_model_grid
 
     where = name or image.meta.get("source_path") or "image"
-    if image.spatial_shape != labels.spatial_shape or not labels.same_grid(image, tol=1e-2):
-        raise InputError(
-            f"labels grid {labels.spatial_shape} @ {labels.spacing} does not match the image grid "
-            f"{image.spatial_shape} @ {image.spacing} for {where}; resample the labels onto the image first"
-        )
+    if mask is not None and np.shape(mask) == labels.spatial_shape:
+        mask = labels.with_array(np.asarray(mask)).on_grid_of(image, tol=1e-2, what=f"labels of {where}").array
+    labels = labels.on_grid_of(image, tol=1e-2, what=f"labels of {where}")  # exact reorientation, or GeometryError
     lab = np.asarray(labels.array)
     if not np.issubdtype(lab.dtype, np.integer):
         if not np.all(np.mod(lab, 1) == 0):
