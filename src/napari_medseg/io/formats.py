@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_medseg._limits import MAX_DEFLATE_RATIO, check_allocation
+from napari_medseg._messages import one_line_error
 from napari_medseg.errors import InputError
 from napari_medseg.io.series import SeriesInfo
 from napari_medseg.volume import Volume
 
-#: deflate cannot compress better than ~1032:1; anything beyond that is a corrupt or hostile header.
-MAX_DEFLATE_RATIO = 1100
 #: sform and qform disagreeing by more than this (mm, at any corner voxel) is reported.
 SFORM_QFORM_TOL_MM = 1e-3
 #: JSON key identifying our class table in a NIfTI header extension (ecode 6, "comment").
@@ -33,7 +33,8 @@ NIFTI_ECODE_COMMENT = 6
 
 
 def _file_error(path: Path, what: str, e: BaseException | None = None) -> InputError:
-    detail = f" ({type(e).__name__}: {e})" if e is not None else ""
+    """One clear line; the library's own (often multi-line) error stays chained as ``__cause__``."""
+    detail = f" ({one_line_error(e)})" if e is not None else ""
     return InputError(f"{path}: {what}{detail}")
 
 
@@ -91,6 +92,9 @@ def _check_nifti_size(img, path: Path, shape) -> int:
             f"{path}: the NIfTI header {what}; the file is truncated or its header is corrupt. "
             "Re-export or re-download it"
         )
+    voxels = needed // max(int(dtype.itemsize), 1)
+    # the raw block plus one working copy (scaling to float32 / the [k, j, i] transpose)
+    check_allocation(needed + voxels * max(int(dtype.itemsize), 4), f"the NIfTI image {shape} of {dtype}", path)
     return needed
 
 
@@ -153,10 +157,17 @@ def _read_gz_voxels(img, path: Path) -> np.ndarray:
 
     dtype = img.get_data_dtype()
     nbytes = int(np.prod(img.shape, dtype=np.int64)) * dtype.itemsize
-    buf = bytearray(nbytes)
+    # np.empty, not bytearray: pages become resident only as real data is decompressed into them, so a
+    # truncated or hostile stream never costs the declared size up front
+    buf = np.empty(nbytes, dtype=np.uint8)
     with gzip.open(path, "rb") as f:
         f.seek(int(img.dataobj.offset))
-        n = f.readinto(buf)
+        view, n = memoryview(buf), 0
+        while n < nbytes:
+            got = f.readinto(view[n : n + (16 << 20)])
+            if not got:
+                break
+            n += got
         if n != nbytes:
             raise InputError(
                 f"{path}: truncated: the header declares {nbytes} bytes of voxel data but the stream holds {n}; "
@@ -164,7 +175,7 @@ def _read_gz_voxels(img, path: Path) -> np.ndarray:
             )
         while f.read(1 << 20):  # rest of the stream: triggers the CRC/length check at its end
             pass
-    return np.frombuffer(buf, dtype=dtype).reshape(img.shape, order="F")
+    return buf.view(dtype).reshape(img.shape, order="F")
 
 
 def _apply_scaling(raw: np.ndarray, slope, inter) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -345,7 +356,7 @@ def _itk_geometry(reader, path: Path):
     return size, spacing, origin, direction
 
 
-def _check_itk_size(reader, path: Path, size) -> None:
+def _check_itk_size(reader, path: Path, size) -> int:
     ncomp = int(reader.GetNumberOfComponents())
     import SimpleITK as sitk
 
@@ -359,6 +370,8 @@ def _check_itk_size(reader, path: Path, size) -> None:
             f"{path}: the header declares {tuple(size)} voxels ({needed / 1e9:.3g} GB), more than the "
             f"{avail}-byte file can hold; the file is truncated or its header is corrupt. Re-export it"
         )
+    check_allocation(2 * needed, f"the image {tuple(size)} x {ncomp} component(s)", path)  # ITK buffer + numpy copy
+    return needed
 
 
 def _itk_classes(reader_or_image) -> tuple[dict[int, str], dict[int, tuple]]:
@@ -395,7 +408,10 @@ def read_itk(path) -> Volume:
     path = Path(path)
     reader = _itk_reader(path)
     size, spacing, origin, direction = _itk_geometry(reader, path)
-    _check_itk_size(reader, path, size)
+    needed = _check_itk_size(reader, path, size)
+    from napari_medseg.io.payload import verify_itk_payload
+
+    verify_itk_payload(path, needed)  # CRC/length of compressed payloads, length of raw ones (ITK checks neither)
     try:
         image = reader.Execute()
     except RuntimeError as e:
