@@ -21,16 +21,26 @@ from napari_medseg.errors import OutputNotWritableError, OutputOverInputError
 ZIP_SEP = "::"
 
 
-def _strip_member(text: str) -> str:
-    """``archive.zip::member`` -> ``archive.zip`` (only when that archive exists); other paths unchanged."""
+def split_member(text: str) -> tuple[str, str] | None:
+    """``"archive.zip::member"`` -> ``("archive.zip", "member")`` when that archive is an existing file; else None.
+
+    A folder whose name contains ``::`` is a plain path, not a zip member (the first ``::`` after which the
+    prefix is a file wins).
+    """
     start = 0
     while True:
         at = text.find(ZIP_SEP, start)
         if at < 0:
-            return text
+            return None
         if os.path.isfile(text[:at]):
-            return text[:at]
+            return text[:at], text[at + len(ZIP_SEP):]
         start = at + 1
+
+
+def _strip_member(text: str) -> str:
+    """``archive.zip::member`` -> ``archive.zip`` (only when that archive exists); other paths unchanged."""
+    split = split_member(text)
+    return split[0] if split else text
 
 
 def input_paths(*items) -> list[Path]:

@@ -48,8 +48,11 @@ def finetune_preflight(image: Volume, labels: Volume, model=None, from_scratch: 
 
     labels = labels.on_grid_of(image, tol=1e-2)
     inputs = [image, labels, *output_inputs(model, from_scratch)]
-    target = Path(output) if output is not None else model_folder(_target_name(model, from_scratch, name))
-    check_output_paths(target, inputs, replaces_folder=True, what="model output")
+    if output is not None:  # -o DIR is replaced as a whole (with force): it must not hold an input either
+        check_output_paths(Path(output), inputs, replaces_folder=True, what="model output")
+    else:  # a new version folder beside the existing ones, which it never replaces
+        folder = model_folder(_target_name(model, from_scratch, name))
+        check_output_paths(folder / ".new-version", inputs, what="model output")
     return labels
 
 
