@@ -60,8 +60,16 @@ def allocation_limit() -> int:
     return int(available_memory() * AVAILABLE_FRACTION)
 
 
-def _gb(n: int | float) -> str:
-    return f"{n / 1e9:.3g} GB" if n >= 1e7 else f"{int(n)} bytes"
+def human_bytes(n: int | float) -> str:
+    """``17.2 GB``, ``3.4 MB``, ``672 bytes``."""
+    n = float(n)
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+_gb = human_bytes
 
 
 def check_allocation(nbytes, what: str, path=None) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_medseg._limits import MAX_DEFLATE_RATIO, check_allocation
+from napari_medseg._limits import MAX_DEFLATE_RATIO, check_allocation, human_bytes
 from napari_medseg._messages import one_line_error
 from napari_medseg.errors import InputError
 from napari_medseg.io.series import SeriesInfo
@@ -43,7 +43,7 @@ def _load_nifti(path: Path):
     import nibabel as nib
 
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")
     try:
         img = nib.load(str(path))
     except Exception as e:  # noqa: BLE001 - nibabel raises many types for damaged files
@@ -85,7 +85,7 @@ def _check_nifti_size(img, path: Path, shape) -> int:
     limit = file_size * MAX_DEFLATE_RATIO if gz else file_size - offset
     if needed > limit:
         what = (
-            f"declares {shape} voxels of {dtype} ({needed / 1e9:.3g} GB), more than a {file_size}-byte "
+            f"declares {shape} voxels of {dtype} ({human_bytes(needed)}), more than a {file_size}-byte "
             + ("gzip file can hold" if gz else "file holds")
         )
         raise InputError(
@@ -316,9 +316,17 @@ def _itk_data_bytes_available(path: Path) -> tuple[int, bool]:
         ref = m.group(1).decode("latin-1").strip()
         if ref.upper() not in ("LOCAL", "LIST") and not ref.upper().startswith("LIST"):
             target = (path.parent / ref).resolve()
+            folder = path.parent.resolve()
+            if target != folder and folder not in target.parents:
+                raise InputError(
+                    f"{path}: its data file {ref!r} lies outside the header's folder; napari-medseg reads detached "
+                    "data only from the header's own folder (move the data file beside the header)"
+                )
             if target.is_file():
                 total += target.stat().st_size
                 compressed = compressed or target.suffix.lower() in (".gz", ".zraw", ".bz2")
+            elif target.exists():
+                raise InputError(f"{path}: its data file {ref!r} is not a regular file (a device, pipe or folder)")
             else:
                 raise InputError(f"{path}: its data file {ref!r} does not exist next to it; copy both files together")
     return total, compressed
@@ -328,7 +336,7 @@ def _itk_reader(path: Path):
     import SimpleITK as sitk
 
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -367,7 +375,7 @@ def _check_itk_size(reader, path: Path, size) -> int:
     limit = avail * MAX_DEFLATE_RATIO if compressed else avail
     if needed > limit:
         raise InputError(
-            f"{path}: the header declares {tuple(size)} voxels ({needed / 1e9:.3g} GB), more than the "
+            f"{path}: the header declares {tuple(size)} voxels x {ncomp} component(s) ({human_bytes(needed)}), more than the "
             f"{avail}-byte file can hold; the file is truncated or its header is corrupt. Re-export it"
         )
     check_allocation(2 * needed, f"the image {tuple(size)} x {ncomp} component(s)", path)  # ITK buffer + numpy copy
@@ -408,6 +416,7 @@ def read_itk(path) -> Volume:
     path = Path(path)
     reader = _itk_reader(path)
     size, spacing, origin, direction = _itk_geometry(reader, path)
+    Volume(np.zeros((1, 1, 1), np.uint8), spacing, origin, direction, {"source_path": str(path)})  # geometry first
     needed = _check_itk_size(reader, path, size)
     from napari_medseg.io.payload import verify_itk_payload
 
