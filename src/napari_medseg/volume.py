@@ -36,9 +36,9 @@ _ORTHO_TOL = 1e-4
 def _as3(values, name: str) -> tuple[float, float, float]:
     arr = np.asarray(values, dtype=float).reshape(-1)
     if arr.shape != (3,):
-        raise GeometryError(f"{name} must have 3 values (i, j, k order), got {list(arr)}")
+        raise GeometryError(f"{name} must have 3 values (i, j, k order), got {arr.tolist()}")
     if not np.all(np.isfinite(arr)):
-        raise GeometryError(f"{name} has non-finite values: {list(arr)}")
+        raise GeometryError(f"{name} has non-finite values: {arr.tolist()}")
     return tuple(float(v) for v in arr)  # type: ignore[return-value]
 
 

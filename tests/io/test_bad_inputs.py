@@ -139,3 +139,6 @@ def test_plain_number_formatting():
     assert fmt((np.float64(1.0), np.float32(0.5), np.int64(3))) == "(1, 0.5, 3)"
     assert plain({"a": np.float64(2.5), "b": [np.int16(1)]}) == {"a": 2.5, "b": [1]}
     assert "np." not in str(plain((np.float64(1.0),)))
+    with pytest.raises(MedsegError) as info:  # numpy 2 reprs used to leak into messages: [np.float64(nan)]
+        Volume(np.zeros((2, 2, 2)), (1.0, float("nan"), 1.0))
+    assert str(info.value) == "spacing has non-finite values: [1.0, nan, 1.0]"

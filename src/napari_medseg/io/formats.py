@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_medseg._limits import MAX_DEFLATE_RATIO, check_allocation, human_bytes
 from napari_medseg._messages import one_line_error
-from napari_medseg.errors import InputError
+from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.io.series import SeriesInfo
 from napari_medseg.volume import Volume
 
@@ -98,17 +98,35 @@ def _check_nifti_size(img, path: Path, shape) -> int:
     return needed
 
 
+def _nifti_affine(img, path: Path) -> np.ndarray:
+    """nibabel's affine, with its errors for impossible quaternions/transforms turned into a `GeometryError`."""
+    try:
+        with np.errstate(all="ignore"):
+            return np.asarray(img.affine, dtype=float)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as e:
+        raise GeometryError(
+            f"{path}: the NIfTI orientation header (qform quaternion / sform) is invalid ({one_line_error(e)}); "
+            "the header is corrupt. Re-export the file"
+        ) from e
+
+
 def _nifti_geometry_warnings(img, path: Path, shape) -> list[str]:
     hdr = img.header
     warnings = []
-    sform, scode = hdr.get_sform(coded=True)
-    qform, qcode = hdr.get_qform(coded=True)
+    _nifti_affine(img, path)  # a corrupt quaternion is an error, not a warning
+    try:
+        with np.errstate(all="ignore"):
+            sform, scode = hdr.get_sform(coded=True)
+            qform, qcode = hdr.get_qform(coded=True)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # the unused one is corrupt: nothing to compare
+        return warnings
     if sform is not None and qform is not None and scode > 0 and qcode > 0:
         ends = [(0, n - 1) for n in shape[:3]]
         corners = np.array([[i, j, k, 1] for i in ends[0] for j in ends[1] for k in ends[2]], float)
-        diff = np.abs(corners @ sform.T - corners @ qform.T)[:, :3]
-        dist = float(np.linalg.norm(diff, axis=1).max())
-        if dist > SFORM_QFORM_TOL_MM:
+        with np.errstate(all="ignore"):
+            diff = np.abs(corners @ sform.T - corners @ qform.T)[:, :3]
+            dist = float(np.linalg.norm(diff, axis=1).max())
+        if not np.isfinite(dist) or dist > SFORM_QFORM_TOL_MM:
             warnings.append(
                 f"{path.name}: sform and qform disagree (by up to {dist:.3g} mm at the volume corners); "
                 "using the sform, as nibabel does. Check the orientation against the source scan."
@@ -274,7 +292,7 @@ def read_nifti(path) -> Volume:
             meta["class_colors"] = colors
     if len(shape) == 4:
         meta["channel_names"] = [f"volume {n}" for n in range(shape[3])]
-    vol = Volume.from_nifti(arr, img.affine, meta)
+    vol = Volume.from_nifti(arr, _nifti_affine(img, path), meta)
     for w in warnings:
         if w not in vol.warnings:
             vol.warnings.append(w)
@@ -286,7 +304,7 @@ def _nifti_info(path: Path) -> SeriesInfo:
     shape = _nifti_shape(img, path)
     _check_nifti_size(img, path, shape)
     warnings = _nifti_geometry_warnings(img, path, shape)
-    geo = Volume.from_nifti(np.zeros((1, 1, 1), np.uint8), img.affine, {"source_path": str(path)})
+    geo = Volume.from_nifti(np.zeros((1, 1, 1), np.uint8), _nifti_affine(img, path), {"source_path": str(path)})
     arr_shape = tuple(reversed(shape[:3]))
     if len(shape) == 4:
         arr_shape = (shape[3],) + arr_shape
