@@ -164,6 +164,16 @@ CORPUS = {
     "nrrd_dimension_12": (lambda d: write(d / "dim.nrrd", nrrd_bytes(dimension="12")), True),
     "mha_bad_type": (lambda d: write(d / "type.mha", mha_bytes(ElementType="MET_NOPE")), True),
     "mha_ndims_0": (lambda d: write(d / "nd0.mha", mha_bytes(NDims="0")), True),
+    # ITK's MetaIO spins forever on this header (found by the fuzzer) ...
+    "mha_ndims_negative": (lambda d: write(d / "ndneg.mha", mha_bytes(NDims="-1", DimSize="")), True),
+    # ... and crashes the process on this one (detached, inconsistent counts)
+    "mhd_inconsistent_counts": (lambda d: write(d / "bad.mhd", mha_bytes(
+        NDims="-1", TransformMatrix="1 0 0 1", Offset="-inf -1.9 999999.0", ElementSpacing="0.0 0.0 -1.0", DimSize="",
+        ElementType="MET_ULONG_LONG", HeaderSize="10", CompressedDataSize="999999999", ElementNumberOfChannels="0",
+        ElementDataFile="bad.raw")) and write(d / "bad.raw", b"\x00" * 64) and d / "bad.mhd", True),
+    "mha_dimsize_count": (lambda d: write(d / "dimc.mha", mha_bytes(DimSize="6 7")), True),
+    "mha_channels_zero": (lambda d: write(d / "ch0.mha", mha_bytes(ElementNumberOfChannels="0")), True),
+    "nrrd_sizes_count": (lambda d: write(d / "sc.nrrd", nrrd_bytes(sizes="6 7")), True),
     # --- non-finite or degenerate geometry
     "nifti_pixdim_nan": (lambda d: write(d / "pixnan.nii", nifti_bytes(pixdim=[1, float("nan"), 1, 1, 1, 0, 0, 0], sform_code=0, qform_code=0)), False),
     "nifti_pixdim_zero": (lambda d: write(d / "pix0.nii", nifti_bytes(pixdim=[1, 0, 0, 0, 1, 0, 0, 0], sform_code=0, qform_code=0)), False),

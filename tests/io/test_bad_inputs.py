@@ -30,6 +30,7 @@ def check_message(e: BaseException) -> None:
     assert "Exception thrown in SimpleITK" not in text and ".cxx:" not in text, text
 
 
+@pytest.mark.timeout(120)  # ITK used to spin forever on one of these headers
 @pytest.mark.parametrize("case", sorted(CORPUS))
 def test_corpus_case(case, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEG_MAX_ALLOC", "1G")

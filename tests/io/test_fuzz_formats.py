@@ -64,6 +64,8 @@ def check(name: str, data: bytes, extra: dict[str, bytes] | None = None) -> None
         for n, b in (extra or {}).items():
             (folder / n).write_bytes(b)
         before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+        if os.environ.get("MEDSEG_FUZZ_TRACE"):  # keep the example on disk: a reader that crashes the process
+            Path(os.environ["MEDSEG_FUZZ_TRACE"]).write_bytes(data)
         rss0 = _rss()
         for reader in (list_series, read_volume):
             try:

@@ -355,6 +355,9 @@ def _itk_reader(path: Path):
 
     if not path.is_file():
         raise InputError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")
+    from napari_medseg.io.payload import check_itk_header
+
+    check_itk_header(path)  # ITK's MetaIO hangs or crashes on some hostile headers
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -379,6 +382,9 @@ def _itk_geometry(reader, path: Path):
         size, spacing, origin, direction = size, spacing[:3], origin[:3], direction[:3, :3]
     elif dim != 3:
         raise InputError(f"{path}: {dim}D images are not supported (napari-medseg reads 2D, 3D and 4D)")
+    if any(int(s) < 1 or int(s) >= 2**31 for s in size):
+        raise InputError(f"{path}: the header declares an empty or impossible image size {tuple(int(s) for s in size)}; "
+                         "the file is corrupt. Re-export it")
     return size, spacing, origin, direction
 
 

@@ -110,8 +110,7 @@ def _stream_length(path: Path, data: Path, offset: int, enc: str, limit: int) ->
             if enc in ("gzip", "bzip2"):
                 import gzip
 
-                opener = gzip.GzipFile if enc == "gzip" else bz2.BZ2File
-                with opener(fileobj=f, mode="rb") as g:
+                with (gzip.GzipFile(fileobj=f, mode="rb") if enc == "gzip" else bz2.BZ2File(f, mode="rb")) as g:
                     while total <= limit and (chunk := g.read(CHUNK)):
                         total += len(chunk)
                 return total
@@ -127,6 +126,67 @@ def _stream_length(path: Path, data: Path, offset: int, enc: str, limit: int) ->
         raise
     except (OSError, EOFError, zlib.error, ValueError) as e:
         raise _corrupt(path, f"the {enc}-compressed voxel data fails its integrity check ({type(e).__name__}: {e})") from e
+
+
+_MHA_COUNTS = {"dimsize": 1, "elementspacing": 1, "elementsize": 1, "offset": 1, "origin": 1, "position": 1,
+               "transformmatrix": 2, "rotation": 2, "orientation": 2, "centerofrotation": 1}
+
+
+def _numbers(text: str) -> list[float] | None:
+    try:
+        return [float(v) for v in text.split()]
+    except ValueError:
+        return None
+
+
+def check_itk_header(path) -> None:
+    """Refuse MetaImage/NRRD headers that crash or hang ITK's parsers, before ITK sees them.
+
+    ITK's MetaIO loops forever on ``NDims = -1`` and crashes the process on some inconsistent headers, so the
+    counts are checked here: NDims 1..4, DimSize (NRRD ``sizes``) with that many positive whole numbers, and
+    spacing/offset/matrix fields with the right number of values.
+    """
+    path = Path(path)
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        with open(path, "rb") as f:
+            if not f.read(4) == b"NRRD":
+                raise InputError(f"{path}: not a NRRD file (it does not start with 'NRRD'); the file is damaged or misnamed")
+        fields, _ = _nrrd_header(path)
+        try:
+            dim = int(fields.get("dimension", ""))
+            sizes = [int(v) for v in fields.get("sizes", "").split()]
+        except ValueError:
+            raise InputError(f"{path}: the NRRD header's dimension/sizes are not whole numbers; the file is corrupt") from None
+        if not 1 <= dim <= 5 or len(sizes) != dim or any(s < 1 for s in sizes):
+            raise InputError(f"{path}: the NRRD header declares dimension {dim} with sizes {sizes}; the file is corrupt")
+        return
+    fields, _ = _mha_header(path)
+    if "ndims" not in fields:
+        raise InputError(f"{path}: not a MetaImage header (no NDims); the file is damaged or misnamed")
+    try:
+        ndims = int(fields["ndims"])
+    except ValueError:
+        raise InputError(f"{path}: NDims = {fields['ndims']!r} is not a whole number; the header is corrupt") from None
+    if not 1 <= ndims <= 4:
+        raise InputError(f"{path}: NDims = {ndims}; napari-medseg reads 2D, 3D and 4D MetaImages (the header is corrupt?)")
+    for key, power in _MHA_COUNTS.items():
+        if key not in fields:
+            continue
+        values = _numbers(fields[key])
+        if values is None or len(values) != ndims**power:
+            raise InputError(f"{path}: {key} needs {ndims**power} numbers for NDims = {ndims}, got {fields[key]!r}; "
+                             "the header is corrupt")
+    dims = _numbers(fields.get("dimsize", ""))
+    if not dims or any(v < 1 or v != int(v) for v in dims):
+        raise InputError(f"{path}: DimSize = {fields.get('dimsize', '')!r} is not {ndims} positive whole numbers; "
+                         "the header is corrupt")
+    try:
+        channels = int(fields.get("elementnumberofchannels", "1"))
+    except ValueError:
+        channels = 0
+    if not 1 <= channels <= 1024:
+        raise InputError(f"{path}: ElementNumberOfChannels = {fields.get('elementnumberofchannels')!r} is not a whole "
+                         "number between 1 and 1024; the header is corrupt")
 
 
 def verify_itk_payload(path, needed: int) -> None:
