@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medseg.errors import InputError
+from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.models.card import ModelCard
 from napari_medseg.volume import Volume
 
@@ -77,9 +77,12 @@ def prepare_case(
     from napari_medseg.inference.preprocess import intensity, to_model_grid
 
     where = name or image.meta.get("source_path") or "image"
-    if mask is not None and np.shape(mask) == labels.spatial_shape:
-        mask = labels.with_array(np.asarray(mask)).on_grid_of(image, tol=1e-2, what=f"labels of {where}").array
-    labels = labels.on_grid_of(image, tol=1e-2, what=f"labels of {where}")  # exact reorientation, or GeometryError
+    try:  # labels in another axis order are transposed/flipped exactly; any other grid is a GeometryError
+        if mask is not None and np.shape(mask) == labels.spatial_shape:
+            mask = labels.with_array(np.asarray(mask)).on_grid_of(image, tol=1e-2).array
+        labels = labels.on_grid_of(image, tol=1e-2)
+    except GeometryError as e:
+        raise GeometryError(f"{where}: {e}") from e
     lab = np.asarray(labels.array)
     if not np.issubdtype(lab.dtype, np.integer):
         if not np.all(np.mod(lab, 1) == 0):
