@@ -56,6 +56,10 @@ def test_corpus_case(case, tmp_path, monkeypatch):
     lambda d: write(d / "ok.nrrd", nrrd_bytes()),
     lambda d: write(d / "ok.mha", mha_bytes(compressed=True)),
     lambda d: write(d / "ok.mha", mha_bytes()),
+    # what gzip(1), nibabel and ITK accept must stay readable: several members, bytes after the last member
+    lambda d: write(d / "two.nii.gz", gz(nifti_bytes()[:500]) + gz(nifti_bytes()[500:])),
+    lambda d: write(d / "trail.nii.gz", gz(nifti_bytes()) + b"trailing bytes"),
+    lambda d: write(d / "trail.nrrd", nrrd_bytes(encoding="gzip") + b"\n"),
 ])
 def test_the_undamaged_originals_read_exactly(tmp_path, make):
     vol = read_volume(make(tmp_path))

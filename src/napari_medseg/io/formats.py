@@ -167,32 +167,32 @@ def _read_class_table_nifti(img) -> tuple[dict[int, str], dict[int, tuple]]:
 
 
 def _read_gz_voxels(img, path: Path) -> np.ndarray:
-    """Decompress the voxel block once, then read to the end of the stream so gzip verifies its CRC.
+    """Decompress the voxel block once, reading to the end of the stream so every member's CRC is verified.
 
-    (nibabel stops reading at the end of the voxel data, so a corrupt block would go unnoticed.)
+    (nibabel stops reading at the end of the voxel data, so a corrupt block would go unnoticed.) The buffer is
+    ``np.empty``: its pages become resident only as real data arrives, so a truncated or hostile stream never
+    costs the declared size up front.
     """
-    import gzip
+    from napari_medseg.io.payload import iter_gzip
 
     dtype = img.get_data_dtype()
     nbytes = int(np.prod(img.shape, dtype=np.int64)) * dtype.itemsize
-    # np.empty, not bytearray: pages become resident only as real data is decompressed into them, so a
-    # truncated or hostile stream never costs the declared size up front
+    skip = int(img.dataobj.offset)
     buf = np.empty(nbytes, dtype=np.uint8)
-    with gzip.open(path, "rb") as f:
-        f.seek(int(img.dataobj.offset))
-        view, n = memoryview(buf), 0
-        while n < nbytes:
-            got = f.readinto(view[n : n + (16 << 20)])
-            if not got:
-                break
-            n += got
-        if n != nbytes:
-            raise InputError(
-                f"{path}: truncated: the header declares {nbytes} bytes of voxel data but the stream holds {n}; "
-                "re-export or re-download it"
-            )
-        while f.read(1 << 20):  # rest of the stream: triggers the CRC/length check at its end
-            pass
+    n = pos = 0
+    with open(path, "rb") as f:
+        for chunk in iter_gzip(f, 16 << 20):
+            lo, hi = pos, pos + len(chunk)
+            pos = hi
+            a, b = max(lo, skip), min(hi, skip + nbytes)
+            if a < b:
+                buf[a - skip : b - skip] = np.frombuffer(chunk, np.uint8, b - a, a - lo)
+                n += b - a
+    if n != nbytes:
+        raise InputError(
+            f"{path}: truncated: the header declares {nbytes} bytes of voxel data but the stream holds {n}; "
+            "re-export or re-download it"
+        )
     return buf.view(dtype).reshape(img.shape, order="F")
 
 

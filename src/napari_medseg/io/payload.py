@@ -101,16 +101,46 @@ def _locate(path: Path) -> tuple[str, Path, int, int] | None:
     return enc, (path.parent / ref).resolve(), 0, max(header_size, 0)
 
 
+def iter_gzip(f, chunk: int = CHUNK):
+    """Decompressed chunks (at most ``chunk`` bytes each) of the gzip stream read from ``f``, all members.
+
+    zlib checks each member's CRC-32 and length (``zlib.error`` when they do not match); a stream that ends
+    early raises ``EOFError``. Bytes after the last complete member that do not start another member are
+    ignored, as gzip(1), nibabel and ITK ignore them.
+    """
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = b""
+    while True:
+        if not pending:
+            pending = f.read(chunk)
+            if not pending:
+                if not d.eof:
+                    raise EOFError("the gzip stream ends before its end-of-stream marker")
+                return
+        if d.eof:  # a member ended: another member, or trailing bytes
+            if not pending.startswith(b"\x1f\x8b"):
+                return
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = d.decompress(pending, chunk)
+        if out:
+            yield out
+        pending = d.unused_data if d.eof else d.unconsumed_tail
+
+
 def _stream_length(path: Path, data: Path, offset: int, enc: str, limit: int) -> int:
     """Decompressed length of the payload (stops past ``limit``), verifying its checksum; `InputError` if damaged."""
     total = 0
     try:
         with open(data, "rb") as f:
             f.seek(offset)
-            if enc in ("gzip", "bzip2"):
-                import gzip
-
-                with (gzip.GzipFile(fileobj=f, mode="rb") if enc == "gzip" else bz2.BZ2File(f, mode="rb")) as g:
+            if enc == "gzip":
+                for chunk in iter_gzip(f):
+                    total += len(chunk)
+                    if total > limit:
+                        break
+                return total
+            if enc == "bzip2":
+                with bz2.BZ2File(f, mode="rb") as g:
                     while total <= limit and (chunk := g.read(CHUNK)):
                         total += len(chunk)
                 return total
