@@ -111,3 +111,18 @@ def test_finetune_to_an_unwritable_folder_is_refused_before_training(tiny_parent
     with unwritable_folder(tmp_path / "ro") as ro:
         with pytest.raises(OutputNotWritableError, match="not writable"):
             finetune(image, labels, SLICES, model="tiny", output=ro / "pkg", config=ft_config(2))
+
+
+def test_train_output_around_its_training_files_is_refused(tmp_path, monkeypatch):
+    import napari_medseg.training.train as tr
+    from napari_medseg.training.train import train
+
+    image, labels = blob_volumes(0)
+    img = write_volume(image, tmp_path / "data" / "ct.nii.gz")
+    lab = write_labels(labels, tmp_path / "data" / "lab.nii.gz")
+    before = _files(tmp_path / "data")
+    monkeypatch.setattr(tr, "train_steps", lambda *a, **k: pytest.fail("training started"))
+    for out in (tmp_path / "data", img, tmp_path / "data" / "." / "lab.nii.gz"):
+        with pytest.raises(OutputOverInputError):
+            train([img], [lab], out, force=True)
+    assert _files(tmp_path / "data") == before

@@ -162,7 +162,9 @@ def _save_sitk(image, path: Path, force: bool) -> Path:
         try:
             sitk.WriteImage(image, str(tmp), True)
         except RuntimeError as e:
-            raise InputError(f"cannot write {path}: SimpleITK failed ({e})") from e
+            from napari_medseg._messages import one_line_error
+
+            raise InputError(f"cannot write {path}: SimpleITK failed ({one_line_error(e)})") from e
     return path
 
 
