@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_medseg._messages import fmt
 from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.models.card import ModelCard
 from napari_medseg.volume import Volume
@@ -118,7 +119,7 @@ def prepare_case(
         raise InputError(f"{where} has {img_t.shape[0]} channel(s) but model '{card.name}' expects {card.in_channels}")
     if msk_t.sum() == 0:
         raise InputError(
-            f"no labelled voxel of {where} survives resampling to the model grid (spacing {card.spacing}); "
+            f"no labelled voxel of {where} survives resampling to the model grid (spacing {fmt(card.spacing)}); "
             "mark more slices or use a model with a finer spacing"
         )
     case = Case(where, img_t, tgt_t, msk_t)
