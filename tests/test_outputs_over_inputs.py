@@ -214,3 +214,14 @@ def test_napari_writer_refuses_the_source_folder(tmp_path):
              "translate": list(reversed(vol.origin)), "name": "labels"}
     with pytest.raises(OutputOverInputError):
         write_labels_nifti(str(Path(series) / "labels.nii.gz"), np.zeros(vol.spatial_shape, np.uint8), attrs)
+
+
+def test_write_dicom_series_never_replaces_its_source_folder(tmp_path):
+    series = tmp_path / "series"
+    write_dicom_series(_image(), series)
+    before = _digest(series)
+    vol = read_volume(series)
+    for target in (series, tmp_path, series / "sub"):
+        with pytest.raises(OutputOverInputError):
+            write_dicom_series(vol, target, force=True)
+    assert _digest(series) == before
