@@ -147,3 +147,12 @@ def test_plain_number_formatting():
     with pytest.raises(MedsegError) as info:  # numpy 2 reprs used to leak into messages: [np.float64(nan)]
         Volume(np.zeros((2, 2, 2)), (1.0, float("nan"), 1.0))
     assert str(info.value) == "spacing has non-finite values: [1.0, nan, 1.0]"
+
+
+def test_header_repairs_by_nibabel_become_warnings(tmp_path, capfd):
+    """nibabel silently changes some header values on load (here: negative voxel sizes); say so."""
+    path = write(tmp_path / "negpix.nii", nifti_bytes(pixdim=[1, -0.8, 0.9, 2.5, 1, 0, 0, 0], sform_code=0,
+                                                      qform_code=0))
+    vol = read_volume(path)
+    assert any("repaired" in w and "pixdim" in w for w in vol.warnings)
+    assert "pixdim" not in capfd.readouterr().err  # reported once, in the warnings, not as stray stderr

@@ -44,8 +44,10 @@ def _load_nifti(path: Path):
 
     if not path.is_file():
         raise InputError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")
+    fixes = _NibabelFixes()
     try:
-        img = nib.load(str(path))
+        with fixes:
+            img = nib.load(str(path))
     except Exception as e:  # noqa: BLE001 - nibabel raises many types for damaged files
         raise _file_error(
             path,
@@ -55,7 +57,41 @@ def _load_nifti(path: Path):
         ) from e
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI-1/NIfTI-2 image (nibabel read it as {type(img).__name__})")
+    img.medseg_header_fixes = [f"{path.name}: the header was repaired on reading: {m}" for m in fixes.messages]
     return img
+
+
+class _NibabelFixes:
+    """Collect the header repairs nibabel logs while loading (e.g. negative pixdim made positive) as warnings,
+    instead of letting them go to stderr unattributed."""
+
+    def __init__(self):
+        import logging
+
+        self.messages: list[str] = []
+        outer = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record):
+                outer.messages.append(record.getMessage())
+
+        self._handler = _Handler()
+
+    _lock = __import__("threading").Lock()  # the logger is global: one header load at a time swaps its handlers
+
+    def __enter__(self):
+        import nibabel as nib
+
+        self._lock.acquire()
+        self._logger = nib.imageglobals.logger
+        self._saved = list(self._logger.handlers)
+        self._logger.handlers = [self._handler]
+        return self
+
+    def __exit__(self, *exc):
+        self._logger.handlers = self._saved
+        self._lock.release()
+        return False
 
 
 def _nifti_shape(img, path: Path) -> tuple[int, ...]:
@@ -245,7 +281,7 @@ def read_nifti(path) -> Volume:
     img = _load_nifti(path)
     shape = _nifti_shape(img, path)
     _check_nifti_size(img, path, shape)
-    warnings = _nifti_geometry_warnings(img, path, shape)
+    warnings = list(getattr(img, "medseg_header_fixes", [])) + _nifti_geometry_warnings(img, path, shape)
     try:
         if path.name.lower().endswith(".gz"):
             raw = _read_gz_voxels(img, path)
@@ -303,7 +339,7 @@ def _nifti_info(path: Path) -> SeriesInfo:
     img = _load_nifti(path)
     shape = _nifti_shape(img, path)
     _check_nifti_size(img, path, shape)
-    warnings = _nifti_geometry_warnings(img, path, shape)
+    warnings = list(getattr(img, "medseg_header_fixes", [])) + _nifti_geometry_warnings(img, path, shape)
     geo = Volume.from_nifti(np.zeros((1, 1, 1), np.uint8), _nifti_affine(img, path), {"source_path": str(path)})
     arr_shape = tuple(reversed(shape[:3]))
     if len(shape) == 4:
