@@ -130,3 +130,11 @@ def test_finetune_name_escape_writes_nothing_outside_the_models_home(tmp_path, m
 
     with pytest.raises(ModelError):
         list_versions("../../x")
+
+
+def test_a_network_that_cannot_be_built_on_meta_still_loads(tmp_path):
+    """SwinUNETR calls .item() in its constructor: the meta-device fit check steps aside, the strict load judges."""
+    card = _card(architecture="SwinUNETR", arch_args=dict(feature_size=12, spatial_dims=3), roi_size=(32, 32, 32))
+    torch.manual_seed(0)
+    path = save_model_package(build_network(card), card, tmp_path / "swin")
+    assert load_model_package(path).card.architecture == "SwinUNETR"

@@ -78,8 +78,8 @@ def check_fits(card, state_dict: dict, source: str) -> None:
     try:
         with torch.device("meta"):
             net = cls(**args)
-    except Exception as e:  # noqa: BLE001 - any constructor failure is a bad card
-        raise ModelError(f"cannot build {card.architecture}({args}) for model {card.name!r}: {e}") from e
+    except Exception:  # noqa: BLE001 - some networks (SwinUNETR: .item() in __init__) cannot be built on meta;
+        return  # the real build and the strict load_state_dict then judge the card, as before
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     have = {str(k).removeprefix("module."): tuple(v.shape) for k, v in state_dict.items()}
     if want == have:
