@@ -3,7 +3,7 @@
 Every example must give a `MedsegError` with a one-line plain message, or a valid `Volume`; never another
 exception, never more memory than the allocation limit allows (``MEDSEG_MAX_ALLOC`` = 256 MB here, RSS
 checked), never a write to the input (its bytes are hashed before and after). Derandomised: CI runs the same
-examples every time, about 20 s in all.
+examples every time, about 12 s in all on 2 cores.
 """
 
 from __future__ import annotations
