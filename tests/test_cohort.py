@@ -175,3 +175,14 @@ def test_bad_scheduler_addresses_are_clear_errors():
             connect(bad)
     with pytest.raises(InputError, match="cannot reach the Dask scheduler"):
         connect(f"tcp://127.0.0.1:{_free_port()}", timeout="2s")
+
+
+def test_an_output_inside_an_input_folder_is_refused_before_any_work(tmp_path, model_path):
+    from napari_medseg.errors import OutputOverInputError
+
+    cases = _cases(tmp_path / "cases", 1)
+    with pytest.raises(OutputOverInputError):
+        predict_cohort([tmp_path / "cases"], [tmp_path / "cases" / "seg.nii.gz"], model=model_path)
+    with pytest.raises(OutputOverInputError):
+        predict_cohort(cases, [cases[0]], model=model_path, force=True)
+    assert sorted(p.name for p in (tmp_path / "cases").iterdir()) == ["case00.nii.gz"]

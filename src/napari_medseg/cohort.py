@@ -189,6 +189,9 @@ def predict_cohort(cases: Iterable, outputs: Iterable, model=None, settings: dic
     if len(cases) != len(outputs):
         raise InputError(f"{len(cases)} case(s) but {len(outputs)} output path(s)")
     settings = dict(settings or {})
+    from napari_medseg._guard import check_output_paths
+
+    check_output_paths(outputs, cases)  # no output may be, or lie inside, an input (before any work)
     t0 = time.perf_counter()
     sha = _model(model).card.weights_sha256 if resume else None
     entries: list[dict | None] = [None] * len(cases)

@@ -32,7 +32,7 @@ class ModelError(MedsegError):
 
 
 class IntegrityError(ModelError):
-    """A weights file does not match the SHA-256 recorded in its model card (tampered or truncated)."""
+    """A model package's card or weights do not match its recorded SHA-256 (tampered or truncated)."""
 
 
 class CancelledError(MedsegError):
@@ -41,3 +41,15 @@ class CancelledError(MedsegError):
 
 class OutputExistsError(MedsegError, FileExistsError):
     """Refusing to overwrite an existing output file (use force/--force)."""
+
+
+class OutputOverInputError(InputError):
+    """An output path is, or lies inside, an input file or folder (never allowed, even with force)."""
+
+
+class OutputNotWritableError(MedsegError, PermissionError):
+    """An output folder cannot be written (checked before any long work starts)."""
+
+
+class ResourceLimitError(InputError):
+    """A file declares more data than memory can hold or than its size makes plausible (hostile/corrupt)."""

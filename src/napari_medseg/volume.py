@@ -36,9 +36,9 @@ _ORTHO_TOL = 1e-4
 def _as3(values, name: str) -> tuple[float, float, float]:
     arr = np.asarray(values, dtype=float).reshape(-1)
     if arr.shape != (3,):
-        raise GeometryError(f"{name} must have 3 values (i, j, k order), got {list(arr)}")
+        raise GeometryError(f"{name} must have 3 values (i, j, k order), got {arr.tolist()}")
     if not np.all(np.isfinite(arr)):
-        raise GeometryError(f"{name} has non-finite values: {list(arr)}")
+        raise GeometryError(f"{name} has non-finite values: {arr.tolist()}")
     return tuple(float(v) for v in arr)  # type: ignore[return-value]
 
 
@@ -156,6 +156,57 @@ class Volume:
             and np.allclose(self.direction, other.direction, atol=tol)
         )
 
+    def grid_mapping(self, other: "Volume", tol: float = 1e-3) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:
+        """How this grid maps onto ``other``'s when both are the same voxels up to a signed axis permutation.
+
+        Returns ``(perm, flip)`` in ITK order: ``other``'s axis ``a`` runs along this volume's axis
+        ``perm[a]``, reversed when ``flip[a]``; ``None`` when the grids are not the same voxel centres (every
+        corner within ``tol`` mm). Identical grids give ``((0, 1, 2), (False, False, False))``.
+        """
+        m = np.linalg.inv(other.direction @ np.diag(other.spacing)) @ (self.direction @ np.diag(self.spacing))
+        r = np.round(m)
+        if not (np.abs(m - r).max() < 1e-3 and np.all(np.abs(r).sum(axis=0) == 1) and np.all(np.abs(r).sum(axis=1) == 1)):
+            return None
+        perm = tuple(int(np.argmax(np.abs(r[a]))) for a in range(3))
+        flip = tuple(bool(r[a, perm[a]] < 0) for a in range(3))
+        n_self, n_other = self.size_ijk, other.size_ijk
+        if any(n_other[a] != n_self[perm[a]] for a in range(3)):
+            return None
+        ends = [(0, n - 1) for n in n_self]
+        corners = np.array([[i, j, k] for i in ends[0] for j in ends[1] for k in ends[2]], float)
+        mapped = np.empty_like(corners)
+        for a in range(3):
+            src = corners[:, perm[a]]
+            mapped[:, a] = (n_self[perm[a]] - 1 - src) if flip[a] else src
+        dist = np.linalg.norm(self.index_to_physical(corners) - other.index_to_physical(mapped), axis=1).max()
+        return (perm, flip) if dist <= tol else None  # type: ignore[return-value]
+
+    def on_grid_of(self, other: "Volume", tol: float = 1e-3, what: str = "labels", onto: str = "image") -> "Volume":
+        """This volume on ``other``'s grid, exactly: the same voxels stored in ``other``'s axis order.
+
+        Works when the two grids hold the same voxel centres up to a signed axis permutation (LAS labels on a
+        RAS image, axes swapped): the array is transposed/flipped, never interpolated, and gets ``other``'s
+        exact geometry. Any other difference raises `GeometryError` naming what differs.
+        """
+        mapping = self.grid_mapping(other, tol)
+        if mapping is None:
+            raise GeometryError(
+                f"the {what} grid differs from the {onto} grid: {grid_difference(self, other)}"
+                f"{self._source_suffix()}; resample the {what} onto the {onto} first"
+            )
+        perm, flip = mapping
+        arr = self.array
+        lead = arr.ndim - 3
+        if perm != (0, 1, 2) or any(flip):
+            ijk = np.moveaxis(arr, range(lead, arr.ndim), range(arr.ndim - 1, lead - 1, -1))  # [..., i, j, k]
+            ijk = np.transpose(ijk, tuple(range(lead)) + tuple(lead + p for p in perm))
+            ijk = np.flip(ijk, axis=tuple(lead + a for a in range(3) if flip[a])) if any(flip) else ijk
+            arr = np.ascontiguousarray(np.moveaxis(ijk, range(lead, arr.ndim), range(arr.ndim - 1, lead - 1, -1)))
+        out = Volume(arr, other.spacing, other.origin, other.direction.copy(), self.meta)
+        if perm != (0, 1, 2) or any(flip):
+            out.meta["reoriented_from"] = self.orientation_code()
+        return out
+
     def orientation_code(self) -> str:
         """Three-letter code of the patient directions the i, j, k axes point *towards*, LPS style.
 
@@ -264,6 +315,49 @@ class Volume:
             + (f", source={self.meta.get('source_path')!r}" if self.meta.get("source_path") else "")
             + ")"
         )
+
+
+def _fmt3(values) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+
+
+def grid_difference(a: "Volume", b: "Volume") -> str:
+    """What differs between two grids, in plain words (shape, spacing, origin, orientation, direction)."""
+    parts = []
+    if sorted(a.size_ijk) != sorted(b.size_ijk):
+        parts.append(f"shape (k, j, i) {a.spatial_shape} vs {b.spatial_shape}")
+    if not np.allclose(sorted(a.spacing), sorted(b.spacing), atol=1e-4):
+        parts.append(f"spacing (i, j, k) {_fmt3(a.spacing)} vs {_fmt3(b.spacing)} mm")
+    if a.orientation_code() != b.orientation_code() or not np.allclose(np.abs(a.direction), np.abs(b.direction), atol=1e-4):
+        if not np.allclose(np.sort(np.abs(a.direction), axis=None), np.sort(np.abs(b.direction), axis=None), atol=1e-4):
+            parts.append(
+                f"direction (not a flip or axis swap of each other: rotated by "
+                f"{_angle(a.direction, b.direction):.3g} degrees)"
+            )
+        elif a.orientation_code() != b.orientation_code():
+            parts.append(f"orientation {a.orientation_code()} vs {b.orientation_code()}")
+    ca = a.index_to_physical(np.array(a.size_ijk, float) / 2 - 0.5)
+    cb = b.index_to_physical(np.array(b.size_ijk, float) / 2 - 0.5)
+    shift = float(np.linalg.norm(ca - cb))
+    if shift > 1e-3:
+        parts.append(f"position: the volume centres are {shift:.3g} mm apart (centre LPS mm {_fmt3(ca)} vs {_fmt3(cb)})")
+    if not parts:
+        parts.append(f"the voxel centres do not coincide (orientation {a.orientation_code()} vs {b.orientation_code()})")
+    return "; ".join(parts)
+
+
+def _angle(d1: np.ndarray, d2: np.ndarray) -> float:
+    """Smallest rotation angle (degrees) taking the axis frame d1 onto d2 up to signed axis permutations."""
+    best = 180.0
+    import itertools
+
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            p = d2[:, perm] * np.array(signs)
+            r = p @ d1.T
+            c = (np.trace(r) - 1) / 2
+            best = min(best, float(np.degrees(np.arccos(np.clip(c, -1, 1)))))
+    return best
 
 
 def _src(meta: dict) -> str:

@@ -78,8 +78,9 @@ def test_truncated_weights_fail_clearly(package):
     with pytest.raises(ModelError, match="model.safetensors"):
         load_model_package(path)
     card = json.loads((path / "card.json").read_text())
-    card["weights_sha256"] = ""  # without a hash, the safetensors parser catches it
+    card["weights_sha256"] = ""  # without a hash (and no integrity record), the safetensors parser catches it
     (path / "card.json").write_text(json.dumps(card))
+    (path / "integrity.json").unlink()
     with pytest.raises(ModelError, match="corrupt or truncated"):
         load_model_package(path)
 
@@ -89,6 +90,9 @@ def test_wrong_architecture_names_the_file(package):
     card = json.loads((path / "card.json").read_text())
     card["arch_args"]["channels"] = [8, 16]
     (path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(IntegrityError, match="card was modified"):
+        load_model_package(path)
+    (path / "integrity.json").unlink()  # a hand-edited card without an integrity record: the fit check names it
     with pytest.raises(ModelError, match="do not fit the UNet"):
         load_model_package(path)
 

@@ -246,3 +246,22 @@ def test_atom_slices_for_both_history_atom_kinds():
     assert atom_slices(masked, 0) == {6}
     assert atom_slices(SimpleNamespace(slice_key=(slice(5, 7), slice(0, 3), slice(2, 4)), mask=None), 2) == {2, 3}
     assert atom_slices(((np.array([3, 3, 9]), np.array([0, 1, 2]), np.array([1, 1, 1])), None, 1), 0) == {3, 9}
+
+
+def test_labels_in_another_axis_order_are_reoriented_exactly(make_napari_viewer, small):
+    """Issue 9, defect 12: LAS labels over an LPS image are the same voxels; the widget says so and the
+    'resample' button reorients them by a flip (no interpolation), so every label value survives."""
+    from napari_medseg.volume import Volume
+
+    img, lab = small
+    viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    d = img.direction.copy()
+    d[:, 1] *= -1  # j axis reversed: the rows stored bottom-up
+    flipped = Volume(np.ascontiguousarray(lab.array[:, ::-1, :]), img.spacing,
+                     img.index_to_physical((0, img.size_ijk[1] - 1, 0)), d, dict(lab.meta))
+    data, kw, _ = labels_layer_data(flipped, "las seg", classes=lab.meta["classes"], source=img)
+    other = viewer.add_labels(data.copy(), **kw)
+    widget.set_labels_layer(other)
+    assert "another axis order" in widget.grid_label.text()
+    new = widget.resample_to_image()
+    np.testing.assert_array_equal(np.asarray(new.data), lab.array)

@@ -78,7 +78,7 @@ def test_prepare_case_rejects_unknown_labels_and_grid_mismatch():
         prepare_case(image, bad, tiny_card())
     moved = labels.with_array(labels.array)
     moved.origin = (5.0, 0.0, 0.0)
-    with pytest.raises(InputError, match="does not match the image grid"):
+    with pytest.raises(InputError, match="differs from the image grid: position"):
         prepare_case(image, moved, tiny_card())
     case = prepare_case(image, labels, tiny_card(), label_map={1: 1})  # ball dropped to background
     assert int(case.target.max()) == 1 and case.image.shape[1:] == case.target.shape

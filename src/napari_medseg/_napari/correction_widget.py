@@ -383,8 +383,13 @@ class CorrectionWidget(QWidget):
                     ivol, _ = volume_from_layer(image)
                     lvol, _ = volume_from_layer(layer)
                     if not ivol.same_grid(lvol, tol=1e-3):
-                        msg = (f"'{layer.name}' is not on the grid of image '{image.name}' "
-                               f"(shape {lvol.spatial_shape} vs {ivol.spatial_shape}); resample it first.")
+                        from napari_medseg.volume import grid_difference
+
+                        msg = (f"'{layer.name}' holds the voxels of image '{image.name}' in another axis order "
+                               f"({lvol.orientation_code()} vs {ivol.orientation_code()}); reorient it (exact, no "
+                               "interpolation)." if lvol.grid_mapping(ivol) else
+                               f"'{layer.name}' is not on the grid of image '{image.name}': "
+                               f"{grid_difference(lvol, ivol)}; resample it first.")
                 except MedsegError as e:
                     msg = str(e)
         self.grid_label.setText(msg or "")
@@ -402,7 +407,10 @@ class CorrectionWidget(QWidget):
             raise InputError("no 3D image layer to resample the labels onto")
         ivol, _ = volume_from_layer(image)
         lvol, _ = volume_from_layer(layer)
-        arr = resample(lvol.array, lvol, ivol, mode="nearest", padding="zeros", dtype=lvol.array.dtype)
+        if lvol.grid_mapping(ivol) is not None:  # same voxels in another axis order: exact transpose/flip
+            arr = lvol.on_grid_of(ivol).array
+        else:
+            arr = resample(lvol.array, lvol, ivol, mode="nearest", padding="zeros", dtype=lvol.array.dtype)
         data, kwargs, _ = labels_layer_data(ivol.with_array(arr), unique_layer_name(self.viewer, f"{layer.name} (resampled)"),
                                             classes=class_table(layer), source=ivol)
         new = self.viewer.add_labels(data, **kwargs)

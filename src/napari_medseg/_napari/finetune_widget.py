@@ -342,9 +342,11 @@ class FinetuneWidget(QWidget):
         image, _ = volume_from_layer(image_layer)
         labels, _ = volume_from_layer(labels_layer)
         if not image.same_grid(labels, tol=1e-3):
+            from napari_medseg.volume import grid_difference
+
             raise InputError(
-                f"labels '{labels_layer.name}' {labels.spatial_shape} are not on the grid of image '{image_layer.name}' "
-                f"{image.spatial_shape}; resample them with the 'Correct labels' widget first"
+                f"labels '{labels_layer.name}' are not on the grid of image '{image_layer.name}' "
+                f"({grid_difference(labels, image)}); reorient or resample them with the 'Correct labels' widget first"
             )
         slices = self.corrected_slices()
         if not slices:

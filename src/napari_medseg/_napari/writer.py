@@ -44,14 +44,10 @@ def _classes(attributes: dict[str, Any], vol: Volume) -> dict[int, str] | None:
 
 
 def _refuse_source(path: Path, *records) -> None:
-    target = path.resolve()
-    for rec in records:
-        src = ((rec or {}).get("meta") or {}).get("source_path")
-        if src and Path(str(src)).resolve() == target:
-            raise InputError(
-                f"{path} is the file this layer was read from; napari-medseg never overwrites source files. "
-                "Choose another file name."
-            )
+    """The shared rule (`napari_medseg._guard`): never over or into the layer's source file/folder."""
+    from napari_medseg._guard import check_outputs
+
+    check_outputs(path, [r for r in records if r])
 
 
 def _reference(attributes: dict[str, Any]) -> Volume | None:

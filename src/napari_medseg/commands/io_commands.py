@@ -88,12 +88,12 @@ def cmd_info(args) -> int:
 def cmd_convert(args) -> int:
     import numpy as np
 
-    from napari_medseg.errors import InputError
     from napari_medseg.io import read_volume, write_labels, write_volume
 
+    from napari_medseg._guard import check_output_paths
+
     src, out = Path(args.input), Path(args.output)
-    if src.exists() and out.exists() and out.resolve() == src.resolve():
-        raise InputError(f"{out} is the input file; napari-medseg never overwrites a source. Choose another output")
+    check_output_paths(out, [src])  # never over or into the input, even with --force; writable
     vol = read_volume(src, series=args.series)
     if vol.meta.get("classes") and np.issubdtype(vol.array.dtype, np.integer) and not vol.is_4d:
         written = write_labels(vol, out, classes=vol.meta["classes"], force=args.force)

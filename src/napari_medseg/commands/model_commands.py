@@ -133,6 +133,20 @@ def _json_safe(obj):
     return obj
 
 
+def _preflight(args, cases, outputs, report_path) -> None:
+    """Before any model is loaded: no output over or inside an input, and every output folder writable."""
+    from napari_medseg._guard import check_output_paths
+
+    inputs = [*args.inputs, *cases]
+    check_output_paths([*outputs, report_path, args.stats], inputs)
+
+
+def _print_warnings(case, warnings) -> None:
+    """Each warning of a case once, on stderr (they are also in the JSON report)."""
+    for w in dict.fromkeys(str(w) for w in warnings):
+        print(f"medseg predict: warning: {case}: {w}", file=sys.stderr)
+
+
 def run_predict(args) -> int:
     from napari_medseg._atomic import atomic_path, check_overwrite
     from napari_medseg.cohort import connect, predict_cohort
@@ -147,6 +161,7 @@ def run_predict(args) -> int:
     single = outputs == [out]
     report_path = Path(args.report) if args.report else (
         out.parent / f"{_case_name(out)}_report.json" if single else out / "medseg_predict_report.json")
+    _preflight(args, cases, outputs, report_path)
     if args.stats:
         check_overwrite(args.stats, args.force)
     check_overwrite(report_path, args.force or args.resume)
@@ -178,6 +193,7 @@ def run_predict(args) -> int:
 
         def on_case(entry):
             _print_case(entry)
+            _print_warnings(entry["input"], [w for w in entry.get("warnings", []) if w not in model.warnings])
             if bar is not None:
                 bar.update(1)
 

@@ -151,6 +151,10 @@ def cmd_finetune(args) -> int:
 
     if args.name and args.output:
         raise InputError("give either --name (a new version in the models home) or -o DIR, not both")
+    if args.name:
+        from napari_medseg.models.registry import validate_model_name
+
+        validate_model_name(args.name)
     image = read_volume(args.image)
     labels = read_volume(args.labels)
     base = FinetuneConfig()

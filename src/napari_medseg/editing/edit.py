@@ -94,7 +94,7 @@ def spacing_zyx(spacing) -> tuple[float, float, float]:
     """ITK-order ``(i, j, k)`` spacing -> array-order ``(k, j, i)``; checks it is 3 positive numbers."""
     sp = np.asarray(spacing if spacing is not None else (1.0, 1.0, 1.0), dtype=float).reshape(-1)
     if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise InputError(f"spacing must be 3 positive numbers in (i, j, k) order (mm), got {list(sp)}")
+        raise InputError(f"spacing must be 3 positive numbers in (i, j, k) order (mm), got {sp.tolist()}")
     return tuple(float(s) for s in sp[::-1])  # type: ignore[return-value]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_medseg._messages import fmt
 from napari_medseg.errors import InputError, ModelError
 from napari_medseg.progress import Progress, run_steps
 from napari_medseg.volume import Volume
@@ -52,7 +53,7 @@ def check_input(volume: Volume, card, model_grid_shape) -> list[str]:
     if voxels > MAX_MODEL_VOXELS:
         raise ModelError(
             f"model {card.name!r} resamples the image{src} (spacing {tuple(round(s, 3) for s in volume.spacing)} mm) "
-            f"to its spacing {card.spacing} mm: {model_grid_shape} = {voxels:,} voxels is more than this machine "
+            f"to its spacing {fmt(card.spacing)} mm: {fmt(tuple(model_grid_shape))} = {voxels:,} voxels is more than this machine "
             "should hold; the image and the model do not fit (check the image's spacing header or use a model "
             "trained at a coarser spacing)"
         )
@@ -65,7 +66,7 @@ def check_input(volume: Volume, card, model_grid_shape) -> list[str]:
         if coarse > 4:
             warnings.append(
                 f"the image{src} has {max(img_sp):.2f} mm voxels along one axis but the model {card.name!r} works "
-                f"at {tuple(card.spacing)} mm: it is upsampled {coarse:.1f}x there and results may be poor"
+                f"at {fmt(tuple(card.spacing))} mm: it is upsampled {coarse:.1f}x there and results may be poor"
             )
         del ratio
     if not np.issubdtype(volume.array.dtype, np.number) or volume.array.dtype == bool:

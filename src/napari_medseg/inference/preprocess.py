@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_medseg._messages import fmt
 from napari_medseg.errors import InputError, ModelError
 from napari_medseg.inference.resample import Grid, resample
 from napari_medseg.volume import LPS_TO_RAS, Volume
@@ -48,7 +49,7 @@ def model_grid(volume, card) -> Grid:
     if card.spacing is not None:
         target = np.asarray(card.spacing, dtype=float)
         if target.shape != (3,) or np.any(target <= 0):
-            raise ModelError(f"model {card.name!r}: spacing {card.spacing} must be 3 positive numbers (i, j, k mm)")
+            raise ModelError(f"model {card.name!r}: spacing {fmt(card.spacing)} must be 3 positive numbers (i, j, k mm)")
         # MONAI's Spacingd geometry: the same direction, the new spacing, shape and offset from
         # compute_shape_offset (first voxel kept when axis-aligned, centres aligned when oblique)
         # (MONAI's own functions, so that even its float-noise-dependent choice for oblique grids matches)

@@ -82,7 +82,9 @@ class LabelResult:
     def to_csv(self, path, force: bool = True):
         """Write the statistics table as CSV (atomically)."""
         from napari_medseg._atomic import atomic_path
+        from napari_medseg._guard import check_outputs
 
+        check_outputs(path, [self.labels])
         with atomic_path(path, force=force) as tmp:
             tmp.write_text(self.stats_csv(), encoding="utf-8")
         return path

@@ -85,7 +85,7 @@ def _axes(frames: list[Frame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nr, nc = np.linalg.norm(row), np.linalg.norm(col)
     if nr < 1e-6 or nc < 1e-6 or abs(float(row @ col)) / (nr * nc) > 1e-3:
         raise GeometryError(
-            f"{f0.key}: ImageOrientationPatient {list(np.r_[row, col])} is not two orthogonal unit vectors; "
+            f"{f0.key}: ImageOrientationPatient {np.r_[row, col].tolist()} is not two orthogonal unit vectors; "
             "the header is corrupt — re-export the series from the scanner or PACS"
         )
     row, col = row / nr, col / nc

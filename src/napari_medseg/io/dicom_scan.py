@@ -87,16 +87,21 @@ class Source:
             out.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith("."))
         return out
 
+    def _member(self, key: str) -> str:
+        """The member name of a key of this zip (its path may itself contain ``::``)."""
+        prefix = f"{self.path}{ZIP_SEP}"
+        return key[len(prefix):] if key.startswith(prefix) else key.split(ZIP_SEP, 1)[1]
+
     def size(self, key: str) -> int:
         if ZIP_SEP in key and self._zip is not None:
-            return self._zip.getinfo(key.split(ZIP_SEP, 1)[1]).file_size
+            return self._zip.getinfo(self._member(key)).file_size
         return os.path.getsize(key)
 
     def read_prefix(self, key: str, size: int) -> bytes:
         """The first ``size`` bytes of a file (the whole member for a zip); ``size < 0`` reads everything."""
         if ZIP_SEP in key and self._zip is not None:
             with self._lock:
-                return self._zip.read(key.split(ZIP_SEP, 1)[1])
+                return self._zip.read(self._member(key))
         with open(key, "rb") as f:
             return f.read(size)
 
@@ -104,7 +109,7 @@ class Source:
         """A path or a file object that ``pydicom.dcmread`` accepts."""
         if ZIP_SEP in key and self._zip is not None:
             with self._lock:
-                return io.BytesIO(self._zip.read(key.split(ZIP_SEP, 1)[1]))
+                return io.BytesIO(self._zip.read(self._member(key)))
         return key
 
     def close(self):
@@ -124,8 +129,11 @@ def _hidden(member: str) -> bool:
 
 def open_key(key: str):
     """Open a file key outside a `Source` (used by `source_datasets`)."""
-    if ZIP_SEP in key:
-        archive, member = key.split(ZIP_SEP, 1)
+    from napari_medseg._guard import split_member
+
+    split = split_member(key) if ZIP_SEP in key else None  # a folder named "a::b" is no zip member
+    if split is not None:
+        archive, member = split
         with zipfile.ZipFile(archive) as zf:
             return io.BytesIO(zf.read(member))
     return key

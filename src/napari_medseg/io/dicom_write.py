@@ -160,6 +160,9 @@ def write_dicom_series(
         raise InputError(f"cannot write {folder}: modality {modality!r} is not supported (use 'CT' or 'MR')")
     if not isinstance(volume, Volume) or volume.is_4d:
         raise InputError(f"cannot write {folder}: write_dicom_series needs a 3D Volume")
+    from napari_medseg._guard import check_outputs
+
+    check_outputs(folder, [volume], replaces_folder=True)  # never over, into or around the volume's source
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"{folder} exists and is a file; choose a folder name")
     if folder.exists() and any(folder.iterdir()) and not force:

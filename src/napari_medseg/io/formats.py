@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_medseg.errors import InputError
+from napari_medseg._limits import MAX_DEFLATE_RATIO, check_allocation, human_bytes
+from napari_medseg._messages import one_line_error
+from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.io.series import SeriesInfo
 from napari_medseg.volume import Volume
 
-#: deflate cannot compress better than ~1032:1; anything beyond that is a corrupt or hostile header.
-MAX_DEFLATE_RATIO = 1100
 #: sform and qform disagreeing by more than this (mm, at any corner voxel) is reported.
 SFORM_QFORM_TOL_MM = 1e-3
 #: JSON key identifying our class table in a NIfTI header extension (ecode 6, "comment").
@@ -33,7 +33,8 @@ NIFTI_ECODE_COMMENT = 6
 
 
 def _file_error(path: Path, what: str, e: BaseException | None = None) -> InputError:
-    detail = f" ({type(e).__name__}: {e})" if e is not None else ""
+    """One clear line; the library's own (often multi-line) error stays chained as ``__cause__``."""
+    detail = f" ({one_line_error(e)})" if e is not None else ""
     return InputError(f"{path}: {what}{detail}")
 
 
@@ -42,9 +43,11 @@ def _load_nifti(path: Path):
     import nibabel as nib
 
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")
+    fixes = _NibabelFixes()
     try:
-        img = nib.load(str(path))
+        with fixes:
+            img = nib.load(str(path))
     except Exception as e:  # noqa: BLE001 - nibabel raises many types for damaged files
         raise _file_error(
             path,
@@ -54,7 +57,41 @@ def _load_nifti(path: Path):
         ) from e
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI-1/NIfTI-2 image (nibabel read it as {type(img).__name__})")
+    img.medseg_header_fixes = [f"{path.name}: the header was repaired on reading: {m}" for m in fixes.messages]
     return img
+
+
+class _NibabelFixes:
+    """Collect the header repairs nibabel logs while loading (e.g. negative pixdim made positive) as warnings,
+    instead of letting them go to stderr unattributed."""
+
+    def __init__(self):
+        import logging
+
+        self.messages: list[str] = []
+        outer = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record):
+                outer.messages.append(record.getMessage())
+
+        self._handler = _Handler()
+
+    _lock = __import__("threading").Lock()  # the logger is global: one header load at a time swaps its handlers
+
+    def __enter__(self):
+        import nibabel as nib
+
+        self._lock.acquire()
+        self._logger = nib.imageglobals.logger
+        self._saved = list(self._logger.handlers)
+        self._logger.handlers = [self._handler]
+        return self
+
+    def __exit__(self, *exc):
+        self._logger.handlers = self._saved
+        self._lock.release()
+        return False
 
 
 def _nifti_shape(img, path: Path) -> tuple[int, ...]:
@@ -84,27 +121,48 @@ def _check_nifti_size(img, path: Path, shape) -> int:
     limit = file_size * MAX_DEFLATE_RATIO if gz else file_size - offset
     if needed > limit:
         what = (
-            f"declares {shape} voxels of {dtype} ({needed / 1e9:.3g} GB), more than a {file_size}-byte "
+            f"declares {shape} voxels of {dtype} ({human_bytes(needed)}), more than a {file_size}-byte "
             + ("gzip file can hold" if gz else "file holds")
         )
         raise InputError(
             f"{path}: the NIfTI header {what}; the file is truncated or its header is corrupt. "
             "Re-export or re-download it"
         )
+    voxels = needed // max(int(dtype.itemsize), 1)
+    # the raw block plus one working copy (scaling to float32 / the [k, j, i] transpose)
+    check_allocation(needed + voxels * max(int(dtype.itemsize), 4), f"the NIfTI image {shape} of {dtype}", path)
     return needed
+
+
+def _nifti_affine(img, path: Path) -> np.ndarray:
+    """nibabel's affine, with its errors for impossible quaternions/transforms turned into a `GeometryError`."""
+    try:
+        with np.errstate(all="ignore"):
+            return np.asarray(img.affine, dtype=float)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as e:
+        raise GeometryError(
+            f"{path}: the NIfTI orientation header (qform quaternion / sform) is invalid ({one_line_error(e)}); "
+            "the header is corrupt. Re-export the file"
+        ) from e
 
 
 def _nifti_geometry_warnings(img, path: Path, shape) -> list[str]:
     hdr = img.header
     warnings = []
-    sform, scode = hdr.get_sform(coded=True)
-    qform, qcode = hdr.get_qform(coded=True)
+    _nifti_affine(img, path)  # a corrupt quaternion is an error, not a warning
+    try:
+        with np.errstate(all="ignore"):
+            sform, scode = hdr.get_sform(coded=True)
+            qform, qcode = hdr.get_qform(coded=True)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # the unused one is corrupt: nothing to compare
+        return warnings
     if sform is not None and qform is not None and scode > 0 and qcode > 0:
         ends = [(0, n - 1) for n in shape[:3]]
         corners = np.array([[i, j, k, 1] for i in ends[0] for j in ends[1] for k in ends[2]], float)
-        diff = np.abs(corners @ sform.T - corners @ qform.T)[:, :3]
-        dist = float(np.linalg.norm(diff, axis=1).max())
-        if dist > SFORM_QFORM_TOL_MM:
+        with np.errstate(all="ignore"):
+            diff = np.abs(corners @ sform.T - corners @ qform.T)[:, :3]
+            dist = float(np.linalg.norm(diff, axis=1).max())
+        if not np.isfinite(dist) or dist > SFORM_QFORM_TOL_MM:
             warnings.append(
                 f"{path.name}: sform and qform disagree (by up to {dist:.3g} mm at the volume corners); "
                 "using the sform, as nibabel does. Check the orientation against the source scan."
@@ -145,26 +203,33 @@ def _read_class_table_nifti(img) -> tuple[dict[int, str], dict[int, tuple]]:
 
 
 def _read_gz_voxels(img, path: Path) -> np.ndarray:
-    """Decompress the voxel block once, then read to the end of the stream so gzip verifies its CRC.
+    """Decompress the voxel block once, reading to the end of the stream so every member's CRC is verified.
 
-    (nibabel stops reading at the end of the voxel data, so a corrupt block would go unnoticed.)
+    (nibabel stops reading at the end of the voxel data, so a corrupt block would go unnoticed.) The buffer is
+    ``np.empty``: its pages become resident only as real data arrives, so a truncated or hostile stream never
+    costs the declared size up front.
     """
-    import gzip
+    from napari_medseg.io.payload import iter_gzip
 
     dtype = img.get_data_dtype()
     nbytes = int(np.prod(img.shape, dtype=np.int64)) * dtype.itemsize
-    buf = bytearray(nbytes)
-    with gzip.open(path, "rb") as f:
-        f.seek(int(img.dataobj.offset))
-        n = f.readinto(buf)
-        if n != nbytes:
-            raise InputError(
-                f"{path}: truncated: the header declares {nbytes} bytes of voxel data but the stream holds {n}; "
-                "re-export or re-download it"
-            )
-        while f.read(1 << 20):  # rest of the stream: triggers the CRC/length check at its end
-            pass
-    return np.frombuffer(buf, dtype=dtype).reshape(img.shape, order="F")
+    skip = int(img.dataobj.offset)
+    buf = np.empty(nbytes, dtype=np.uint8)
+    n = pos = 0
+    with open(path, "rb") as f:
+        for chunk in iter_gzip(f, 16 << 20):
+            lo, hi = pos, pos + len(chunk)
+            pos = hi
+            a, b = max(lo, skip), min(hi, skip + nbytes)
+            if a < b:
+                buf[a - skip : b - skip] = np.frombuffer(chunk, np.uint8, b - a, a - lo)
+                n += b - a
+    if n != nbytes:
+        raise InputError(
+            f"{path}: truncated: the header declares {nbytes} bytes of voxel data but the stream holds {n}; "
+            "re-export or re-download it"
+        )
+    return buf.view(dtype).reshape(img.shape, order="F")
 
 
 def _apply_scaling(raw: np.ndarray, slope, inter) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -216,7 +281,7 @@ def read_nifti(path) -> Volume:
     img = _load_nifti(path)
     shape = _nifti_shape(img, path)
     _check_nifti_size(img, path, shape)
-    warnings = _nifti_geometry_warnings(img, path, shape)
+    warnings = list(getattr(img, "medseg_header_fixes", [])) + _nifti_geometry_warnings(img, path, shape)
     try:
         if path.name.lower().endswith(".gz"):
             raw = _read_gz_voxels(img, path)
@@ -263,7 +328,7 @@ def read_nifti(path) -> Volume:
             meta["class_colors"] = colors
     if len(shape) == 4:
         meta["channel_names"] = [f"volume {n}" for n in range(shape[3])]
-    vol = Volume.from_nifti(arr, img.affine, meta)
+    vol = Volume.from_nifti(arr, _nifti_affine(img, path), meta)
     for w in warnings:
         if w not in vol.warnings:
             vol.warnings.append(w)
@@ -274,8 +339,8 @@ def _nifti_info(path: Path) -> SeriesInfo:
     img = _load_nifti(path)
     shape = _nifti_shape(img, path)
     _check_nifti_size(img, path, shape)
-    warnings = _nifti_geometry_warnings(img, path, shape)
-    geo = Volume.from_nifti(np.zeros((1, 1, 1), np.uint8), img.affine, {"source_path": str(path)})
+    warnings = list(getattr(img, "medseg_header_fixes", [])) + _nifti_geometry_warnings(img, path, shape)
+    geo = Volume.from_nifti(np.zeros((1, 1, 1), np.uint8), _nifti_affine(img, path), {"source_path": str(path)})
     arr_shape = tuple(reversed(shape[:3]))
     if len(shape) == 4:
         arr_shape = (shape[3],) + arr_shape
@@ -305,9 +370,17 @@ def _itk_data_bytes_available(path: Path) -> tuple[int, bool]:
         ref = m.group(1).decode("latin-1").strip()
         if ref.upper() not in ("LOCAL", "LIST") and not ref.upper().startswith("LIST"):
             target = (path.parent / ref).resolve()
+            folder = path.parent.resolve()
+            if target != folder and folder not in target.parents:
+                raise InputError(
+                    f"{path}: its data file {ref!r} lies outside the header's folder; napari-medseg reads detached "
+                    "data only from the header's own folder (move the data file beside the header)"
+                )
             if target.is_file():
                 total += target.stat().st_size
                 compressed = compressed or target.suffix.lower() in (".gz", ".zraw", ".bz2")
+            elif target.exists():
+                raise InputError(f"{path}: its data file {ref!r} is not a regular file (a device, pipe or folder)")
             else:
                 raise InputError(f"{path}: its data file {ref!r} does not exist next to it; copy both files together")
     return total, compressed
@@ -317,7 +390,10 @@ def _itk_reader(path: Path):
     import SimpleITK as sitk
 
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")
+    from napari_medseg.io.payload import check_itk_header
+
+    check_itk_header(path)  # ITK's MetaIO hangs or crashes on some hostile headers
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -342,10 +418,13 @@ def _itk_geometry(reader, path: Path):
         size, spacing, origin, direction = size, spacing[:3], origin[:3], direction[:3, :3]
     elif dim != 3:
         raise InputError(f"{path}: {dim}D images are not supported (napari-medseg reads 2D, 3D and 4D)")
+    if any(int(s) < 1 or int(s) >= 2**31 for s in size):
+        raise InputError(f"{path}: the header declares an empty or impossible image size {tuple(int(s) for s in size)}; "
+                         "the file is corrupt. Re-export it")
     return size, spacing, origin, direction
 
 
-def _check_itk_size(reader, path: Path, size) -> None:
+def _check_itk_size(reader, path: Path, size) -> int:
     ncomp = int(reader.GetNumberOfComponents())
     import SimpleITK as sitk
 
@@ -356,9 +435,11 @@ def _check_itk_size(reader, path: Path, size) -> None:
     limit = avail * MAX_DEFLATE_RATIO if compressed else avail
     if needed > limit:
         raise InputError(
-            f"{path}: the header declares {tuple(size)} voxels ({needed / 1e9:.3g} GB), more than the "
+            f"{path}: the header declares {tuple(size)} voxels x {ncomp} component(s) ({human_bytes(needed)}), more than the "
             f"{avail}-byte file can hold; the file is truncated or its header is corrupt. Re-export it"
         )
+    check_allocation(2 * needed, f"the image {tuple(size)} x {ncomp} component(s)", path)  # ITK buffer + numpy copy
+    return needed
 
 
 def _itk_classes(reader_or_image) -> tuple[dict[int, str], dict[int, tuple]]:
@@ -395,7 +476,11 @@ def read_itk(path) -> Volume:
     path = Path(path)
     reader = _itk_reader(path)
     size, spacing, origin, direction = _itk_geometry(reader, path)
-    _check_itk_size(reader, path, size)
+    Volume(np.zeros((1, 1, 1), np.uint8), spacing, origin, direction, {"source_path": str(path)})  # geometry first
+    needed = _check_itk_size(reader, path, size)
+    from napari_medseg.io.payload import verify_itk_payload
+
+    verify_itk_payload(path, needed)  # CRC/length of compressed payloads, length of raw ones (ITK checks neither)
     try:
         image = reader.Execute()
     except RuntimeError as e:

@@ -9,8 +9,10 @@
 * ``.dcm`` (labels only): a DICOM SEG (highdicom, BINARY, one segment per class present) referencing the
   source DICOM series given as ``reference``.
 
-Every write is atomic and refuses to replace an existing file unless ``force=True``; a labels volume that is
-not on its reference's grid raises `GeometryError` (resample it first).
+Every write is atomic and refuses to replace an existing file unless ``force=True``; it never writes over or
+into a source file or folder that the volumes know (``meta["source_path"]``, DICOM files), even with
+``force`` (`OutputOverInputError`, see :mod:`napari_medseg._guard`). Labels on the reference's grid up to a
+signed axis permutation are reoriented onto it exactly; any other grid raises `GeometryError`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_medseg._atomic import atomic_path, check_overwrite
+from napari_medseg._guard import check_outputs
 from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.io.formats import CLASS_TABLE_KEY, NIFTI_ECODE_COMMENT
 from napari_medseg.volume import Volume
@@ -91,14 +94,10 @@ def _label_array(labels: Volume, path: Path) -> np.ndarray:
 def _on_reference_grid(labels: Volume, reference: Volume | None, path: Path) -> Volume:
     if reference is None:
         return labels
-    if not labels.same_grid(reference):
-        raise GeometryError(
-            f"cannot write {path}: the labels grid (shape {labels.spatial_shape}, spacing {labels.spacing}, origin "
-            f"{labels.origin}) differs from the reference image's (shape {reference.spatial_shape}, spacing "
-            f"{reference.spacing}, origin {reference.origin}); resample the labels onto the reference first"
-        )
-    # exact reference geometry (same_grid allows 1e-4 mm of round-off)
-    return Volume(labels.array, reference.spacing, reference.origin, reference.direction.copy(), labels.meta)
+    try:  # exact reference geometry; labels in another axis order are transposed/flipped onto it (no interpolation)
+        return labels.on_grid_of(reference, tol=1e-3, onto="reference image")
+    except GeometryError as e:
+        raise GeometryError(f"cannot write {path}: {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------- NIfTI
@@ -163,7 +162,9 @@ def _save_sitk(image, path: Path, force: bool) -> Path:
         try:
             sitk.WriteImage(image, str(tmp), True)
         except RuntimeError as e:
-            raise InputError(f"cannot write {path}: SimpleITK failed ({e})") from e
+            from napari_medseg._messages import one_line_error
+
+            raise InputError(f"cannot write {path}: SimpleITK failed ({one_line_error(e)})") from e
     return path
 
 
@@ -198,6 +199,7 @@ def write_labels(labels: Volume, path, classes=None, reference: Volume | None = 
     """
     path = Path(path)
     kind = _kind(path)
+    check_outputs(path, [labels, reference])  # never over or into the source, even with force
     check_overwrite(path, force)
     if not isinstance(labels, Volume):
         if reference is None or not hasattr(labels, "shape"):
@@ -212,8 +214,8 @@ def write_labels(labels: Volume, path, classes=None, reference: Volume | None = 
                 f"{reference.spatial_shape}"
             )
         labels = Volume(labels, reference.spacing, reference.origin, reference.direction.copy())
-    arr = _label_array(labels, path)
     vol = _on_reference_grid(labels, reference, path)
+    arr = _label_array(vol, path)
     table = _class_table(classes, labels)
     if kind == "nifti":
         return _write_labels_nifti(vol, arr, table, path, force)
@@ -228,6 +230,7 @@ def write_volume(volume: Volume, path, force: bool = False) -> Path:
     """Write an image `Volume` (3D, or 4D with the channel axis first) to ``path``, keeping its dtype."""
     path = Path(path)
     kind = _kind(path)
+    check_outputs(path, [volume])  # never over or into the source, even with force
     check_overwrite(path, force)
     if not isinstance(volume, Volume):
         raise InputError(f"cannot write {path}: write_volume needs a Volume, got {type(volume).__name__}")

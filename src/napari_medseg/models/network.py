@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 from napari_medseg.errors import ModelError
@@ -40,8 +41,7 @@ def network_class(name: str):
     return cls
 
 
-def build_network(card) -> "torch.nn.Module":  # noqa: F821
-    """Instantiate ``card.architecture`` with ``card.arch_args`` (in/out channels filled from the card)."""
+def _arguments(card):
     cls = network_class(card.architecture)
     args = check_literal(dict(card.arch_args), f"arch_args of model {card.name!r}")
     params = inspect.signature(cls.__init__).parameters
@@ -54,7 +54,49 @@ def build_network(card) -> "torch.nn.Module":  # noqa: F821
                     f"model {card.name!r}: arch_args.{key}={args[key]} but the card says {value} "
                     f"({'input channels' if key == 'in_channels' else 'classes incl. background'}); fix card.json"
                 )
+    return cls, args
+
+
+def build_network(card) -> "torch.nn.Module":  # noqa: F821
+    """Instantiate ``card.architecture`` with ``card.arch_args`` (in/out channels filled from the card)."""
+    cls, args = _arguments(card)
     try:
         return cls(**args)
     except Exception as e:  # noqa: BLE001 - any constructor failure is a bad card
         raise ModelError(f"cannot build {card.architecture}({args}) for model {card.name!r}: {e}") from e
+
+
+def check_fits(card, state_dict: dict, source: str) -> None:
+    """`ModelError` unless the card's network has exactly the weights' tensor names and shapes.
+
+    The network is built on torch's ``meta`` device (no memory, no initialisation), so a card with absurd
+    ``arch_args`` costs nothing before it is refused; only a network the size of the weights is then built.
+    """
+    import torch
+
+    cls, args = _arguments(card)
+    try:
+        with torch.device("meta"):
+            net = cls(**args)
+    except Exception:  # noqa: BLE001 - some networks (SwinUNETR: .item() in __init__) cannot be built on meta;
+        return  # the real build and the strict load_state_dict then judge the card, as before
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    have = {str(k).removeprefix("module."): tuple(v.shape) for k, v in state_dict.items()}
+    if want == have:
+        return
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    shapes = [f"{k}: card {want[k]} vs weights {have[k]}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    n_want = sum(math.prod(s) for s in want.values())
+    n_have = sum(math.prod(s) for s in have.values())
+    detail = "; ".join(
+        x for x in (
+            f"{len(missing)} tensor(s) missing from the weights (e.g. {missing[0]})" if missing else "",
+            f"{len(extra)} unexpected tensor(s) (e.g. {extra[0]})" if extra else "",
+            f"{len(shapes)} shape mismatch(es) (e.g. {shapes[0]})" if shapes else "",
+        ) if x
+    )
+    raise ModelError(
+        f"{source}: the weights ({n_have:,} values) do not fit the {card.architecture} described by the model card "
+        f"({n_want:,} values): {detail}. The card's arch_args are wrong or the card belongs to other weights"
+    )

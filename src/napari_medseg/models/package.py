@@ -2,7 +2,10 @@
 
 * :func:`save_model_package` writes the weights as safetensors, fills ``weights_sha256`` and
   ``package_version`` in the card, and writes everything atomically (a temporary folder renamed into place).
+* ``integrity.json`` records the SHA-256 of the canonical card JSON and of the weights: a changed card (two
+  class names swapped) or changed weights is an `IntegrityError`; a package without it loads with a warning.
 * :func:`load_model_package` checks the SHA-256 before reading a byte of the weights (`IntegrityError`),
+  checks the card's sizes and that its network fits the weights on torch's meta device before building it,
   builds the network from the card and loads the state dict strictly: a truncated file or an architecture
   that does not match the weights is a `ModelError` naming the file. ``.pt``/``.pth`` state dicts load with
   ``torch.load(weights_only=True)``; nothing is ever unpickled otherwise.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -25,6 +29,11 @@ from napari_medseg.errors import IntegrityError, ModelError, OutputExistsError
 from napari_medseg.models.card import ModelCard
 
 CARD_NAME = "card.json"
+#: the integrity record: SHA-256 of the canonical card JSON and of the weights, so neither can change alone
+INTEGRITY_NAME = "integrity.json"
+INTEGRITY_FORMAT = "napari-medseg-integrity/1"
+#: sliding-window sides beyond this are not a real model (a hostile or corrupt card)
+MAX_ROI_SIDE = 1024
 
 
 @dataclass
@@ -37,6 +46,75 @@ class LoadedModel:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def card_sha256(card_text: str, source: str = "") -> str:
+    """SHA-256 of the card's canonical JSON (sorted keys, no whitespace): formatting does not count, content does."""
+    try:
+        doc = json.loads(card_text)
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model card {source} is not valid JSON: {e}") from e
+    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return sha256_bytes(canon.encode("utf-8"))
+
+
+def integrity_record(card_text: str, weights_name: str, blob: bytes) -> str:
+    """The ``integrity.json`` text for a card and its weights."""
+    rec = {"format": INTEGRITY_FORMAT, "card_sha256": card_sha256(card_text), "weights_file": weights_name,
+           "weights_sha256": sha256_bytes(blob)}
+    return json.dumps(rec, indent=2) + "\n"
+
+
+def verify_integrity(record_text: str | None, card_text: str, blob: bytes, card_src: str, wsrc: str) -> list[str]:
+    """`IntegrityError` when the card or the weights differ from the integrity record; warnings if there is none."""
+    if record_text is None:
+        return [f"{card_src}: the package has no {INTEGRITY_NAME}; its model card (class names, preprocessing) was "
+                "not integrity-checked. Re-save the package with this version of napari-medseg to protect it"]
+    try:
+        rec = json.loads(record_text)
+        want_card, want_w = str(rec["card_sha256"]).lower(), str(rec["weights_sha256"]).lower()
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise IntegrityError(f"{card_src}: the package's {INTEGRITY_NAME} is damaged ({e}); re-download or "
+                             "re-export the model") from e
+    got = card_sha256(card_text, card_src)
+    if got != want_card:
+        raise IntegrityError(
+            f"{card_src}: the model card was modified after the package was written (SHA-256 {got[:16]}… does not "
+            f"match {want_card[:16]}… in {INTEGRITY_NAME}): its class names or settings cannot be trusted. "
+            "Re-download or re-export the model"
+        )
+    digest = sha256_bytes(blob)
+    if digest != want_w:
+        raise IntegrityError(
+            f"{wsrc}: SHA-256 {digest[:16]}… does not match {want_w[:16]}… in {INTEGRITY_NAME} — the weights file is "
+            "truncated or was modified; re-download or re-export the model"
+        )
+    return []
+
+
+def check_card_sizes(card: ModelCard, source: str) -> None:
+    """`ModelError`/`ResourceLimitError` for sliding-window settings no real model has (before anything is built)."""
+    from napari_medseg._limits import check_allocation
+
+    roi = card.roi_size
+    try:
+        sides = [int(v) for v in roi]
+        ok = len(sides) == 3 and all(float(v) == int(v) for v in roi)
+    except (TypeError, ValueError, OverflowError):
+        ok, sides = False, []
+    if not ok or any(v < 1 or v > MAX_ROI_SIDE for v in sides):
+        raise ModelError(f"{source}: roi_size {list(roi) if isinstance(roi, (list, tuple)) else roi!r} is not three "
+                         f"whole numbers between 1 and {MAX_ROI_SIDE}; the model card is corrupt")
+    sw = card.sw_batch_size
+    if not isinstance(sw, int) or isinstance(sw, bool) or not 1 <= sw <= 1024:
+        raise ModelError(f"{source}: sw_batch_size {sw!r} is not a whole number between 1 and 1024")
+    if not (isinstance(card.overlap, (int, float)) and 0 <= float(card.overlap) < 1):
+        raise ModelError(f"{source}: overlap {card.overlap!r} must be in [0, 1)")
+    if not isinstance(card.in_channels, int) or not 1 <= card.in_channels <= 64:
+        raise ModelError(f"{source}: in_channels {card.in_channels!r} must be a whole number between 1 and 64")
+    voxels = sides[0] * sides[1] * sides[2]
+    # one window of input + output (float32) is the least any run needs (the planner sizes batches itself)
+    check_allocation(voxels * (card.in_channels + card.out_channels) * 4, "one sliding window of the model card", source)
 
 
 def _state_dict(network_or_state_dict) -> dict:
@@ -76,6 +154,7 @@ def save_model_package(network_or_state_dict, card: ModelCard, path, force: bool
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
                 zf.writestr(CARD_NAME, card_text)
                 zf.writestr(weights_name, blob)
+                zf.writestr(INTEGRITY_NAME, integrity_record(card_text, weights_name, blob))
         return path
     from napari_medseg._atomic import temp_dir_beside
 
@@ -83,6 +162,7 @@ def save_model_package(network_or_state_dict, card: ModelCard, path, force: bool
     try:
         (tmp / weights_name).write_bytes(blob)
         (tmp / CARD_NAME).write_text(card_text, encoding="utf-8")
+        (tmp / INTEGRITY_NAME).write_text(integrity_record(card_text, weights_name, blob), encoding="utf-8")
         if path.exists():  # force: swap the old package out, then remove it
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / "pkg")
@@ -97,6 +177,28 @@ def save_model_package(network_or_state_dict, card: ModelCard, path, force: bool
 
 
 # ---------------------------------------------------------------------------------------------- loading
+def _read_weights_file(wfile: Path) -> bytes:
+    from napari_medseg._limits import check_allocation
+
+    check_allocation(wfile.stat().st_size, "the weights file", wfile)
+    return wfile.read_bytes()
+
+
+def _read_integrity(path: Path) -> str | None:
+    """The ``integrity.json`` text of a package folder or zip (None when it has none)."""
+    if path.is_file() and path.name == CARD_NAME:
+        path = path.parent
+    if path.is_dir():
+        f = path / INTEGRITY_NAME
+        return f.read_text(encoding="utf-8") if f.is_file() else None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
+            return zf.read(names[INTEGRITY_NAME]).decode("utf-8") if INTEGRITY_NAME in names else None
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: cannot read the model package zip ({e}); re-download or re-export it") from e
+
+
 def _read_package(path: Path) -> tuple[str, str, bytes, str]:
     """(card text, card source, weights bytes, weights source) of a package folder, zip or card.json."""
     if path.is_file() and path.name == CARD_NAME:
@@ -110,7 +212,7 @@ def _read_package(path: Path) -> tuple[str, str, bytes, str]:
         wfile = path / Path(card.weights_file).name
         if not wfile.is_file():
             raise ModelError(f"{wfile}: weights file named in {card_file} is missing")
-        return text, str(card_file), wfile.read_bytes(), str(wfile)
+        return text, str(card_file), _read_weights_file(wfile), str(wfile)
     if path.is_file() and zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
@@ -122,6 +224,9 @@ def _read_package(path: Path) -> tuple[str, str, bytes, str]:
                 wname = Path(card.weights_file).name
                 if wname not in names:
                     raise ModelError(f"{path}: weights file {wname!r} named in its card is not in the zip")
+                from napari_medseg._limits import check_allocation
+
+                check_allocation(zf.getinfo(names[wname]).file_size, "the weights file", f"{path}!{wname}")
                 return text, f"{path}!{CARD_NAME}", zf.read(names[wname]), f"{path}!{wname}"
         except (zipfile.BadZipFile, OSError, KeyError) as e:
             raise ModelError(f"{path}: cannot read the model package zip ({e}); re-download or re-export it") from e
@@ -163,12 +268,13 @@ def load_weights(network, state_dict: dict, source: str, architecture: str = "")
 
 def load_model_package(path) -> LoadedModel:
     """Load and verify a model package (folder, ``.zip`` or the ``card.json`` inside a folder)."""
-    from napari_medseg.models.network import build_network
+    from napari_medseg.models.network import build_network, check_fits
 
     path = Path(path)
     text, card_src, blob, wsrc = _read_package(path)
     card = ModelCard.from_json(text, card_src)
-    warnings: list[str] = []
+    warnings: list[str] = verify_integrity(_read_integrity(path), text, blob, card_src, wsrc)
+    check_card_sizes(card, card_src)
     if card.weights_sha256:
         digest = sha256_bytes(blob)
         if digest != card.weights_sha256.lower():
@@ -176,9 +282,12 @@ def load_model_package(path) -> LoadedModel:
                 f"{wsrc}: SHA-256 {digest[:16]}… does not match the model card's {card.weights_sha256[:16]}… — "
                 "the weights file is truncated or was modified; re-download or re-export the model"
             )
+    elif not warnings:  # the integrity record checked the weights
+        pass
     else:
         warnings.append(f"{card_src} records no weights_sha256; the weights were not integrity-checked")
     sd = load_state_dict_bytes(blob, Path(card.weights_file).name, wsrc)
+    check_fits(card, sd, wsrc)  # on the meta device: nothing big is built for a card that does not fit
     network = build_network(card)
     load_weights(network, sd, wsrc, card.architecture)
     network.eval()

@@ -24,6 +24,35 @@ from napari_medseg.errors import ModelError
 BUILTIN_VERSION = "builtin"
 DEFAULT_NAME = "default"
 _VERSION_RE = re.compile(r"^v(\d+)$")
+#: a model name or version id is one plain folder name: no separators, no "..", no hidden/dot names
+_NAME_BAD = re.compile(r"[/\\:@*?\"<>|\x00-\x1f\x7f]")
+MAX_NAME_LEN = 100
+
+
+def validate_model_name(name, what: str = "model name") -> str:
+    """``name`` if it is a safe single folder name in the models home, else `ModelError` (path escape etc.).
+
+    Used for model names and version ids by the registry, `napari_medseg.training.versions`, the CLI and
+    the API, so ``"../../x"`` can never place a model or its ``active`` file outside the models home.
+    """
+    text = str(name) if name is not None else ""
+    if (
+        not text
+        or text != text.strip()
+        or text.startswith(".")
+        or len(text) > MAX_NAME_LEN
+        or _NAME_BAD.search(text)
+    ):
+        raise ModelError(
+            f"invalid {what} {text!r}: use one plain name of letters, digits, spaces, '.', '_' or '-' (not "
+            f"starting with '.', no '/', '\\', ':', '@', at most {MAX_NAME_LEN} characters), e.g. 'liver-ct'"
+        )
+    return text
+
+
+def model_folder(name: str) -> Path:
+    """``<models home>/models/<name>`` for a validated ``name``."""
+    return models_dir() / validate_model_name(name)
 
 
 def models_home() -> Path:
@@ -54,7 +83,7 @@ def _version_key(v: str):
 
 def list_versions(name: str) -> list[str]:
     """Version ids of a user model, oldest first (``v1, v2, ...``); includes ``builtin`` for the default."""
-    folder = models_dir() / name
+    folder = model_folder(name)
     versions = []
     if folder.is_dir():
         for p in folder.iterdir():
@@ -70,7 +99,7 @@ def list_versions(name: str) -> list[str]:
 
 def active_version(name: str) -> str | None:
     """The active version id of ``name`` (``active`` file, else the newest version, else ``builtin``)."""
-    f = models_dir() / name / "active"
+    f = model_folder(name) / "active"
     versions = list_versions(name)
     if f.is_file():
         v = f.read_text(encoding="utf-8").strip()
@@ -84,7 +113,8 @@ def active_version(name: str) -> str | None:
 def _version_path(name: str, version: str) -> Path | None:
     if name == DEFAULT_NAME and version == BUILTIN_VERSION:
         return builtin_default_path() if _builtin_available() else None
-    base = models_dir() / name
+    base = model_folder(name)
+    validate_model_name(version, "model version")
     for p in (base / version, base / f"{version}.zip"):
         if p.exists():
             return p
@@ -94,10 +124,18 @@ def _version_path(name: str, version: str) -> Path | None:
 def model_names() -> list[str]:
     names = set()
     if models_dir().is_dir():
-        names |= {p.name for p in models_dir().iterdir() if p.is_dir() and list_versions(p.name)}
+        names |= {p.name for p in models_dir().iterdir() if p.is_dir() and _valid(p.name) and list_versions(p.name)}
     if _builtin_available():
         names.add(DEFAULT_NAME)
     return sorted(names)
+
+
+def _valid(name: str) -> bool:
+    try:
+        validate_model_name(name)
+    except ModelError:
+        return False
+    return True
 
 
 def resolve_model(spec=None) -> Path:

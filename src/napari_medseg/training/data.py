@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medseg.errors import InputError
+from napari_medseg._messages import fmt
+from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.models.card import ModelCard
 from napari_medseg.volume import Volume
 
@@ -77,11 +78,12 @@ def prepare_case(
     from napari_medseg.inference.preprocess import intensity, to_model_grid
 
     where = name or image.meta.get("source_path") or "image"
-    if image.spatial_shape != labels.spatial_shape or not labels.same_grid(image, tol=1e-2):
-        raise InputError(
-            f"labels grid {labels.spatial_shape} @ {labels.spacing} does not match the image grid "
-            f"{image.spatial_shape} @ {image.spacing} for {where}; resample the labels onto the image first"
-        )
+    try:  # labels in another axis order are transposed/flipped exactly; any other grid is a GeometryError
+        if mask is not None and np.shape(mask) == labels.spatial_shape:
+            mask = labels.with_array(np.asarray(mask)).on_grid_of(image, tol=1e-2).array
+        labels = labels.on_grid_of(image, tol=1e-2)
+    except GeometryError as e:
+        raise GeometryError(f"{where}: {e}") from e
     lab = np.asarray(labels.array)
     if not np.issubdtype(lab.dtype, np.integer):
         if not np.all(np.mod(lab, 1) == 0):
@@ -117,7 +119,7 @@ def prepare_case(
         raise InputError(f"{where} has {img_t.shape[0]} channel(s) but model '{card.name}' expects {card.in_channels}")
     if msk_t.sum() == 0:
         raise InputError(
-            f"no labelled voxel of {where} survives resampling to the model grid (spacing {card.spacing}); "
+            f"no labelled voxel of {where} survives resampling to the model grid (spacing {fmt(card.spacing)}); "
             "mark more slices or use a model with a finer spacing"
         )
     case = Case(where, img_t, tgt_t, msk_t)

@@ -27,6 +27,7 @@ from napari_medseg.models.card import ModelCard
 from napari_medseg.progress import run_steps
 from napari_medseg.training.config import FinetuneConfig, TrainConfig
 from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case, value_to_channel
+from napari_medseg.training.preflight import finetune_preflight
 from napari_medseg.training.loop import TrainProgress, evaluate_cases, training_steps
 from napari_medseg.training.train import TrainResult, class_names, finish_card, unet_card
 from napari_medseg.volume import Volume
@@ -210,6 +211,7 @@ def finetune_steps(
         raise InputError(f"activate must be 'auto', True or False, got {activate!r}")
     if not isinstance(image, Volume) or not isinstance(labels, Volume):
         raise InputError("finetune needs an image Volume and a labels Volume (read files with read_volume)")
+    labels = finetune_preflight(image, labels, model, from_scratch, name, output)  # grid, name, outputs: before work
     slices = check_slices(slices, labels.spatial_shape)
     if output is not None:
         from napari_medseg._atomic import check_overwrite

@@ -182,6 +182,9 @@ def train(
 
     images, labels = list(images), list(labels)
     if output is not None:
+        from napari_medseg.training.preflight import train_preflight
+
+        train_preflight([*images, *val_images], [*labels, *val_labels], output)  # before any training
         check_overwrite(output, force)
     if card is None:
         if classes is None:
