@@ -60,9 +60,9 @@ def object_kind(sop_class_uid: str, has_rows_columns: bool) -> tuple[str, str]:
     name = sop_class_name(uid)
     known = name != uid
     if known and ("Image Storage" in name or uid in _IMAGE_LIKE):
-        return ("image", "") if has_rows_columns else ("non_image", f"a {name} object without Rows/Columns")
+        return ("image", "") if has_rows_columns else ("non_image", f"a '{name}' object without Rows/Columns")
     if known:
-        return "non_image", f"a {name} object, not an image"
+        return "non_image", f"a '{name}' object, not an image"
     if has_rows_columns:
         return "image", f"SOPClassUID {uid} is not a standard class (read as an image: it has Rows and Columns)"
     return "non_image", f"an object of unknown SOP Class {uid} without Rows/Columns"
