@@ -68,7 +68,7 @@ def _nothing_found(path: Path, result) -> str:
             + "; it is a header-only or incomplete export — re-export the series with its images"
         )
     buckets = [b for b, keys in result.skipped.items() if keys]
-    if len(buckets) == 1 and buckets[0] not in ("unreadable", "non_image"):
+    if len(buckets) == 1 and (buckets[0] not in ("unreadable", "non_image") or result.n_files == 1):
         keys = result.skipped[buckets[0]]
         reason = result.reasons.get(keys[0])
         if reason:

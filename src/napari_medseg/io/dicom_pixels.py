@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_medseg.errors import InputError
 from napari_medseg.io.dicom_classify import fill_pixel_defaults
-from napari_medseg.io.dicom_scan import NATIVE_SYNTAXES, Source, memory_budget, mismatch_reason, read_header
+from napari_medseg.io.dicom_scan import NATIVE_SYNTAXES, Source, length_matches, memory_budget, mismatch_reason, read_header
 from napari_medseg.io.series import SeriesInfo
 
 _WORKERS = min(8, (os.cpu_count() or 2) * 2)
@@ -29,7 +29,7 @@ def _native_frames(ds, key: str) -> np.ndarray:
     rows, cols = int(ds.Rows), int(ds.Columns)
     n = int(ds.get("NumberOfFrames", 1) or 1)
     need = rows * cols * n
-    if len(ds.PixelData) not in (need * dtype.itemsize, need * dtype.itemsize + 1):
+    if not length_matches(ds, len(ds.PixelData), need * dtype.itemsize):
         raise InputError(f"{key}: {mismatch_reason(ds, len(ds.PixelData))}")
     arr = np.frombuffer(ds.PixelData, dtype=dtype, count=need)
     stored = int(ds.get("BitsStored", bits) or bits)
