@@ -29,7 +29,7 @@ def test_non_image_dicom_only(tmp_path):
     folder = tmp_path / "sr"
     folder.mkdir()
     ds.save_as(folder / "report.dcm")
-    with pytest.raises(InputError, match="without an image"):
+    with pytest.raises(InputError, match="object without Rows/Columns"):
         read_dicom(folder)
 
 

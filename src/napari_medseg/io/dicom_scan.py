@@ -271,6 +271,8 @@ _PREFIX = 16 * 1024
 def _fast_header(source: Source, key: str) -> FastHeader | None:
     """The header through the fast parser, or None when pydicom must read it."""
     data = source.read_prefix(key, _PREFIX)
+    if data[128:132] != b"DICM" and not _plausible_preambleless(data):
+        raise InvalidDicomError("no DICM marker")  # decided from the prefix: never read more of a junk file
     header = parse_header(data, HEADER_TAGS)
     if header == NEED_MORE and len(data) == _PREFIX:
         if source.size(key) > 256 * 1024**2:
