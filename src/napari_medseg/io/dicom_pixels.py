@@ -248,6 +248,13 @@ def read_pixels(info: SeriesInfo, source: Source, out_dtype=None) -> tuple[np.nd
     stored_dtype = results[0][0]
     ranges = np.array([r for _, lh in results for r in lh])
     s_lo, s_hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
+    r_lo, r_hi = _output_range(s_lo, s_hi, slopes, inters)
+    if out.dtype.kind == "f" and max(abs(r_lo), abs(r_hi)) > np.finfo(np.float32).max:
+        k = int(np.argmax(np.abs(slopes) * max(abs(s_lo), abs(s_hi)) + np.abs(inters)))
+        raise InputError(
+            f"{frames[k].key}: RescaleSlope {slopes[k]:g} / RescaleIntercept {inters[k]:g} turn the stored values "
+            f"({s_lo:g} to {s_hi:g}) into numbers beyond the float32 range; the header is corrupt — fix it"
+        )
     if out_dtype is None and (s_lo < lo or s_hi > hi):
         needed = _output_dtype(s_lo, s_hi, slopes, inters)
         if needed != dtype and np.result_type(needed, dtype) != dtype:
