@@ -341,3 +341,41 @@ def test_damaged_zip_says_damaged_zip(tmp_path):
     bad.write_bytes(bytes(flipped))
     (info,) = list_series(bad)
     assert any("damaged zip member" in m for m in info.warnings), info.warnings
+
+
+def test_deflate_bomb_is_refused_before_inflating(tmp_path):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    w = write_series(tmp_path / "s", shape=(3, 40, 36))
+    ds = pydicom.dcmread(w.files[0])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.ImagePositionPatient = ["-120", "-80", "40"]
+    ds.add_new((0x7FE1, 0x0010), "OB", bytes(80 * 1024**2))  # 80 MiB of zeros: ~80 KB deflated
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    bomb = tmp_path / "s" / "bomb.dcm"
+    ds.save_as(bomb)
+    assert bomb.stat().st_size < 1024**2
+    (info,) = list_series(tmp_path / "s")
+    assert info.shape[0] == 3
+    assert any("deflate bomb" in m and "bomb.dcm" in m for m in info.warnings), info.warnings
+    with pytest.raises(InputError, match="inflates to more than 64 MiB"):
+        read_volume(bomb)
+
+
+def test_deflated_file_still_reads(tmp_path):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    w = write_series(tmp_path / "s", shape=(3, 40, 36))
+    for f in w.files:
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(f)
+    np.testing.assert_array_equal(read_volume(tmp_path / "s").array, w.expected)
+
+
+def test_symlinked_folder_is_reported_not_silently_ignored(tmp_path):
+    write_series(tmp_path / "real", shape=(3, 40, 36))
+    write_series(tmp_path / "top" / "a", shape=(3, 40, 36))
+    os.symlink(tmp_path / "real", tmp_path / "top" / "linked")
+    (info,) = list_series(tmp_path / "top")
+    assert any("1 symbolic link(s) to folders, not followed" in m for m in info.warnings), info.warnings

@@ -61,8 +61,59 @@ def _plausible_preambleless(head: bytes) -> bool:
     return group in (0x0002, 0x0008)
 
 
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+
+
+class DeflateBomb(UnsafeMember):
+    """A deflated dataset that inflates to more than it may."""
+
+
+def check_deflated(fp) -> None:
+    """A Deflated Explicit VR Little Endian file is inflated whole by pydicom: count what it inflates to
+    first (streamed, nothing kept) and refuse one that expands beyond the budget (a deflate bomb)."""
+    own = not hasattr(fp, "read")
+    f = open(fp, "rb") if own else fp
+    try:
+        start_pos = f.tell()
+        if _DEFLATED not in f.read(4096):
+            return
+        f.seek(start_pos)
+        from pydicom.filereader import _read_file_meta_info, read_preamble
+
+        read_preamble(f, force=True)
+        _read_file_meta_info(f)
+        body = f.tell()
+        size = f.seek(0, 2) - body
+        f.seek(body)
+        limit = min(memory_budget(), max(64 * 1024**2, 200 * size))
+        d, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while not d.eof:
+            buf = f.read(1 << 20)
+            if not buf:
+                break
+            while buf:
+                total += len(d.decompress(buf, 1 << 22))
+                buf = d.unconsumed_tail
+                if total > limit:
+                    raise DeflateBomb(
+                        f"{getattr(fp, 'name', fp) if own else 'the file'}: the deflated dataset ({size} bytes) "
+                        f"inflates to more than {limit / 1024**2:.0f} MiB (a deflate bomb or a corrupt file); "
+                        "refusing to inflate it"
+                    )
+    except DeflateBomb:
+        raise
+    except (zlib.error, OSError, ValueError):
+        pass  # not inflatable: pydicom reports it
+    finally:
+        if own:
+            f.close()
+        else:
+            f.seek(start_pos)
+
+
 def read_header(fp, specific_tags=None, stop_before_pixels=True) -> pydicom.Dataset:
     """``dcmread`` that also accepts preamble-less files; raises InvalidDicomError for anything else."""
+    check_deflated(fp)
     try:
         return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags)
     except InvalidDicomError:
@@ -114,6 +165,7 @@ BUCKETS = {
     "denied": "file(s) that may not be read (permission denied)",
     "special": "non-regular file(s) (named pipe, socket or device), never opened",
     "broken link": "broken symbolic link(s)",
+    "dir link": "symbolic link(s) to folders, not followed (point at the folder itself to read it)",
     "missing": "file(s) that disappeared during the scan",
     "unsafe name": "zip member(s) with an unsafe name (absolute path or a '..' component), not read",
     "damaged": "damaged zip member(s)",
@@ -295,6 +347,10 @@ def _read_any_header(source: Source, key: str):
         raise Skip("damaged", f"damaged zip member ({_short(e)}); re-create the archive") from None
     except InvalidDicomError:
         raise Skip("unreadable", "not a DICOM file (no 'DICM' marker and no DICOM header)") from None
+    except (RuntimeError, NotImplementedError) as e:
+        if source.is_member(key):  # encrypted member, or a compression method Python cannot read
+            raise Skip("damaged", f"cannot extract the zip member ({_short(e)}); re-create the archive") from None
+        raise Skip("unreadable", f"cannot parse the DICOM header ({_short(e)}); the file is corrupt") from None
     except OSError as e:
         raise Skip("unreadable", f"cannot read the file ({_short(e)})") from None
     except Exception as e:  # noqa: BLE001 - a header pydicom cannot parse

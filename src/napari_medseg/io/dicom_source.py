@@ -125,7 +125,7 @@ class Source:
         self._zip: zipfile.ZipFile | None = None
         self._members: dict[str, zipfile.ZipInfo] = {}
         self._lock = threading.Lock()
-        #: reason -> keys never read: 'special', 'broken link', 'denied', 'unsafe name', 'missing'
+        #: reason -> keys never read: 'special', 'broken link', 'denied', 'unsafe name', 'missing', 'dir link'
         self.skipped: dict[str, list[str]] = {}
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file or folder")
@@ -164,6 +164,9 @@ class Source:
             self._skip("denied", str(getattr(err, "filename", "") or err))
 
         for root, dirs, files in os.walk(self.path, onerror=denied):
+            for d in dirs:
+                if os.path.islink(os.path.join(root, d)):  # os.walk does not follow them: say so
+                    self._skip("dir link", os.path.join(root, d))
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for f in sorted(files):
                 if f.startswith("."):
