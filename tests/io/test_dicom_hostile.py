@@ -379,3 +379,15 @@ def test_symlinked_folder_is_reported_not_silently_ignored(tmp_path):
     os.symlink(tmp_path / "real", tmp_path / "top" / "linked")
     (info,) = list_series(tmp_path / "top")
     assert any("1 symbolic link(s) to folders, not followed" in m for m in info.warnings), info.warnings
+
+
+def test_short_or_markerless_dcm_file_says_what_is_wrong(tmp_path):
+    w = write_series(tmp_path / "s", shape=(2, 40, 36))
+    truncate(w.files[0], 0.01)  # 100 bytes or so: not even the preamble
+    with pytest.raises(InputError, match="too short for a DICOM file"):
+        read_volume(w.files[0])
+    data = bytearray(w.files[1].read_bytes())
+    data[128:132] = b"XXXX"
+    w.files[1].write_bytes(bytes(data))
+    with pytest.raises(InputError, match="not a DICOM file \\(no 'DICM' marker"):
+        read_volume(w.files[1])

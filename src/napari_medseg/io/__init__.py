@@ -67,6 +67,15 @@ def _require_format(path) -> str:
             f"{p}: not a regular file (a named pipe, socket or device); napari-medseg reads files and folders only"
         )
     fmt = detect_format(p)
+    if fmt is None and p.is_file() and (p.suffix.lower() in (".dcm", ".dicom", ".ima") or not p.suffix):
+        size = p.stat().st_size
+        if size < 132:
+            raise InputError(f"{p}: the file is {size} bytes long, too short for a DICOM file (empty or truncated)")
+        if p.suffix:
+            raise InputError(
+                f"{p}: not a DICOM file (no 'DICM' marker at byte 128 and no DICOM header); the file is damaged "
+                "or not DICOM — copy or export it again"
+            )
     if fmt is None:
         raise InputError(
             f"{p}: not a format napari-medseg reads (DICOM file/folder/zip, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd)"

@@ -335,6 +335,8 @@ def _fast_header(source: Source, key: str) -> FastHeader | None:
 
 def _read_any_header(source: Source, key: str):
     try:
+        if source.size(key) == 0:
+            raise Skip("unreadable", "the file is empty (0 bytes)")
         ds = _fast_header(source, key)
         if ds is None:
             ds = _Header(read_header(source.open(key, header_only=True), specific_tags=HEADER_TAGS))
@@ -345,6 +347,8 @@ def _read_any_header(source: Source, key: str):
         raise Skip("too_large", str(e).split(": ", 1)[-1]) from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise Skip("damaged", f"damaged zip member ({_short(e)}); re-create the archive") from None
+    except Skip:
+        raise
     except InvalidDicomError:
         raise Skip("unreadable", "not a DICOM file (no 'DICM' marker and no DICOM header)") from None
     except (RuntimeError, NotImplementedError) as e:
