@@ -180,7 +180,10 @@ def read_dicom_all(path) -> list[Volume]:
     if any(i.shape[0] > 1 for i in infos):
         single = [i for i in infos if i.shape[0] == 1]
         infos = [i for i in infos if i.shape[0] > 1]
-        skipped = [(i, InputError(f"{i.files[0]}: a single slice beside the volumes")) for i in single]
+        skipped = [
+            (i, InputError(f"{i.files[0]}: a single slice beside the volumes (read it with series='{i.uid}')"))
+            for i in single
+        ]
     with Source(path) as source:
         for info in infos:
             try:
