@@ -112,7 +112,7 @@ def test_enhanced_frames_all_at_one_position_is_an_error(tmp_path):
     for fg in ds.PerFrameFunctionalGroupsSequence:
         fg.PlanePositionSequence[0].ImagePositionPatient = ["-50", "20", "-10"]
     ds.save_as(w.files[0])
-    with pytest.raises(GeometryError, match=r"all 5 frames of .*e\.dcm.* lie at one slice position") as err:
+    with pytest.raises(GeometryError, match=r"e\.dcm: all 5 frames of this file lie at one slice position") as err:
         read_volume(w.files[0])
     assert str(w.files[0]) in str(err.value)
 
@@ -121,7 +121,7 @@ def test_single_frame_images_all_at_one_position_is_an_error(tmp_path):
     w = write_series(tmp_path / "s", shape=(4, 40, 36))
     for f in w.files:
         _edit(f, ImagePositionPatient=["-120", "-80", "30"])
-    with pytest.raises(GeometryError, match="all 4 images of the series .* lie at one slice position"):
+    with pytest.raises(GeometryError, match="all 4 images of series .* lie at one slice position"):
         read_volume(tmp_path / "s")
 
 

@@ -112,9 +112,9 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
     keep = np.ones(len(frames), bool)
     keep[1:] = np.diff(depth) > _DUP_TOL
     if len(frames) > 1 and keep.sum() == 1:
-        where = "frames of " + frames[0].key if frames[0].n_frames > 1 else "images of the series"
+        where = "frames of this file" if frames[0].n_frames > 1 else f"images of series {uid}"
         raise GeometryError(
-            f"{frames[0].key}: all {len(frames)} {where} {uid} lie at one slice position "
+            f"{frames[0].key}: all {len(frames)} {where} lie at one slice position "
             f"(ImagePositionPatient {[round(float(v), 4) for v in frames[0].position]} along the slice normal); "
             "they are several acquisitions, phases or echoes of one slice, not a 3D volume — export the "
             "volume itself, or read one image at a time"
