@@ -17,6 +17,8 @@ Rules:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydicom.uid import UID
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -42,6 +44,7 @@ def sop_class_name(uid: str) -> str:
     return name or uid
 
 
+@lru_cache(maxsize=1024)
 def object_kind(sop_class_uid: str, has_rows_columns: bool) -> tuple[str, str]:
     """``(kind, note)``: kind is ``"image"``, ``"seg"``, ``"rtstruct"`` or ``"non_image"``.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -82,16 +83,24 @@ def _text(value) -> str:
     return repr(text if len(text) < 80 else text[:77] + "...")
 
 
+@lru_cache(maxsize=256)
+def _plane_ok(iop: tuple) -> bool:
+    """Two (nearly) orthogonal unit vectors; cached: the files of a series share their orientation."""
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    nr, nc = float(np.linalg.norm(row)), float(np.linalg.norm(col))
+    if nr < 1e-6 or nc < 1e-6:
+        return False
+    return abs(float(row @ col)) / (nr * nc) <= 1e-3 and abs(nr - 1) <= 0.01 and abs(nc - 1) <= 0.01
+
+
 def _check_plane(iop: np.ndarray, ps: np.ndarray | None) -> None:
-    row, col = iop[:3], iop[3:]
-    nr, nc = np.linalg.norm(row), np.linalg.norm(col)
-    if nr < 1e-6 or nc < 1e-6 or abs(float(row @ col)) / (nr * nc) > 1e-3 or abs(nr - 1) > 0.01 or abs(nc - 1) > 0.01:
+    if not _plane_ok(tuple(iop.tolist())):
         raise Skip(
             "bad_header",
             f"ImageOrientationPatient {[round(float(v), 6) for v in iop]} is not two orthogonal unit vectors; "
             "the header is corrupt",
         )
-    if ps is not None and not np.all(ps > 0):
+    if ps is not None and not (ps[0] > 0 and ps[1] > 0):
         raise Skip("bad_header", f"PixelSpacing {[float(v) for v in ps]} is not positive; the header is corrupt")
 
 

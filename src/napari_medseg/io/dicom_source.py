@@ -18,6 +18,7 @@ import io
 import os
 import stat
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -50,10 +51,16 @@ def available_memory() -> int:
     return _physical_memory()
 
 
+_BUDGET = [0.0, 0]  # (time.monotonic() of the last look, value): /proc/meminfo is read at most once a second
+
+
 def memory_budget() -> int:
     """Most bytes one series (or one decompressed zip member) may take: `MAX_ARRAY_BYTES`, and at most
     80 % of the memory available right now."""
-    return max(64 * 1024**2, min(MAX_ARRAY_BYTES, int(available_memory() * 0.8)))
+    now = time.monotonic()
+    if now - _BUDGET[0] > 1.0:
+        _BUDGET[:] = [now, max(64 * 1024**2, min(MAX_ARRAY_BYTES, int(available_memory() * 0.8)))]
+    return _BUDGET[1]
 
 
 #: Bytes of a zip member decompressed to read its header (enhanced multi-frame headers can be large).
