@@ -27,6 +27,7 @@ from napari_medseg.io.dicom_frames import Frame, Skip, _frames, _int, frames_fro
 from napari_medseg.io.dicom_fastheader import NEED_MORE, FastHeader, HeaderValues, parse_header
 from napari_medseg.io.dicom_source import (  # noqa: F401 - re-exported: the scanner's public names
     MAX_ARRAY_BYTES,
+    BoundedFile,
     ZIP_SEP,
     Source,
     UnsafeMember,
@@ -112,7 +113,12 @@ def check_deflated(fp) -> None:
 
 
 def read_header(fp, specific_tags=None, stop_before_pixels=True) -> pydicom.Dataset:
-    """``dcmread`` that also accepts preamble-less files; raises InvalidDicomError for anything else."""
+    """``dcmread`` that also accepts preamble-less files; raises InvalidDicomError for anything else.
+
+    A path is read through a `BoundedFile` (corrupt lengths never allocate more than the file holds)."""
+    if isinstance(fp, (str, os.PathLike)):
+        with BoundedFile(fp) as f:
+            return read_header(f, specific_tags, stop_before_pixels)
     check_deflated(fp)
     try:
         return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags)
@@ -142,7 +148,8 @@ def is_dicom_file(path) -> bool:
         if not _plausible_preambleless(head):
             return False
         tags = ["SOPClassUID", "Modality", "Rows", "Columns", "SeriesInstanceUID", "StudyInstanceUID"]
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=tags)
+        with BoundedFile(path) as f:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, force=True, specific_tags=tags)
         return any(t in ds for t in tags)
     except Exception:  # noqa: BLE001 - detection never raises
         return False

@@ -71,6 +71,22 @@ class UnsafeMember(InputError):
     """A zip member that cannot be read within the memory budget (declared or actual size)."""
 
 
+class BoundedFile(io.BufferedReader):
+    """A file whose ``read(n)`` never asks for more than what is left: a corrupt element length of 4 GiB
+    must not make Python allocate a 4 GiB buffer before finding a few bytes (what pydicom's reads would do)."""
+
+    def __init__(self, path):
+        super().__init__(io.FileIO(path, "rb"))
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, n=-1):
+        if n is not None and n > 0:
+            n = max(0, min(n, self._size - self.tell()))
+            if n == 0:
+                return b""
+        return super().read(n)
+
+
 def regular_file_problem(path: str) -> str | None:
     """Why ``path`` must not be opened ('special', 'broken link', 'denied'), or None for a readable regular file."""
     try:
