@@ -29,17 +29,32 @@ def test_non_image_dicom_only(tmp_path):
     folder = tmp_path / "sr"
     folder.mkdir()
     ds.save_as(folder / "report.dcm")
-    with pytest.raises(InputError, match="without an image"):
+    with pytest.raises(InputError, match="object without Rows/Columns"):
         read_dicom(folder)
 
 
-def test_single_slice_series(tmp_path):
-    w = write_series(tmp_path / "one", shape=(1, 40, 36))
-    with pytest.raises(InputError, match="single slice; a 3D volume needs at least 2 slices") as err:
-        read_dicom(tmp_path / "one")
-    assert str(w.files[0]) in str(err.value)
-    with pytest.raises(InputError, match="single slice"):
-        read_dicom(w.files[0])
+def test_single_slice_series_reads_with_slice_thickness(tmp_path):
+    w = write_series(tmp_path / "one", shape=(1, 40, 36), spacing=(0.7, 0.8, 3.0))
+    for path in (tmp_path / "one", w.files[0]):
+        vol = read_dicom(path)
+        assert vol.spatial_shape == (1, 40, 36)
+        assert vol.spacing == pytest.approx((0.7, 0.8, 3.0))  # k spacing from SliceThickness
+        assert vol.origin == pytest.approx(w.origin)
+        assert (vol.array == w.expected).all()
+        assert any("single slice" in m and "SliceThickness" in m for m in vol.warnings)
+
+
+def test_single_slice_spacing_between_slices_wins_and_default_warns(tmp_path):
+    w = write_series(tmp_path / "one", shape=(1, 40, 36), spacing=(0.7, 0.7, 3.0))
+    ds = pydicom.dcmread(w.files[0])
+    ds.SpacingBetweenSlices = "2.5"
+    ds.save_as(w.files[0])
+    assert read_dicom(w.files[0]).spacing[2] == pytest.approx(2.5)
+    del ds.SpacingBetweenSlices, ds.SliceThickness
+    ds.save_as(w.files[0])
+    vol = read_dicom(w.files[0])
+    assert vol.spacing[2] == 1.0
+    assert any("1 mm (no SpacingBetweenSlices or SliceThickness)" in m for m in vol.warnings)
 
 
 def test_single_slice_series_is_skipped_by_read_all(tmp_path):
@@ -105,7 +120,7 @@ def test_absurd_series_size_fails_before_allocating(tmp_path, monkeypatch):
     import napari_medseg.io.dicom_pixels as pixels
 
     write_series(tmp_path / "s", shape=(3, 40, 36), syntax="rle")
-    monkeypatch.setattr(pixels, "MAX_ARRAY_BYTES", 3 * 40 * 36 * 4 - 1)
+    monkeypatch.setattr(pixels, "memory_budget", lambda: 3 * 40 * 36 * 4 - 1)
     monkeypatch.setattr(pixels, "_read_file", lambda *a: pytest.fail("pixels were read"))
     with pytest.raises(InputError, match="more than the"):
         read_dicom(tmp_path / "s")

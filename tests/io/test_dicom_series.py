@@ -155,7 +155,8 @@ def test_junk_and_truncated_files_are_skipped_with_a_count(tmp_path):
     truncated = truncate(extra.files[0].rename(tmp_path / "s" / "cut.dcm"))
     (info,) = list_dicom_series(tmp_path / "s")
     msg = " ".join(info.warnings)
-    assert "skipped 4 unreadable, truncated or non-DICOM file(s)" in msg, msg
+    assert "skipped 3 unreadable or non-DICOM file(s)" in msg, msg
+    assert f"skipped 1 truncated file(s) (e.g. {truncated}: the file ends 2067 bytes before the end" in msg, msg
     vol = read_dicom(tmp_path / "s")
     np.testing.assert_array_equal(vol.array, w.expected)
     assert str(truncated) not in vol.meta["dicom_files"]

@@ -13,7 +13,6 @@ Public API (all paths may be ``str`` or ``Path``):
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 from napari_medseg.io.series import SeriesInfo
@@ -44,7 +43,7 @@ def detect_format(path) -> str | None:
         if name.endswith(ITK_SUFFIXES):
             return "itk"
         if name.endswith(".zip"):
-            return "dicom" if zipfile.is_zipfile(p) else None
+            return "dicom"  # a damaged archive gets its own error from the DICOM reader
         from napari_medseg.io.dicom import is_dicom_file
 
         return "dicom" if is_dicom_file(p) else None
@@ -55,10 +54,28 @@ def detect_format(path) -> str | None:
 def _require_format(path) -> str:
     from napari_medseg.errors import InputError
 
+    from napari_medseg.io.dicom_source import regular_file_problem
+
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p}: no such file or folder")
+        raise InputError(f"{p}: no such file or folder" + (" (a broken symbolic link)" if p.is_symlink() else ""))
+    problem = regular_file_problem(str(p))
+    if problem == "denied":
+        raise InputError(f"{p}: permission denied; make it readable (chmod +r) and try again")
+    if problem == "special" and not p.is_dir():
+        raise InputError(
+            f"{p}: not a regular file (a named pipe, socket or device); napari-medseg reads files and folders only"
+        )
     fmt = detect_format(p)
+    if fmt is None and p.is_file() and (p.suffix.lower() in (".dcm", ".dicom", ".ima") or not p.suffix):
+        size = p.stat().st_size
+        if size < 132:
+            raise InputError(f"{p}: the file is {size} bytes long, too short for a DICOM file (empty or truncated)")
+        if p.suffix:
+            raise InputError(
+                f"{p}: not a DICOM file (no 'DICM' marker at byte 128 and no DICOM header); the file is damaged "
+                "or not DICOM — copy or export it again"
+            )
     if fmt is None:
         raise InputError(
             f"{p}: not a format napari-medseg reads (DICOM file/folder/zip, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd)"

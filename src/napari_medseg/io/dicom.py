@@ -24,7 +24,6 @@ from napari_medseg.errors import InputError, SeriesSelectionError
 from napari_medseg.io.dicom_geometry import group
 from napari_medseg.io.dicom_pixels import read_pixels, resample_tilt
 from napari_medseg.io.dicom_scan import (
-    MAX_ARRAY_BYTES,
     Source,
     folder_has_dicom,
     is_dicom_file,
@@ -55,32 +54,32 @@ def list_dicom_series(path) -> list[SeriesInfo]:
     result = scan(path)
     series = group(result)
     if not series:
-        what = []
-        if result.unreadable:
-            what.append(f"{len(result.unreadable)} unreadable/non-DICOM (e.g. {result.unreadable[0]})")
-        if result.non_image:
-            what.append(f"{len(result.non_image)} DICOM object(s) without an image (e.g. {result.non_image[0]})")
-        if result.no_geometry:
-            what.append(f"{len(result.no_geometry)} image(s) without position/orientation")
-        if result.localizers:
-            what.append(f"{len(result.localizers)} localizer(s)")
-        if result.no_pixels:
-            raise InputError(
-                f"{result.no_pixels[0]}: the file has an image header but no pixel data"
-                + (f" (like {len(result.no_pixels) - 1} other file(s) here)" if len(result.no_pixels) > 1 else "")
-                + "; it is a header-only or incomplete export — re-export the series with its images"
-            )
-        if result.absurd:
-            raise InputError(
-                f"{result.absurd[0]}: the header declares an image far larger than any real scan "
-                f"(more than {MAX_ARRAY_BYTES // 1024**3} GiB of pixels); the file is corrupt — re-export it"
-            )
-        raise InputError(
-            f"{path}: no DICOM image series found ({result.n_files} file(s) scanned"
-            + (": " + "; ".join(what) if what else "")
-            + "). Point at the folder, file or zip that holds the image slices"
-        )
+        raise InputError(_nothing_found(path, result))
     return series
+
+
+def _nothing_found(path: Path, result) -> str:
+    """Why no image series was found: the specific reason when one kind of problem explains it all."""
+    if result.no_pixels and len(result.no_pixels) == sum(len(v) for v in result.skipped.values()):
+        n = len(result.no_pixels)
+        return (
+            f"{result.no_pixels[0]}: the file has an image header but no pixel data"
+            + (f" (like {n - 1} other file(s) here)" if n > 1 else "")
+            + "; it is a header-only or incomplete export — re-export the series with its images"
+        )
+    buckets = [b for b, keys in result.skipped.items() if keys]
+    if len(buckets) == 1 and (buckets[0] not in ("unreadable", "non_image") or result.n_files == 1):
+        keys = result.skipped[buckets[0]]
+        reason = result.reasons.get(keys[0])
+        if reason:
+            more = f" (like {len(keys) - 1} other file(s) here)" if len(keys) > 1 else ""
+            return f"{keys[0]}: {reason}{more}; no DICOM image series found at {path}"
+    what = result.summary()
+    return (
+        f"{path}: no DICOM image series found ({result.n_files} file(s) scanned"
+        + (": " + "; ".join(what) if what else "")
+        + "). Point at the folder, file or zip that holds the image slices"
+    )
 
 
 def _series_table(series: list[SeriesInfo]) -> str:
@@ -126,11 +125,6 @@ def select_series(series: list[SeriesInfo], choice, path) -> SeriesInfo:
 
 # ---------------------------------------------------------------------------------------------- reading
 def _volume(info: SeriesInfo, source: Source, path: Path) -> Volume:
-    if info.shape[0] < 2 and info.extra["frames"][0].n_frames == 1:
-        raise InputError(
-            f"{info.files[0]}: series {info.label} has a single slice; a 3D volume needs at least 2 slices. "
-            "Point at the folder that holds the whole series (or choose another series)"
-        )
     data, pix_meta = read_pixels(info, source)
     warnings = list(info.warnings)
     meta = {
@@ -163,9 +157,9 @@ def read_dicom(path, series=None) -> Volume:
     """Read one DICOM series from a file, a folder (recursive) or a zip as a `Volume`.
 
     ``series`` is a SeriesInstanceUID, a series number or a series description; it is required when the
-    path holds several series (`SeriesSelectionError` lists them otherwise). A single-frame series with one
-    slice is an `InputError` (a 3D volume needs at least two slices); an enhanced multi-frame file is read
-    from its per-frame functional groups.
+    path holds several series (`SeriesSelectionError` lists them otherwise). A single-slice series is read
+    as a one-slice volume (k spacing from SpacingBetweenSlices, else SliceThickness, else 1 mm, with a
+    warning); an enhanced multi-frame file is read from its per-frame functional groups.
     """
     path = Path(path)
     infos = list_dicom_series(path)
@@ -175,10 +169,21 @@ def read_dicom(path, series=None) -> Volume:
 
 
 def read_dicom_all(path) -> list[Volume]:
-    """Every readable series under ``path``, one `Volume` each (single-slice series are skipped with a warning)."""
+    """Every readable series under ``path``, one `Volume` each.
+
+    Single-slice series (dose reports, screenshots, a lone slice) are skipped with a warning when the path
+    also holds volumes; alone, they are read.
+    """
     path = Path(path)
     infos = list_dicom_series(path)
     volumes, skipped = [], []
+    if any(i.shape[0] > 1 for i in infos):
+        single = [i for i in infos if i.shape[0] == 1]
+        infos = [i for i in infos if i.shape[0] > 1]
+        skipped = [
+            (i, InputError(f"{i.files[0]}: a single slice beside the volumes (read it with series='{i.uid}')"))
+            for i in single
+        ]
     with Source(path) as source:
         for info in infos:
             try:

@@ -65,9 +65,13 @@ class HeaderValues:
 class FastHeader(HeaderValues):
     """Wanted top-level values parsed by `parse_header`."""
 
-    def __init__(self, values: dict, transfer_syntax: str):
+    def __init__(self, values: dict, transfer_syntax: str, pixel_offset=None, pixel_length=None):
         self._values = values
         self.file_meta = SimpleNamespace(TransferSyntaxUID=transfer_syntax)
+        #: where the (7FE0,0010) value starts and the length its element header declares (None: no pixel data
+        #: element before the end of the buffer; 0xFFFFFFFF: encapsulated)
+        self.pixel_offset = pixel_offset
+        self.pixel_length = pixel_length
 
 
 def _element(data: bytes, pos: int, explicit: bool) -> tuple[int, str, int, int]:
@@ -155,9 +159,12 @@ def parse_header(data: bytes, keywords) -> FastHeader | str | None:
             return None
         explicit = tsyntax != _IMPLICIT
         raw: dict[int, bytes] = {}
+        pixel_offset = pixel_length = None
         while pos < len(data):
             tag, vr, start, length = _element(data, pos, explicit)
             if tag >= _PIXEL_DATA:
+                if tag == _PIXEL_DATA:
+                    pixel_offset, pixel_length = start, length
                 break
             if tag in wanted:
                 kw, dict_vr = wanted[tag]
@@ -192,7 +199,7 @@ def parse_header(data: bytes, keywords) -> FastHeader | str | None:
         converted = _convert(value, vr_of(dict_vr), charset)
         if converted != "" and converted != []:
             values[kw] = converted
-    return FastHeader(values, tsyntax)
+    return FastHeader(values, tsyntax, pixel_offset, pixel_length)
 
 
 def vr_of(dict_vr: str) -> str:

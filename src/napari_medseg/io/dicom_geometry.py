@@ -21,13 +21,13 @@ Rules (documented behaviour, also in ``read_dicom``'s docstring):
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from napari_medseg.errors import GeometryError
-from napari_medseg.io.dicom_scan import Frame, ScanResult
+from napari_medseg.io.dicom_scan import BUCKETS, Frame, ScanResult
 from napari_medseg.io.series import SeriesInfo
 
 _STEP_TOL = 0.01  # mm: slice steps closer than this to the median count as uniform
@@ -111,6 +111,14 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
     # duplicates (same position): keep the first
     keep = np.ones(len(frames), bool)
     keep[1:] = np.diff(depth) > _DUP_TOL
+    if len(frames) > 1 and keep.sum() == 1:
+        where = "frames of this file" if frames[0].n_frames > 1 else f"images of series {uid}"
+        raise GeometryError(
+            f"{frames[0].key}: all {len(frames)} {where} lie at one slice position "
+            f"(ImagePositionPatient {[round(float(v), 4) for v in frames[0].position]} along the slice normal); "
+            "they are several acquisitions, phases or echoes of one slice, not a 3D volume — export the "
+            "volume itself, or read one image at a time"
+        )
     if not keep.all():
         n_dup = int((~keep).sum())
         warnings.append(
@@ -124,6 +132,19 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
     positions = np.array([np.asarray(f.position, float) for f in frames])
     extra: dict = {"frames": Frames(frames), "slice_positions": positions, "tilt_deg": 0.0, "tilt_shift": None}
     spacing_k = 1.0
+    assumed = Counter(a for f in {id(f.info): f for f in frames}.values() for a in f.info.get("assumed", ()))
+    n_files_total = len({f.key for f in frames})
+    for text, count in assumed.items():
+        warnings.append(f"{count} of {n_files_total} file(s): {text}")
+    if n == 1:
+        between, thickness = f0.slice_spacing
+        spacing_k = between or thickness or 1.0
+        source = "SpacingBetweenSlices" if between else "SliceThickness" if thickness else None
+        warnings.append(
+            "a single slice: the k spacing is "
+            + (f"{spacing_k:.6g} mm from {source}" if source else "1 mm (no SpacingBetweenSlices or SliceThickness)")
+            + "; a 3D model cannot segment it"
+        )
     if n >= 2:
         steps = np.diff(depth)
         # mean step, first to last slice (as SimpleITK/ITK): the end slices are exact, errors are spread
@@ -169,6 +190,8 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
         if spacing_k <= 0:
             raise GeometryError(f"{f0.key}: slices of series {uid} do not advance along the slice normal")
     direction = np.stack([row, col, normal], axis=1)
+    if not (np.all(np.isfinite(direction)) and np.all(np.isfinite(positions)) and np.isfinite(spacing_k)):
+        raise GeometryError(f"{f0.key}: series {uid} has non-finite geometry; the headers are corrupt")
     info = f0.info
     n_files = len({f.key for f in frames})
     return SeriesInfo(
@@ -188,25 +211,20 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
     )
 
 
+def skipped_warnings(scan: ScanResult) -> list[str]:
+    """One warning per kind of skipped file, with a count, an example and why."""
+    out = [f"skipped {line}" for line in scan.summary(exclude=("localizer", "seg", "rtstruct", "non_image"))]
+    if scan.localizers:
+        out.append(f"dropped {len(scan.localizers)} localizer/scout image(s) (ImageType LOCALIZER)")
+    for bucket in ("seg", "rtstruct"):
+        if scan.of(bucket):
+            out.append(f"not read as images: {len(scan.of(bucket))} {BUCKETS[bucket]} (e.g. {scan.of(bucket)[0]})")
+    return out
+
+
 def group(scan: ScanResult) -> list[SeriesInfo]:
     """Split the scanned frames into series (see the module docstring for the rules)."""
-    common: list[str] = []
-    if scan.unreadable:
-        common.append(
-            f"skipped {len(scan.unreadable)} unreadable, truncated or non-DICOM file(s) (e.g. {scan.unreadable[0]})"
-        )
-    if scan.absurd:
-        common.append(f"skipped {len(scan.absurd)} file(s) whose header declares an absurd image size "
-                      f"(e.g. {scan.absurd[0]})")  # fmt: skip
-    if scan.no_pixels:
-        common.append(f"skipped {len(scan.no_pixels)} image file(s) without pixel data (e.g. {scan.no_pixels[0]})")
-    if scan.no_geometry:
-        common.append(
-            f"skipped {len(scan.no_geometry)} image(s) without ImagePositionPatient/ImageOrientationPatient "
-            f"(e.g. {scan.no_geometry[0]})"
-        )
-    if scan.localizers:
-        common.append(f"dropped {len(scan.localizers)} localizer/scout image(s) (ImageType LOCALIZER)")
+    common = skipped_warnings(scan)
     by_uid: dict[str, list[Frame]] = defaultdict(list)
     for f in scan.frames:
         by_uid[f.series_uid].append(f)

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from napari_medseg.errors import InputError
-from napari_medseg.io.dicom_scan import MAX_ARRAY_BYTES, NATIVE_SYNTAXES, Source, read_header
+from napari_medseg.io.dicom_classify import fill_pixel_defaults
+from napari_medseg.io.dicom_scan import NATIVE_SYNTAXES, Source, length_matches, memory_budget, mismatch_reason, read_header
 from napari_medseg.io.series import SeriesInfo
 
 _WORKERS = min(8, (os.cpu_count() or 2) * 2)
@@ -28,12 +29,9 @@ def _native_frames(ds, key: str) -> np.ndarray:
     rows, cols = int(ds.Rows), int(ds.Columns)
     n = int(ds.get("NumberOfFrames", 1) or 1)
     need = rows * cols * n
-    arr = np.frombuffer(ds.PixelData, dtype=dtype, count=need) if len(ds.PixelData) >= need * dtype.itemsize else None
-    if arr is None:
-        raise InputError(
-            f"{key}: pixel data is shorter than Rows x Columns x Frames declares (truncated file); "
-            "remove it or re-export the series"
-        )
+    if not length_matches(ds, len(ds.PixelData), need * dtype.itemsize):
+        raise InputError(f"{key}: {mismatch_reason(ds, len(ds.PixelData))}")
+    arr = np.frombuffer(ds.PixelData, dtype=dtype, count=need)
     stored = int(ds.get("BitsStored", bits) or bits)
     if signed and stored < bits:  # sign-extend from BitsStored
         shift = bits - stored
@@ -72,6 +70,7 @@ def _decode(ds, key: str) -> np.ndarray:
             f"{key}: the file has no pixel data (a header-only or non-image object, or a file truncated in its "
             "pixel data); remove it from the folder, re-export the series, or choose another series"
         )
+    fill_pixel_defaults(ds)
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise InputError(
             f"{key}: colour images (SamplesPerPixel={ds.SamplesPerPixel}) are not supported for segmentation; "
@@ -143,6 +142,8 @@ def _read_file(source: Source, key: str, frame=None) -> tuple[str, np.ndarray]:
         ds = read_header(source.open(key), stop_before_pixels=False)
     except InputError:
         raise
+    except PermissionError as e:
+        raise InputError(f"{key}: permission denied; make the file readable (chmod +r) and try again") from e
     except Exception as e:  # noqa: BLE001
         raise InputError(f"{key}: cannot read the file ({e}); remove it or re-export the series") from e
     return key, _decode(ds, key)
@@ -194,11 +195,12 @@ def read_pixels(info: SeriesInfo, source: Source, out_dtype=None) -> tuple[np.nd
     """
     frames = info.extra["frames"]
     n, rows, cols = len(frames), frames[0].rows, frames[0].columns
-    if n * rows * cols * 4 > MAX_ARRAY_BYTES:
+    budget = memory_budget()
+    if n * rows * cols * 4 > budget:
         raise InputError(
             f"{frames[0].key}: series {info.uid} declares {n} x {rows} x {cols} voxels "
-            f"({n * rows * cols * 4 / 1024**3:.1f} GiB as float32), more than the "
-            f"{MAX_ARRAY_BYTES // 1024**3} GiB limit; the headers are corrupt or the series is too large to load"
+            f"({n * rows * cols * 4 / 1024**3:.1f} GiB as float32), more than the {budget / 1024**3:.1f} GiB "
+            "this machine can hold now; the headers are corrupt or the series is too large to load"
         )
     slopes, inters = _check_rescale(frames)
     lo, hi = _declared_range(frames[0])
@@ -246,6 +248,13 @@ def read_pixels(info: SeriesInfo, source: Source, out_dtype=None) -> tuple[np.nd
     stored_dtype = results[0][0]
     ranges = np.array([r for _, lh in results for r in lh])
     s_lo, s_hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
+    r_lo, r_hi = _output_range(s_lo, s_hi, slopes, inters)
+    if out.dtype.kind == "f" and max(abs(r_lo), abs(r_hi)) > np.finfo(np.float32).max:
+        k = int(np.argmax(np.abs(slopes) * max(abs(s_lo), abs(s_hi)) + np.abs(inters)))
+        raise InputError(
+            f"{frames[k].key}: RescaleSlope {slopes[k]:g} / RescaleIntercept {inters[k]:g} turn the stored values "
+            f"({s_lo:g} to {s_hi:g}) into numbers beyond the float32 range; the header is corrupt — fix it"
+        )
     if out_dtype is None and (s_lo < lo or s_hi > hi):
         needed = _output_dtype(s_lo, s_hi, slopes, inters)
         if needed != dtype and np.result_type(needed, dtype) != dtype:
