@@ -64,6 +64,9 @@ def list_dicom_series(path) -> list[SeriesInfo]:
             what.append(f"{len(result.no_geometry)} image(s) without position/orientation")
         if result.localizers:
             what.append(f"{len(result.localizers)} localizer(s)")
+        if result.derived:
+            what.append(f"{len(result.derived)} DICOM SEG/RTSTRUCT object(s): labels, not images (e.g. "
+                        f"{result.derived[0]}; read that file, with its image series beside it or as reference)")
         if result.no_pixels:
             raise InputError(
                 f"{result.no_pixels[0]}: the file has an image header but no pixel data"

@@ -26,6 +26,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from napari_medseg.errors import InputError
+from napari_medseg.io.derived import DERIVED_SOP_CLASSES
 from napari_medseg.io.dicom_fastheader import NEED_MORE, FastHeader, HeaderValues, parse_header
 
 ZIP_SEP = "::"
@@ -217,6 +218,7 @@ class ScanResult:
     localizers: list[str] = field(default_factory=list)  # ImageType LOCALIZER
     absurd: list[str] = field(default_factory=list)  # headers declaring an impossible image size
     no_pixels: list[str] = field(default_factory=list)  # image headers without pixel data
+    derived: list[str] = field(default_factory=list)  # DICOM SEG / RTSTRUCT objects (see io.derived)
 
 
 def _floats(value, n) -> np.ndarray | None:
@@ -286,7 +288,9 @@ def _series_info(ds, key: str) -> dict:
 
 
 def frames_from_header(ds, key: str) -> list[Frame] | str:
-    """The frames of one header, or a reason string ('non_image', 'no_geometry', 'localizer')."""
+    """The frames of one header, or a reason string ('non_image', 'no_geometry', 'localizer', 'derived')."""
+    if str(ds.get("SOPClassUID", "") or "") in DERIVED_SOP_CLASSES:  # DICOM SEG / RTSTRUCT: labels, not images
+        return "derived"
     if "Rows" not in ds or "Columns" not in ds or "SeriesInstanceUID" not in ds:
         return "non_image"
     info = _series_info(ds, key)
@@ -420,7 +424,7 @@ def scan(path) -> ScanResult:
     buckets = {
         "unreadable": result.unreadable, "non_image": result.non_image, "no_geometry": result.no_geometry,
         "localizer": result.localizers, "absurd": result.absurd,
-        "no_pixels": result.no_pixels,
+        "no_pixels": result.no_pixels, "derived": result.derived,
     }  # fmt: skip
     for key, outcome in outcomes:
         if isinstance(outcome, str):

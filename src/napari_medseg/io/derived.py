@@ -1,0 +1,289 @@
+"""DICOM SEG and RTSTRUCT: recognising them, finding the image series they reference, placing them on its grid.
+
+A *derived object* (DICOM Segmentation or RT Structure Set) is not an image: `read_volume` on one returns a
+labels `Volume` (see :mod:`napari_medseg.io.seg` and :mod:`napari_medseg.io.rtstruct`). The grid it lands on,
+in this order of preference:
+
+1. ``reference=`` (a `Volume` read from DICOM, or a DICOM file/folder/zip holding the referenced series);
+   a reference that is not the referenced series is an `InputError` naming the SeriesInstanceUID wanted;
+2. ``candidates``: image volumes already open (the napari reader passes the viewer's image layers);
+3. the referenced series found beside the object (same folder, or the same zip);
+4. DICOM SEG only: the SEG's own frame geometry, with a warning (an RTSTRUCT has no grid of its own: an
+   `InputError` naming the missing SeriesInstanceUID).
+
+Overlaps (a voxel in several segments/ROIs) are resolved by one rule for both formats, with a warning that
+names the pairs: **the smaller segment wins** (it is painted last), so structures nested in a bigger one
+(an organ inside BODY, a GTV inside its PTV) stay visible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_medseg.errors import GeometryError, InputError
+from napari_medseg.volume import Volume
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+DERIVED_SOP_CLASSES = {SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
+
+
+def derived_kind(path) -> str | None:
+    """``"seg"``, ``"rtstruct"`` or ``None`` for a single file or zip-member key (its SOP Class UID). Never raises."""
+    try:
+        from napari_medseg.io.dicom_scan import ZIP_SEP, open_key, read_header
+
+        p = Path(path)
+        if ZIP_SEP not in str(path) and (not p.is_file() or p.suffix.lower() == ".zip"):
+            return None
+        ds = read_header(open_key(str(path)), specific_tags=["SOPClassUID"])
+        sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+        return DERIVED_SOP_CLASSES.get(sop)
+    except Exception:  # noqa: BLE001 - detection never raises
+        return None
+
+
+def read_derived(path, reference=None, candidates=(), kind: str | None = None) -> Volume:
+    """Read a DICOM SEG or RTSTRUCT file as a labels `Volume` (see the module docstring for the grid)."""
+    kind = kind or derived_kind(path)
+    if kind == "seg":
+        from napari_medseg.io.seg import read_seg
+
+        return read_seg(path, reference=reference, candidates=candidates)
+    if kind == "rtstruct":
+        from napari_medseg.io.rtstruct import read_rtstruct
+
+        return read_rtstruct(path, reference=reference, candidates=candidates)
+    raise InputError(f"{path}: not a DICOM SEG or RTSTRUCT file")
+
+
+def read_all_dicom(path, candidates=()) -> list[Volume]:
+    """`read_dicom_all` plus one labels volume per SEG/RTSTRUCT object found at ``path`` (folder or zip)."""
+    from napari_medseg.io.dicom import read_dicom_all
+    from napari_medseg.io.dicom_scan import scan
+
+    keys = scan(path).derived if Path(path).is_dir() or Path(path).suffix.lower() == ".zip" else []
+    try:
+        volumes = read_dicom_all(path)
+    except InputError:
+        if not keys:
+            raise
+        volumes = []
+    labels, problems = [], []
+    for key in keys:
+        try:
+            labels.append(read_derived(key, candidates=[*volumes, *candidates]))
+        except InputError as e:
+            problems.append(str(e))
+    if not volumes and not labels:
+        raise InputError(f"{path}: no image series, and none of its SEG/RTSTRUCT files could be read:\n  - "
+                         + "\n  - ".join(problems))
+    for vol in volumes[:1]:
+        vol.warnings.extend(f"not loaded: {p}" for p in problems)
+    return volumes + labels
+
+
+def open_object(path):
+    """A path or file object for pydicom/highdicom (zip members are read into memory)."""
+    from napari_medseg.io.dicom_scan import open_key
+
+    return open_key(str(path))
+
+
+def derived_info(path, kind: str):
+    """`SeriesInfo` of a SEG/RTSTRUCT file: the labels grid it reads onto, its classes in the warnings' place."""
+    from napari_medseg.io.series import SeriesInfo
+
+    vol = read_derived(path, kind=kind)
+    classes = ", ".join(f"{v}={n}" for v, n in vol.meta.get("classes", {}).items())
+    return SeriesInfo(
+        uid=str(vol.meta.get("series_uid", "")), description=str(vol.meta.get("series_description", "")),
+        number=vol.meta.get("series_number"), modality="SEG" if kind == "seg" else "RTSTRUCT",
+        format="dicom-seg" if kind == "seg" else "rtstruct", shape=vol.shape, spacing=vol.spacing,
+        origin=vol.origin, direction=tuple(float(v) for v in vol.direction.reshape(-1)),
+        orientation=vol.orientation_code(), warnings=[f"classes: {classes}", *vol.warnings], files=[Path(path)],
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- references
+def blank_reference(info, path) -> Volume:
+    """A geometry-only `Volume` (no voxels in memory) of a DICOM series, with the meta `read_dicom` gives."""
+    frames = info.extra["frames"]
+    meta = {
+        "modality": info.modality,
+        "series_uid": info.extra["series_uid"],
+        "series_description": info.description,
+        "series_number": info.number,
+        "study_uid": info.extra["study_uid"],
+        "source_path": str(path),
+        "dicom_files": [str(f) for f in info.files],
+        "dicom_reference": {
+            "study_uid": info.extra["study_uid"],
+            "series_uid": info.extra["series_uid"],
+            "sop_instance_uids": [f.sop_uid for f in frames],
+            "frame_numbers": [None if f.frame is None else f.frame + 1 for f in frames],
+        },
+        "tilt_handling": "resampled" if info.extra.get("tilt_shift") is not None else "none",
+    }
+    blank = np.broadcast_to(np.zeros((), np.uint8), tuple(info.shape)[-3:])
+    return Volume(blank, info.spacing, info.origin, np.asarray(info.direction, float).reshape(3, 3), meta)
+
+
+def _series_uid(vol: Volume) -> str:
+    return str(vol.meta.get("series_uid") or (vol.meta.get("dicom_reference") or {}).get("series_uid") or "")
+
+
+def _beside(path: Path) -> Path:
+    """Where to look for the referenced series: the file's folder (the zip itself for a zip member)."""
+    from napari_medseg.io.dicom_scan import ZIP_SEP
+
+    text = str(path)
+    if ZIP_SEP in text:
+        return Path(text.split(ZIP_SEP, 1)[0])
+    return path.parent
+
+
+def _series_in(location: Path, uid: str):
+    """The series ``uid`` at ``location`` as a geometry-only reference, or None (and the UIDs found)."""
+    from napari_medseg.io.dicom import list_dicom_series
+
+    try:
+        infos = list_dicom_series(location)
+    except InputError:
+        return None, []
+    for info in infos:
+        if info.extra.get("series_uid") == uid and "#" not in info.uid:
+            return blank_reference(info, location), [i.uid for i in infos]
+    return None, [i.uid for i in infos]
+
+
+def resolve_reference(path: Path, what: str, uid: str, reference=None, candidates=()) -> tuple[Volume | None, str]:
+    """The reference image for a SEG/RTSTRUCT referencing series ``uid``: (Volume or None, how it was found)."""
+    if reference is not None:
+        if isinstance(reference, Volume):
+            got = _series_uid(reference)
+            if uid and got and got != uid:
+                raise InputError(
+                    f"{path}: this {what} references series {uid}, but the reference image given is series {got}; "
+                    "give the series the file was made on"
+                )
+            return reference, "given"
+        ref_path = Path(reference)
+        if not ref_path.exists():
+            raise InputError(f"{path}: the reference {ref_path} does not exist")
+        found, uids = _series_in(ref_path, uid)
+        if found is None:
+            raise InputError(
+                f"{path}: this {what} references series {uid}, which is not in {ref_path} (series there: "
+                f"{', '.join(uids) or 'none'}); give the folder that holds that series"
+            )
+        return found, "given"
+    for cand in candidates:
+        if uid and _series_uid(cand) == uid:
+            return cand, "open"
+    if uid:
+        found, _ = _series_in(_beside(path), uid)
+        if found is not None:
+            return found, "beside"
+    return None, "missing"
+
+
+# ---------------------------------------------------------------------------------------------- grids
+def _hd_affine(vol: Volume) -> np.ndarray:
+    """The (k, j, i) -> LPS affine of ``vol`` (highdicom's convention: slice, row, column)."""
+    return vol.affine_lps()[:, [2, 1, 0, 3]]
+
+
+def index_map(src_affine: np.ndarray, target: Volume, tol: float = 1e-2):
+    """How source array indices (k, j, i) map onto ``target``'s: (perm, signs, offset) or None.
+
+    Exact only: the source grid must be a sub-grid of the target (same spacing and axes up to order and sign,
+    a whole-voxel offset, within ``tol`` voxel).
+    """
+    m = np.linalg.inv(_hd_affine(target)) @ np.asarray(src_affine, float)
+    lin, t = m[:3, :3], m[:3, 3]
+    perm = np.argmax(np.abs(lin), axis=1)
+    p = np.zeros((3, 3))
+    p[np.arange(3), perm] = np.sign(lin[np.arange(3), perm])
+    if sorted(perm) != [0, 1, 2] or np.abs(lin - p).max() > 1e-3 or np.abs(t - np.round(t)).max() > tol:
+        return None
+    return perm, p[np.arange(3), perm].astype(int), np.round(t).astype(int)
+
+
+def place(src: np.ndarray, mapping, shape) -> tuple[np.ndarray, int]:
+    """Flat indices into ``shape`` of the True voxels of ``src`` under ``mapping``; and how many fell outside."""
+    perm, signs, offset = mapping
+    idx = np.nonzero(src)
+    tgt = [offset[a] + signs[a] * idx[perm[a]] for a in range(3)]
+    inside = np.ones(len(idx[0]), bool)
+    for a in range(3):
+        inside &= (tgt[a] >= 0) & (tgt[a] < shape[a])
+    flat = np.ravel_multi_index(tuple(t[inside] for t in tgt), shape)
+    return flat, int((~inside).sum())
+
+
+def own_grid_volume(affine_khji: np.ndarray, shape, meta: dict) -> Volume:
+    """A labels `Volume` on a (k, j, i) affine, with k made to run along row x column like our DICOM reader."""
+    a = np.asarray(affine_khji, float)
+    cols = a[:3, :3][:, [2, 1, 0]]  # i, j, k vectors
+    origin = a[:3, 3].copy()
+    spacing = np.linalg.norm(cols, axis=0)
+    direction = cols / spacing
+    flip = float(np.dot(np.cross(direction[:, 0], direction[:, 1]), direction[:, 2])) < 0
+    if flip:
+        origin = origin + cols[:, 2] * (shape[0] - 1)
+        direction[:, 2] *= -1
+    blank = np.broadcast_to(np.zeros((), np.uint8), tuple(shape))
+    return Volume(blank, tuple(spacing), tuple(origin), direction, meta)
+
+
+# ---------------------------------------------------------------------------------------------- painting
+def paint(shape, segments, names: dict[int, str], where: str) -> tuple[np.ndarray, list[str]]:
+    """A labels array from ``segments`` [(value, flat indices)], the smaller segment winning overlaps.
+
+    Returns the array (uint8, or uint16 above 255) and warnings (overlaps, empty segments).
+    """
+    top = max([0, *(v for v, _ in segments)])
+    labels = np.zeros(int(np.prod(shape)), np.uint8 if top <= 255 else np.uint16)
+    warnings = []
+    overlaps: dict[tuple[int, int], int] = {}
+    for value, flat in sorted(segments, key=lambda s: -len(s[1])):
+        if len(flat) == 0:
+            warnings.append(f"{where}: {names.get(value, value)!r} is empty (no voxel on this grid)")
+            continue
+        under = labels[flat]
+        hit = under[under != 0]
+        if hit.size:
+            for other, count in zip(*np.unique(hit, return_counts=True)):
+                overlaps[(int(other), value)] = int(count)
+        labels[flat] = value
+    for (big, small), count in overlaps.items():
+        warnings.append(
+            f"{where}: {names.get(small, small)!r} overlaps {names.get(big, big)!r} in {count} voxel(s); a voxel "
+            f"belongs to one class only, so they are labelled {names.get(small, small)!r} (the smaller one wins)"
+        )
+    return labels.reshape(shape), warnings
+
+
+def check_target(reference: Volume, path: Path, what: str) -> None:
+    if reference.is_4d:
+        raise GeometryError(f"{path}: the reference image for this {what} is 4D; give a 3D series")
+
+
+def labels_volume(target: Volume, labels, names, colors, meta, warnings, ref) -> Volume:
+    """The labels `Volume` on ``target`` with class names/colours, and the reference's record for re-saving."""
+    meta = dict(meta)
+    meta["classes"] = dict(sorted(names.items()))
+    if colors:
+        meta["class_colors"] = dict(sorted(colors.items()))
+    meta["warnings"] = list(warnings)
+    if ref is not None:
+        meta["reference_series_uid"] = str(ref.meta.get("series_uid", ""))
+        meta["reference"] = {  # the source image's geometry and DICOM references, so the labels can be re-saved
+            "shape": list(ref.spatial_shape), "spacing": list(ref.spacing), "origin": list(ref.origin),
+            "direction": np.asarray(ref.direction).tolist(),
+            "meta": {k: v for k, v in ref.meta.items() if k != "warnings"},
+        }  # fmt: skip
+    return Volume(labels, target.spacing, target.origin, target.direction.copy(), meta)
