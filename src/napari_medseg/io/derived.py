@@ -131,6 +131,13 @@ def blank_reference(info, path) -> Volume:
     return Volume(blank, info.spacing, info.origin, np.asarray(info.direction, float).reshape(3, 3), meta)
 
 
+def blank_from_record(record: dict) -> Volume:
+    """A geometry-only `Volume` from a record {shape, spacing, origin, direction, meta} (a layer's or a SEG's)."""
+    shape = tuple(record["shape"])[-3:]
+    blank = np.broadcast_to(np.zeros((), np.uint8), shape)
+    return Volume(blank, record["spacing"], record["origin"], np.asarray(record["direction"]), dict(record["meta"]))
+
+
 def _series_uid(vol: Volume) -> str:
     return str(vol.meta.get("series_uid") or (vol.meta.get("dicom_reference") or {}).get("series_uid") or "")
 
