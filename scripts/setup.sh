@@ -10,7 +10,8 @@ if command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq --no-install-recommends \
     xvfb xauth x11-utils libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 \
     libxcb-randr0 libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0 libxkbcommon0 \
-    libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libfontconfig1 libdbus-1-3 libxrender1 libxi6 >/dev/null
+    libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libfontconfig1 libdbus-1-3 libxrender1 libxi6 \
+    plastimatch >/dev/null  # plastimatch: the independent RTSTRUCT reader the tests compare against
 fi
 PY=${PYTHON:-python3}
 [ -d .venv ] || "$PY" -m venv .venv

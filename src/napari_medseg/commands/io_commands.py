@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("--json", action="store_true", help='print one JSON document {"path": ..., "series": [...]}')
+    p.add_argument("--reference", default=None, metavar="DICOM",
+                   help="for a DICOM SEG/RTSTRUCT: the image series it belongs to, when it is not beside the file")
     p.set_defaults(func=cmd_info)
 
     p = subparsers.add_parser(
@@ -79,7 +81,7 @@ def _describe(n: int, info) -> list[str]:
 def cmd_info(args) -> int:
     from napari_medseg.io import list_series
 
-    series = list_series(args.path)
+    series = list_series(args.path, reference=getattr(args, "reference", None))
     if args.json:
         doc = {"path": str(Path(args.path)), "series": [s.to_json_dict() for s in series]}
         print(json.dumps(doc, indent=2, default=str))

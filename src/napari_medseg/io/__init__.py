@@ -67,13 +67,13 @@ def _require_format(path) -> str:
     return fmt
 
 
-def list_series(path) -> list[SeriesInfo]:
+def list_series(path, reference=None) -> list[SeriesInfo]:
     fmt = _require_format(path)
     derived = _derived(path, fmt)
     if derived:
         from napari_medseg.io.derived import derived_info
 
-        return [derived_info(path, derived)]
+        return [derived_info(path, derived, reference)]
     if fmt == "dicom":
         from napari_medseg.io.dicom import list_dicom_series
 

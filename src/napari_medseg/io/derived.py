@@ -92,11 +92,11 @@ def open_object(path):
     return open_key(str(path))
 
 
-def derived_info(path, kind: str):
+def derived_info(path, kind: str, reference=None):
     """`SeriesInfo` of a SEG/RTSTRUCT file: the labels grid it reads onto, its classes in the warnings' place."""
     from napari_medseg.io.series import SeriesInfo
 
-    vol = read_derived(path, kind=kind)
+    vol = read_derived(path, reference=reference, kind=kind)
     classes = ", ".join(f"{v}={n}" for v, n in vol.meta.get("classes", {}).items())
     return SeriesInfo(
         uid=str(vol.meta.get("series_uid", "")), description=str(vol.meta.get("series_description", "")),
