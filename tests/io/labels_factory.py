@@ -47,11 +47,12 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
 
 
-def highdicom_seg(files, masks: dict, path, fractional=False, colors=None, shuffle=True, seed=1):
+def highdicom_seg(files, masks: dict, path, fractional=False, colors=None, shuffle=True, seed=1, labelmap=False):
     """A SEG made by highdicom (as Slicer/TotalSegmentator write them) from source ``files`` in k order.
 
     ``masks`` maps segment label -> ``[k, j, i]`` bool mask (or float probabilities for ``fractional``);
-    segment numbers follow the dict order from 1. Source images are passed in a shuffled order.
+    segment numbers follow the dict order from 1. Source images are passed in a shuffled order. ``labelmap``
+    writes a Label Map Segmentation (one label array, values = segment numbers; masks must not overlap).
     """
     import highdicom as hd
     from highdicom.sr.coding import CodedConcept
@@ -62,6 +63,8 @@ def highdicom_seg(files, masks: dict, path, fractional=False, colors=None, shuff
     stack = np.stack([np.asarray(m) for m in masks.values()], axis=-1)[order]
     if not fractional:
         stack = stack.astype(bool)
+    if labelmap:
+        stack = (stack * np.arange(1, stack.shape[-1] + 1)).max(axis=-1).astype(np.uint8)
     descriptions = []
     for n, name in enumerate(masks, start=1):
         extra = {}
@@ -74,7 +77,8 @@ def highdicom_seg(files, masks: dict, path, fractional=False, colors=None, shuff
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL, **extra))  # fmt: skip
     seg = hd.seg.Segmentation(
         source_images=[sources[o] for o in order], pixel_array=stack,
-        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY,
+        segmentation_type=getattr(hd.seg.SegmentationTypeValues,
+                                  "LABELMAP" if labelmap else "FRACTIONAL" if fractional else "BINARY"),
         segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=40,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="tests", manufacturer_model_name="tests",
         software_versions="1", device_serial_number="1",

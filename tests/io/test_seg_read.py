@@ -54,6 +54,16 @@ def test_highdicom_seg_lands_on_the_ct_grid_with_its_segment_names(tmp_path):
     np.testing.assert_array_equal(read_volume(path, reference=image).array, lab)
 
 
+def test_label_map_segmentation_is_a_seg_too(tmp_path):
+    written, image = ct(tmp_path / "ct")
+    lab = organs(image.spatial_shape)
+    path = highdicom_seg(written.files, {n: lab == v for v, n in NAMES.items()}, tmp_path / "lm.dcm", labelmap=True)
+    back = read_volume(path, reference=tmp_path / "ct")
+    assert back.meta["modality"] == "SEG" and back.same_grid(image, tol=0)
+    np.testing.assert_array_equal(back.array, lab)
+    assert back.meta["classes"] == NAMES
+
+
 def test_fractional_seg_is_thresholded_at_half(tmp_path):
     written, image = ct(tmp_path / "ct")
     lab = organs(image.spatial_shape)

@@ -26,8 +26,9 @@ from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.volume import Volume
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation Storage (DICOM 2024)
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-DERIVED_SOP_CLASSES = {SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
+DERIVED_SOP_CLASSES = {SEG_STORAGE: "seg", LABELMAP_SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
 
 
 def derived_kind(path) -> str | None:
