@@ -4,13 +4,13 @@
 (ROI Number = label value, ROI Name = class name, ROI Display Color = class colour), one CLOSED_PLANAR
 contour per connected region boundary and per hole on every slice (``skimage.measure.find_contours`` at
 0.5 on the zero-padded slice: the contour runs along the voxel edges, cutting corners diagonally), each
-referencing the source image of its slice. Contours are simplified within 0.2 voxel, which keeps every voxel
-centre on its side. The object references the source DICOM series (study, series, frame of reference).
+referencing the source image of its slice. Points on a straight line between their neighbours are dropped
+(lossless). The object references the source DICOM series (study, series, frame of reference).
 
 **Reading** (`read_rtstruct`): every CLOSED_PLANAR contour is put on the slice of the reference grid whose
 plane it lies in (within 0.3 slice spacing; others are dropped with a warning) and rasterised: a voxel is
-inside when its centre is inside the polygon or on its edge (within 0.001 voxel), and the contours of one
-ROI on one slice combine by the even-odd rule (a contour inside another is a hole). OPEN_PLANAR,
+in when its centre is inside by the even-odd rule over all contours of the ROI on that slice (a contour
+inside another is a hole; scanline fill) or on one of the contours (within 0.001 voxel). OPEN_PLANAR,
 OPEN_NONPLANAR and POINT contours enclose nothing and are skipped with a warning; self-intersecting
 contours (shapely) are filled by the even-odd rule with a warning. Label value = ROI Number when the ROI
 numbers are small (at most 255, or at most the number of ROIs), else the ROI's position in the Structure
@@ -31,7 +31,6 @@ from napari_medseg.volume import Volume
 
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 _STUDY_COMPONENT = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (RTReferencedStudySequence)
-_SIMPLIFY = 0.2  # voxel
 _ON_EDGE = 1e-3  # voxel
 _PLANE_TOL = 0.3  # of the slice spacing
 
@@ -56,15 +55,29 @@ def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
     """Closed contours (N, 2) in (j, i) voxel coordinates around the True voxels of a 2D mask (and its holes)."""
     from skimage import measure
 
-    padded = np.pad(mask.astype(np.uint8), 1)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if rows.size == 0:
+        return []
+    j0, i0 = rows[0], cols[0]
+    padded = np.pad(mask[j0 : rows[-1] + 1, i0 : cols[-1] + 1].astype(np.uint8), 1)  # the bounding box only
     out = []
     for c in measure.find_contours(padded, 0.5):
-        c = measure.approximate_polygon(c - 1.0, tolerance=_SIMPLIFY)
+        c = c - 1.0 + np.array([j0, i0])
         if len(c) > 1 and np.allclose(c[0], c[-1]):
             c = c[:-1]
+        c = _drop_collinear(c)
         if len(c) >= 3:
             out.append(c)
     return out
+
+
+def _drop_collinear(c: np.ndarray) -> np.ndarray:
+    """The closed polygon ``c`` without the points that lie on the straight line between their neighbours."""
+    prev, nxt = np.roll(c, 1, axis=0), np.roll(c, -1, axis=0)
+    d1, d2 = c - prev, nxt - c
+    cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    keep = np.abs(cross) > 1e-9
+    return c[keep] if keep.sum() >= 3 else c
 
 
 def _image_refs(reference: Volume, path: Path):
@@ -234,6 +247,22 @@ def _roi_table(ds, path: Path) -> tuple[dict[int, int], dict[int, str], dict[int
     return values, names, colors
 
 
+def _contour_data(item) -> np.ndarray:
+    """ContourData as floats, parsed from the raw bytes when pydicom has not converted them (much faster)."""
+    from pydicom.dataelem import RawDataElement
+
+    try:
+        elem = item.get_item(0x30060050)
+        if elem is None:
+            return np.zeros(0)
+        if isinstance(elem, RawDataElement):
+            text = bytes(elem.value or b"").decode("ascii", "replace").strip(" \x00")
+            return np.asarray([float(v) for v in text.split("\\")], float) if text else np.zeros(0)
+        return np.asarray([float(v) for v in (elem.value or [])], float)
+    except (TypeError, ValueError, AttributeError):
+        return np.zeros(0)
+
+
 class _Rasteriser:
     """Puts contours (LPS points) on the slices of ``ref`` and fills them (see the module docstring)."""
 
@@ -266,30 +295,54 @@ class _Rasteriser:
             self.counts["clipped"] += 1
         return k, np.stack([j, i], axis=1)
 
-    def fill(self, poly: np.ndarray) -> np.ndarray:
-        """Flat (j * ni + i) indices of the voxel centres inside or on ``poly`` (within the slice)."""
-        from skimage.draw import polygon
+    def fill(self, polys: list[np.ndarray]) -> np.ndarray:
+        """Flat (j * ni + i) indices of the voxel centres inside ``polys`` (even-odd rule) or on one of them."""
+        js, xs = [], []
+        for p in polys:  # scanline crossings, half-open in y so every row crosses an even number of edges
+            a, b = p, np.roll(p, -1, axis=0)
+            lo, hi = np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 0], b[:, 0])
+            start = np.ceil(lo).astype(np.int64)
+            n = np.ceil(hi).astype(np.int64) - start
+            edge = np.repeat(np.arange(len(p)), np.maximum(n, 0))
+            row = start[edge] + np.arange(edge.size) - np.repeat(np.cumsum(np.maximum(n, 0)) - np.maximum(n, 0),
+                                                                  np.maximum(n, 0))  # fmt: skip
+            t = (row - a[edge, 0]) / (b[edge, 0] - a[edge, 0])
+            js.append(row)
+            xs.append(a[edge, 1] + t * (b[edge, 1] - a[edge, 1]))
+        j, x = np.concatenate(js), np.concatenate(xs)
+        order = np.lexsort((x, j))
+        j, x = j[order], x[order]
+        row, first = j[0::2], np.maximum(np.ceil(x[0::2] - _ON_EDGE), 0).astype(np.int64)
+        last = np.minimum(np.floor(x[1::2] + _ON_EDGE), self.ni - 1).astype(np.int64)
+        ok = (row >= 0) & (row < self.nj) & (last >= first)
+        row, first, count = row[ok], first[ok], (last - first + 1)[ok]
+        inside = np.repeat(row * self.ni + first, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count,
+                                                                                               count)  # fmt: skip
+        mask = np.zeros(self.nj * self.ni, bool)
+        mask[inside] = True
+        for p in polys:
+            mask[self._edges(p)] = True
+        return np.flatnonzero(mask)
 
-        rr, cc = polygon(poly[:, 0], poly[:, 1], shape=(self.nj, self.ni))
-        inside = rr * self.ni + cc
+    def _edges(self, poly: np.ndarray) -> np.ndarray:
+        """Flat indices of the voxel centres lying on the edges of ``poly`` (within _ON_EDGE voxel)."""
         a, b = poly, np.roll(poly, -1, axis=0)
         n = np.maximum(np.ceil(np.abs(b - a).max(axis=1) * 2).astype(int), 1)
-        t = np.concatenate([np.linspace(0, 1, m + 1) for m in n])
         seg = np.repeat(np.arange(len(a)), n + 1)
-        pts = np.rint(a[seg] + (b[seg] - a[seg]) * t[:, None])
+        t = np.arange(seg.size) - np.repeat(np.cumsum(n + 1) - (n + 1), n + 1)
         ab = b[seg] - a[seg]
-        length2 = np.maximum((ab**2).sum(axis=1), 1e-12)
-        u = np.clip(((pts - a[seg]) * ab).sum(axis=1) / length2, 0, 1)
+        pts = np.rint(a[seg] + ab * (t / n[seg])[:, None])
+        u = np.clip(((pts - a[seg]) * ab).sum(axis=1) / np.maximum((ab**2).sum(axis=1), 1e-12), 0, 1)
         dist = np.linalg.norm(a[seg] + ab * u[:, None] - pts, axis=1)
         ok = (dist <= _ON_EDGE) & (pts[:, 0] >= 0) & (pts[:, 0] < self.nj) & (pts[:, 1] >= 0) & (pts[:, 1] < self.ni)
         edge = pts[ok].astype(np.int64)
-        return np.union1d(inside, edge[:, 0] * self.ni + edge[:, 1])
+        return edge[:, 0] * self.ni + edge[:, 1]
 
     def roi(self, contours) -> np.ndarray:
         """Flat indices into the volume of one ROI's voxels (even-odd within each slice)."""
         import shapely
 
-        per_slice: dict[int, np.ndarray] = {}
+        per_slice: dict[int, list] = {}
         polys = []
         for item in contours:
             kind = str(item.get("ContourGeometricType", "CLOSED_PLANAR") or "CLOSED_PLANAR").upper()
@@ -299,10 +352,7 @@ class _Rasteriser:
             if kind != "CLOSED_PLANAR":
                 self.counts["open"] += 1
                 continue
-            try:
-                pts = np.asarray([float(v) for v in item.get("ContourData") or []], float)
-            except (TypeError, ValueError):
-                pts = np.zeros(0)
+            pts = _contour_data(item)
             if pts.size < 9 or pts.size % 3 or not np.all(np.isfinite(pts)):
                 self.counts["bad"] += 1
                 continue
@@ -311,14 +361,12 @@ class _Rasteriser:
                 continue
             k, poly = placed
             polys.append(poly)
-            filled = self.fill(poly)
-            prev = per_slice.get(k)
-            per_slice[k] = filled if prev is None else np.setxor1d(prev, filled)
+            per_slice.setdefault(k, []).append(poly)
         if polys:
             simple = shapely.is_simple(np.array([shapely.linearrings(p[:, ::-1]) for p in polys], dtype=object))
             self.counts["self_intersecting"] += int((~np.asarray(simple, bool)).sum())
         plane = self.nj * self.ni
-        parts = [idx + k * plane for k, idx in sorted(per_slice.items())]
+        parts = [self.fill(slice_polys) + k * plane for k, slice_polys in sorted(per_slice.items())]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def warnings(self) -> list[str]:
