@@ -20,4 +20,8 @@ python -m pip install -q --upgrade pip
 # The CPU build of PyTorch, pinned: an unpinned torch pulls several GB of CUDA packages.
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[all,testing]"
+# rt-utils, the independent RTSTRUCT peer of the tests, goes to its own folder (run in a subprocess with
+# PYTHONPATH=.peers): its wheel depends on the 'dataclasses' backport (shadows the stdlib, breaks napari), ships a
+# top-level 'tests' package, and imports OpenCV. Its real dependencies: numpy and pydicom (from .venv), OpenCV.
+python -m pip install -q --no-deps --upgrade --target .peers "rt-utils==1.2.7" opencv-python-headless
 echo "setup complete: activate with '. .venv/bin/activate'"

@@ -1,5 +1,5 @@
-"""rt-utils as an independent RTSTRUCT peer, run in its own process (it imports OpenCV, whose Qt build must not
-meet napari's Qt in the test process).
+"""rt-utils as an independent RTSTRUCT peer, run in its own process with rt-utils and OpenCV from ``.peers``
+(scripts/setup.sh installs them there, away from the project's environment; see the comment there).
 
     python rtutils_peer.py read  CT_DIR RTSTRUCT OUT.npz          -> one [k, j, i] mask per ROI name
     python rtutils_peer.py write CT_DIR MASKS.npz OUT_RTSTRUCT     -> one ROI per array in MASKS (name = key)

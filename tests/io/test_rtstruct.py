@@ -17,6 +17,7 @@ from napari_medseg.errors import InputError
 from napari_medseg.io import read_volume, write_labels
 
 PEER = Path(__file__).with_name("rtutils_peer.py")
+PEERS_DIR = Path(__file__).resolve().parents[2] / ".peers"  # scripts/setup.sh installs rt-utils there
 
 
 def _write_ours(tmp_path, geometry=OBLIQUE):
@@ -27,7 +28,12 @@ def _write_ours(tmp_path, geometry=OBLIQUE):
 
 
 def _rt_utils(*args):
-    r = subprocess.run([sys.executable, str(PEER), *map(str, args)], capture_output=True, text=True, timeout=300)
+    import os
+
+    assert (PEERS_DIR / "rt_utils").is_dir(), f"rt-utils is not in {PEERS_DIR}: run bash scripts/setup.sh"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PEERS_DIR), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, str(PEER), *map(str, args)], capture_output=True, text=True, timeout=300,
+                       env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
 
 

@@ -63,3 +63,19 @@ def test_rtstruct_in_the_series_folder_opens_with_its_image(make_napari_viewer, 
     _same_placement(lab_layer, img_layer)
     np.testing.assert_array_equal(np.asarray(lab_layer.data), lab)
     assert list(lab_layer.features["class"][:4]) == ["background", "liver", "spleen", "kidney_left"]
+
+
+def test_our_own_seg_reopens_as_one_labels_layer_with_its_names(make_napari_viewer, tmp_path):
+    """Issue 18 item 3: our SEG used to reopen as a 0/1 image layer with a misleading slice warning."""
+    from napari_medseg._napari.layers import SOURCE_KEY
+
+    written, image = ct(tmp_path / "ct")
+    lab = organs(image.spatial_shape)
+    out = write_labels(image.with_array(lab), tmp_path / "seg.dcm", classes=NAMES, reference=image)
+    viewer = make_napari_viewer()
+    viewer.open(str(out), plugin=PLUGIN)  # the series is beside: the layer is on its grid, names kept
+    (layer,) = viewer.layers
+    assert layer._type_string == "labels" and layer.metadata["classes"] == NAMES
+    np.testing.assert_array_equal(np.asarray(layer.data), lab)
+    assert layer.metadata[SOURCE_KEY]["meta"]["series_uid"] == written.series_uid  # can be saved as SEG again
+    assert not layer.metadata["medseg_volume"]["meta"]["warnings"]
