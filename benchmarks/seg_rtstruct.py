@@ -23,18 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "io"))
 
 
-def timed(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def main() -> None:
     from dicom_factory import rotation
     from labels_factory import NAMES, ct, dice, organs
+
+    from read_dicom import best_of as timed
 
     from napari_medseg.io import read_volume, write_labels
 

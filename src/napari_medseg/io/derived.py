@@ -109,29 +109,6 @@ def derived_info(path, kind: str, reference=None):
 
 
 # ---------------------------------------------------------------------------------------------- references
-def blank_reference(info, path) -> Volume:
-    """A geometry-only `Volume` (no voxels in memory) of a DICOM series, with the meta `read_dicom` gives."""
-    frames = info.extra["frames"]
-    meta = {
-        "modality": info.modality,
-        "series_uid": info.extra["series_uid"],
-        "series_description": info.description,
-        "series_number": info.number,
-        "study_uid": info.extra["study_uid"],
-        "source_path": str(path),
-        "dicom_files": [str(f) for f in info.files],
-        "dicom_reference": {
-            "study_uid": info.extra["study_uid"],
-            "series_uid": info.extra["series_uid"],
-            "sop_instance_uids": [f.sop_uid for f in frames],
-            "frame_numbers": [None if f.frame is None else f.frame + 1 for f in frames],
-        },
-        "tilt_handling": "resampled" if info.extra.get("tilt_shift") is not None else "none",
-    }
-    blank = np.broadcast_to(np.zeros((), np.uint8), tuple(info.shape)[-3:])
-    return Volume(blank, info.spacing, info.origin, np.asarray(info.direction, float).reshape(3, 3), meta)
-
-
 def blank_from_record(record: dict) -> Volume:
     """A geometry-only `Volume` from a record {shape, spacing, origin, direction, meta} (a layer's or a SEG's)."""
     shape = tuple(record["shape"])[-3:]
@@ -154,17 +131,18 @@ def _beside(path: Path) -> Path:
 
 
 def _series_in(location: Path, uid: str):
-    """The series ``uid`` at ``location`` as a geometry-only reference, or None (and the UIDs found)."""
-    from napari_medseg.io.dicom import list_dicom_series
+    """The series ``uid`` at ``location`` read by our DICOM reader (exact geometry and meta), or None; and the
+    UIDs found there."""
+    from napari_medseg.io.dicom import list_dicom_series, read_dicom
 
     try:
         infos = list_dicom_series(location)
     except InputError:
         return None, []
-    for info in infos:
-        if info.extra.get("series_uid") == uid and "#" not in info.uid:
-            return blank_reference(info, location), [i.uid for i in infos]
-    return None, [i.uid for i in infos]
+    uids = [i.uid for i in infos]
+    if uid not in uids:
+        return None, uids
+    return read_dicom(location, series=uid), uids
 
 
 def resolve_reference(path: Path, what: str, uid: str, reference=None, candidates=()) -> tuple[Volume | None, str]:
@@ -191,11 +169,30 @@ def resolve_reference(path: Path, what: str, uid: str, reference=None, candidate
     for cand in candidates:
         if uid and _series_uid(cand) == uid:
             return cand, "open"
-    if uid:
+    if uid and _small_tree(_beside(path)):
         found, _ = _series_in(_beside(path), uid)
         if found is not None:
             return found, "beside"
     return None, "missing"
+
+
+#: the folder beside a SEG/RTSTRUCT is searched for its series only when it holds at most this many files
+#: (a SEG saved in a home or download folder must not start a scan of everything under it)
+BESIDE_MAX_FILES = 20000
+
+
+def _small_tree(folder: Path) -> bool:
+    import os
+
+    if folder.is_file():  # a zip
+        return True
+    count = 0
+    for _, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        count += len(files)
+        if count > BESIDE_MAX_FILES:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- grids
