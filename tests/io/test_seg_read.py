@@ -88,6 +88,16 @@ def test_overlapping_segments_the_smaller_wins_with_a_warning(tmp_path):
     assert "'liver' overlaps 'BODY'" in text and "'spleen' overlaps 'BODY'" in text and "smaller one wins" in text
 
 
+def test_an_empty_segment_keeps_its_name_with_a_warning(tmp_path):
+    written, image = ct(tmp_path / "ct")
+    lab = organs(image.spatial_shape)
+    masks = {"liver": lab == 1, "nothing": np.zeros(lab.shape, bool), "spleen": lab == 2}
+    back = read_volume(highdicom_seg(written.files, masks, tmp_path / "seg.dcm"), reference=image)
+    assert back.meta["classes"] == {1: "liver", 2: "nothing", 3: "spleen"}
+    np.testing.assert_array_equal(back.array, np.select([lab == 1, lab == 2], [1, 3], 0))
+    assert back.warnings == ["DICOM SEG: 'nothing' is empty (no voxel on this grid)"]
+
+
 def test_more_than_255_segments_give_uint16_labels(tmp_path):
     written, image = ct(tmp_path / "ct", geometry=dict(shape=(3, 20, 20), spacing=(1.0, 1.0, 2.0)))
     masks = {}
