@@ -145,6 +145,18 @@ def test_missing_referenced_series_is_an_error_naming_it(tmp_path):
         read_volume(moved, reference=tmp_path / "other")
 
 
+def test_rtstruct_naming_no_series_goes_on_the_only_series_beside_with_a_warning(tmp_path):
+    written, image, lab, out = _write_ours(tmp_path)
+    bare = _edit(out, lambda ds: delattr(ds.ReferencedFrameOfReferenceSequence[0], "RTReferencedStudySequence"),
+                 "bare.dcm")  # fmt: skip
+    back = read_volume(bare)
+    np.testing.assert_array_equal(back.array, lab)
+    assert any("names no referenced image series" in w and written.series_uid in w for w in back.warnings)
+    ct(tmp_path / "second", seed=4)  # two series beside: no guess
+    with pytest.raises(InputError, match="none named"):
+        read_volume(bare)
+
+
 def test_bad_contours_are_warnings_never_a_crash(tmp_path):
     written, image, lab, out = _write_ours(tmp_path)
 

@@ -11,6 +11,8 @@ in this order of preference:
 4. DICOM SEG only: the SEG's own frame geometry, with a warning (an RTSTRUCT has no grid of its own: an
    `InputError` naming the missing SeriesInstanceUID).
 
+An object naming no series goes on the only candidate / the only series beside it, with a warning.
+
 Overlaps (a voxel in several segments/ROIs) are resolved by one rule for both formats, with a warning that
 names the pairs: **the smaller segment wins** (it is painted last), so structures nested in a bigger one
 (an organ inside BODY, a GTV inside its PTV) stay visible.
@@ -169,11 +171,37 @@ def resolve_reference(path: Path, what: str, uid: str, reference=None, candidate
     for cand in candidates:
         if uid and _series_uid(cand) == uid:
             return cand, "open"
-    if uid and _small_tree(_beside(path)):
+    if not uid:  # the object names no series (optional in RTSTRUCT): the only image series at hand, if one
+        if len(candidates) == 1:
+            return candidates[0], "only open series"
+        return _only_series_beside(path)
+    if _small_tree(_beside(path)):
         found, _ = _series_in(_beside(path), uid)
         if found is not None:
             return found, "beside"
     return None, "missing"
+
+
+def guess_warning(how: str, ref: Volume | None, what: str) -> list[str]:
+    """The warning for a reference chosen without a SeriesInstanceUID to match (empty list otherwise)."""
+    if ref is None or not how.startswith("only"):
+        return []
+    return [f"the {what} names no referenced image series; it was placed on the {how} ({_series_uid(ref)}); "
+            "check that this is the image it was drawn on"]
+
+
+def _only_series_beside(path: Path) -> tuple[Volume | None, str]:
+    from napari_medseg.io.dicom import list_dicom_series, read_dicom
+
+    if not _small_tree(_beside(path)):
+        return None, "missing"
+    try:
+        infos = [i for i in list_dicom_series(_beside(path)) if "#" not in i.uid]
+    except InputError:
+        return None, "missing"
+    if len(infos) != 1:
+        return None, "missing"
+    return read_dicom(_beside(path), series=infos[0].uid), "only series beside"
 
 
 #: the folder beside a SEG/RTSTRUCT is searched for its series only when it holds at most this many files

@@ -24,6 +24,7 @@ import numpy as np
 from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.io.derived import (
     check_target,
+    guess_warning,
     labels_volume,
     index_map,
     own_grid_volume,
@@ -120,7 +121,7 @@ def read_seg(path, reference=None, candidates=()) -> Volume:
     values, names, colors = _segment_table(seg, path)
     uid = _referenced_series(seg)
     ref, how = resolve_reference(path, "DICOM SEG", uid, reference, candidates)
-    warnings: list[str] = []
+    warnings: list[str] = guess_warning(how, ref, "DICOM SEG")
     meta = {
         "modality": "SEG",
         "series_uid": str(seg.get("SeriesInstanceUID", "")),
