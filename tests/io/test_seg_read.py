@@ -148,6 +148,15 @@ def test_frames_that_match_no_slice_of_the_reference_are_refused(tmp_path):
         read_volume(out, reference=shifted)
 
 
+def test_voxels_outside_a_smaller_reference_are_dropped_with_a_warning(tmp_path):
+    written, image, lab, out = _ours(tmp_path)
+    top = Volume(image.array[:6], image.spacing, image.origin, image.direction, dict(image.meta))  # 6 of 14 slices
+    back = read_volume(out, reference=top)
+    np.testing.assert_array_equal(back.array, lab[:6])
+    dropped = int(np.count_nonzero(lab[6:]))
+    assert any(f"{dropped} voxel(s) of the SEG lie outside the image" in w for w in back.warnings)
+
+
 def test_broken_seg_is_a_clear_error(tmp_path):
     written, image, lab, out = _ours(tmp_path)
     data = out.read_bytes()

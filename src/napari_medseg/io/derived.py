@@ -246,7 +246,7 @@ def index_map(src_affine: np.ndarray, target: Volume, tol: float = 1e-2):
 
 
 def place(src: np.ndarray, mapping, shape) -> tuple[np.ndarray, int]:
-    """Flat indices into ``shape`` of the True voxels of ``src`` under ``mapping``; and how many fell outside."""
+    """Flat indices into ``shape`` of the non-zero voxels of ``src`` under ``mapping``; and how many fell outside."""
     perm, signs, offset = mapping
     idx = np.nonzero(src)
     tgt = [offset[a] + signs[a] * idx[perm[a]] for a in range(3)]
@@ -255,6 +255,28 @@ def place(src: np.ndarray, mapping, shape) -> tuple[np.ndarray, int]:
         inside &= (tgt[a] >= 0) & (tgt[a] < shape[a])
     flat = np.ravel_multi_index(tuple(t[inside] for t in tgt), shape)
     return flat, int((~inside).sum())
+
+
+def paste(src: np.ndarray, mapping, shape, lut: np.ndarray) -> tuple[np.ndarray, int]:
+    """``lut[src]`` placed on an array of ``shape`` under ``mapping`` by slicing (no voxel lists); and the
+    number of non-zero source voxels that fell outside."""
+    perm, signs, offset = mapping
+    view = np.transpose(src, perm)  # view axis a = source axis perm[a]
+    for a in range(3):
+        if signs[a] < 0:
+            view = np.flip(view, a)
+    start = [int(offset[a]) if signs[a] > 0 else int(offset[a]) - (view.shape[a] - 1) for a in range(3)]
+    lo = [max(0, -start[a]) for a in range(3)]
+    hi = [min(view.shape[a], shape[a] - start[a]) for a in range(3)]
+    out = np.zeros(shape, lut.dtype)
+    if all(h > l for l, h in zip(lo, hi)):
+        kept = view[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        out[tuple(slice(start[a] + lo[a], start[a] + hi[a]) for a in range(3))] = lut[kept]
+        clipped = any(lo) or any(h < n for h, n in zip(hi, view.shape))
+        outside = int(np.count_nonzero(src)) - int(np.count_nonzero(kept)) if clipped else 0
+    else:
+        outside = int(np.count_nonzero(src))
+    return out, outside
 
 
 def own_grid_volume(affine_khji: np.ndarray, shape, meta: dict) -> Volume:

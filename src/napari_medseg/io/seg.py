@@ -29,6 +29,7 @@ from napari_medseg.io.derived import (
     index_map,
     own_grid_volume,
     paint,
+    paste,
     place,
     resolve_reference,
 )
@@ -100,6 +101,31 @@ def _segment_volume(seg, number: int, path: Path):
     return arr.astype(bool, copy=False), vol.affine
 
 
+def _combined(seg, values: dict[int, int], names: dict[int, str], target: Volume):
+    """Non-overlapping BINARY/LABELMAP SEGs in one pass (highdicom checks the overlap): (labels, warnings),
+    or None when the segments overlap or do not map onto ``target`` (the per-segment path then says why)."""
+    try:
+        vol = seg.get_volume(combine_segments=True, relabel=False)
+    except (ValueError, RuntimeError, KeyError, IndexError):
+        return None
+    mapping = index_map(vol.affine, target)
+    if mapping is None:
+        return None
+    arr = np.asarray(vol.array)
+    top = max(values.values())
+    lut = np.zeros(max(max(values), int(arr.max(initial=0))) + 1, np.uint8 if top <= 255 else np.uint16)
+    for number, value in values.items():
+        lut[number] = value
+    labels, outside = paste(arr, mapping, target.spatial_shape, lut)
+    counts = np.bincount(arr.reshape(-1), minlength=lut.size)
+    present = {n for n in values if counts[n]}
+    warnings = [f"DICOM SEG: {names[v]!r} is empty (no voxel on this grid)" for n, v in values.items()
+                if n not in present]  # fmt: skip
+    if outside:
+        warnings.append(f"{outside} voxel(s) of the SEG lie outside the image and were dropped")
+    return labels, warnings
+
+
 def _own_geometry(seg, path: Path, meta: dict) -> Volume:
     geom = None
     try:
@@ -143,6 +169,10 @@ def read_seg(path, reference=None, candidates=()) -> Volume:
     fractional = str(seg.get("SegmentationType", "")).upper() == "FRACTIONAL"
     if fractional:
         warnings.append("fractional segments were thresholded at 0.5 (a voxel belongs to a segment at >= 50 %)")
+    fast = None if fractional else _combined(seg, values, names, target)
+    if fast is not None:
+        labels, fast_warnings = fast
+        return labels_volume(target, labels, names, colors, meta, warnings + fast_warnings, ref)
     segments, mismatched = [], []
     for number, value in values.items():
         arr, affine = _segment_volume(seg, number, path)
