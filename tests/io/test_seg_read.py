@@ -157,6 +157,20 @@ def test_voxels_outside_a_smaller_reference_are_dropped_with_a_warning(tmp_path)
     assert any(f"{dropped} voxel(s) of the SEG lie outside the image" in w for w in back.warnings)
 
 
+def test_seg_without_sop_class_is_still_a_seg(tmp_path):
+    import pydicom
+
+    written, image, lab, out = _ours(tmp_path)
+    ds = pydicom.dcmread(out)
+    del ds.SOPClassUID  # as an anonymiser leaves it; Modality SEG remains
+    ds.file_meta.MediaStorageSOPClassUID = ""
+    ds.save_as(tmp_path / "anon.dcm")
+    back = read_volume(tmp_path / "anon.dcm")
+    assert back.meta["modality"] == "SEG" and back.same_grid(image, tol=0)
+    np.testing.assert_array_equal(back.array, lab)
+    assert any("no SOP Class UID" in w for w in back.warnings)
+
+
 def test_broken_seg_is_a_clear_error(tmp_path):
     written, image, lab, out = _ours(tmp_path)
     data = out.read_bytes()

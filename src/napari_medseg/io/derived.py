@@ -33,6 +33,17 @@ RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 DERIVED_SOP_CLASSES = {SEG_STORAGE: "seg", LABELMAP_SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
 
 
+def header_kind(ds) -> str | None:
+    """``"seg"``/``"rtstruct"`` from a header's SOP Class UID, or from its Modality when an anonymiser removed
+    the SOP Class UID; ``None`` for anything else."""
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if not sop:
+        sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if sop:
+        return DERIVED_SOP_CLASSES.get(sop)
+    return {"SEG": "seg", "RTSTRUCT": "rtstruct"}.get(str(ds.get("Modality", "") or "").upper())
+
+
 def derived_kind(path) -> str | None:
     """``"seg"``, ``"rtstruct"`` or ``None`` for a single file or zip-member key (its SOP Class UID). Never raises."""
     try:
@@ -41,9 +52,7 @@ def derived_kind(path) -> str | None:
         p = Path(path)
         if ZIP_SEP not in str(path) and (not p.is_file() or p.suffix.lower() == ".zip"):
             return None
-        ds = read_header(open_key(str(path)), specific_tags=["SOPClassUID"])
-        sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
-        return DERIVED_SOP_CLASSES.get(sop)
+        return header_kind(read_header(open_key(str(path)), specific_tags=["SOPClassUID", "Modality"]))
     except Exception:  # noqa: BLE001 - detection never raises
         return None
 

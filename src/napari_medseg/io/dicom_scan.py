@@ -26,7 +26,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from napari_medseg.errors import InputError
-from napari_medseg.io.derived import DERIVED_SOP_CLASSES
+from napari_medseg.io.derived import header_kind
 from napari_medseg.io.dicom_fastheader import NEED_MORE, FastHeader, HeaderValues, parse_header
 
 ZIP_SEP = "::"
@@ -289,7 +289,7 @@ def _series_info(ds, key: str) -> dict:
 
 def frames_from_header(ds, key: str) -> list[Frame] | str:
     """The frames of one header, or a reason string ('non_image', 'no_geometry', 'localizer', 'derived')."""
-    if str(ds.get("SOPClassUID", "") or "") in DERIVED_SOP_CLASSES:  # DICOM SEG / RTSTRUCT: labels, not images
+    if header_kind(ds):  # DICOM SEG / RTSTRUCT: labels, not images
         return "derived"
     if "Rows" not in ds or "Columns" not in ds or "SeriesInstanceUID" not in ds:
         return "non_image"

@@ -39,14 +39,24 @@ _OUR_TRACKING = re.compile(r"^label (\d+)$")
 
 
 def _open(path: Path):
+    """(highdicom Segmentation, warnings). A SEG whose SOP Class UID an anonymiser removed is read as one."""
     import highdicom as hd
+    import pydicom
 
-    from napari_medseg.io.derived import open_object
+    from napari_medseg.io.derived import LABELMAP_SEG_STORAGE, SEG_STORAGE, open_object
 
+    warnings = []
     try:
-        return hd.seg.segread(open_object(path))
+        ds = pydicom.dcmread(open_object(path))
+        if not str(ds.get("SOPClassUID", "") or ""):
+            labelmap = str(ds.get("SegmentationType", "")).upper() == "LABELMAP"
+            ds.SOPClassUID = LABELMAP_SEG_STORAGE if labelmap else SEG_STORAGE
+            warnings.append("the file has no SOP Class UID; it was read as a DICOM SEG (Modality SEG)")
+        return hd.seg.Segmentation.from_dataset(ds, copy=False), warnings
     except Exception as e:  # noqa: BLE001 - any decoding failure is a bad file
-        raise InputError(f"{path}: not a readable DICOM SEG ({type(e).__name__}: {e}); re-export the segmentation")
+        raise InputError(
+            f"{path}: not a readable DICOM SEG ({type(e).__name__}: {e}); re-export the segmentation"
+        ) from e
 
 
 def _segment_table(seg, path: Path) -> tuple[dict[int, int], dict[int, str], dict[int, tuple]]:
@@ -143,11 +153,11 @@ def _own_geometry(seg, path: Path, meta: dict) -> Volume:
 def read_seg(path, reference=None, candidates=()) -> Volume:
     """Read a DICOM SEG file as a labels `Volume` on its referenced series' grid (see the module docstring)."""
     path = Path(str(path))
-    seg = _open(path)
+    seg, open_warnings = _open(path)
     values, names, colors = _segment_table(seg, path)
     uid = _referenced_series(seg)
     ref, how = resolve_reference(path, "DICOM SEG", uid, reference, candidates)
-    warnings: list[str] = guess_warning(how, ref, "DICOM SEG")
+    warnings: list[str] = open_warnings + guess_warning(how, ref, "DICOM SEG")
     meta = {
         "modality": "SEG",
         "series_uid": str(seg.get("SeriesInstanceUID", "")),
