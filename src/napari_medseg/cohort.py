@@ -113,7 +113,8 @@ def run_case(case, output, model_spec=None, settings: dict | None = None, force:
         res = segment(volume, model=model, device=settings.get("device") or "auto", overlap=settings.get("overlap"),
                       tta=bool(settings.get("tta")), progress=progress)
         t = time.perf_counter()
-        write_labels(res.labels, output, reference=volume, force=force)
+        write_labels(res.labels, output, reference=volume, force=force,
+                     format="rtstruct" if settings.get("format") == "rtstruct" else None)
         res.timings["read"] = read_s
         res.timings["write"] = time.perf_counter() - t
         if record:

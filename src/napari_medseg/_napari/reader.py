@@ -2,7 +2,11 @@
 
 Each image series becomes one image layer (named by series number/description) placed with the
 Volume's `napari_kwargs`; label volumes (integer data with a class table, or an integer file named like
-``*label*``/``*seg*``/``*mask*``) open as Labels layers with class names and colours.
+``*label*``/``*seg*``/``*mask*``) open as Labels layers with class names and the file's colours.
+
+A DICOM SEG or RTSTRUCT opens as a Labels layer on the grid of its image series: the image layer of that
+series already open in the viewer, else the series beside the file (see :mod:`napari_medseg.io.derived`), so
+it lies exactly on its image (same scale/translate/affine).
 """
 
 from __future__ import annotations
@@ -81,10 +85,30 @@ def layers_for_volumes(volumes: list[Volume], path: Path | None = None) -> list[
         used.add(name)
         if is_label_volume(vol, path):
             classes = vol.meta.get("classes") or (_sidecar_classes(path) if path else None) or {}
-            layers.append(labels_layer_data(vol, name, classes=classes))
+            layers.append(labels_layer_data(vol, name, classes=classes, colors=vol.meta.get("class_colors"),
+                                            source=vol.meta.get("reference")))
         else:
             layers.append(image_layer_data(vol, name))
     return layers
+
+
+def _open_images() -> list[Volume]:
+    """Geometry-only volumes of the DICOM image layers open in the current viewer (SEG/RTSTRUCT references)."""
+    try:
+        import napari
+
+        from napari_medseg._napari.layers import META_KEY
+        from napari_medseg.io.derived import blank_from_record
+
+        viewer = napari.current_viewer()
+        out = []
+        for layer in list(viewer.layers) if viewer is not None else []:
+            rec = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+            if isinstance(layer, napari.layers.Image) and rec and (rec.get("meta") or {}).get("dicom_reference"):
+                out.append(blank_from_record(rec))
+        return out
+    except Exception:  # noqa: BLE001 - no viewer, or a foreign layer: read without candidates
+        return []
 
 
 def read_layers(path) -> list[tuple]:
@@ -93,7 +117,7 @@ def read_layers(path) -> list[tuple]:
     try:
         from napari_medseg.io import read_all
 
-        volumes = read_all(p)
+        volumes = read_all(p, candidates=_open_images())
         layers = layers_for_volumes(volumes, p)
     except Exception as e:  # noqa: BLE001 - shown to the user instead of crashing napari
         from napari.utils.notifications import show_error

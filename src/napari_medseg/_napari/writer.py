@@ -53,11 +53,11 @@ def _refuse_source(path: Path, *records) -> None:
 def _reference(attributes: dict[str, Any]) -> Volume | None:
     """The source image (metadata only, no voxels) a DICOM SEG must reference."""
     meta = attributes.get("metadata") or {}
-    for rec in (meta.get(SOURCE_KEY), meta.get(META_KEY)):
+    from napari_medseg.io.derived import blank_from_record
+
+    for rec in (meta.get(SOURCE_KEY), meta.get(META_KEY), (meta.get(META_KEY) or {}).get("meta", {}).get("reference")):
         if rec and (rec.get("meta") or {}).get("dicom_reference"):
-            shape = tuple(rec["shape"])[-3:]
-            blank = np.broadcast_to(np.zeros((), dtype=np.int16), shape)  # no memory: geometry only
-            return Volume(blank, rec["spacing"], rec["origin"], np.asarray(rec["direction"]), dict(rec["meta"]))
+            return blank_from_record(rec)  # no voxels in memory: geometry only
     return None
 
 
@@ -78,21 +78,27 @@ def write_labels_nifti(path: str, data: Any, attributes: dict) -> list[str]:
     return [str(out)]
 
 
-def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
+def write_labels_dicom_seg(path: str, data: Any, attributes: dict, format: str | None = None) -> list[str]:
     from napari_medseg.io import write_labels
 
     vol = _labels_volume(data, attributes)
     reference = _reference(attributes)
+    what = "RTSTRUCT" if format == "rtstruct" else "DICOM SEG"
     if reference is None:
         raise InputError(
-            f"cannot save '{attributes.get('name', 'labels')}' as DICOM SEG to {path}: the layer does not know "
+            f"cannot save '{attributes.get('name', 'labels')}' as {what} to {path}: the layer does not know "
             "its source DICOM series. Segment an image opened from DICOM (the Segment widget records the source), "
             "or save as NIfTI (.nii.gz) instead."
         )
     meta = attributes.get("metadata") or {}
     _refuse_source(Path(path), meta.get(META_KEY), meta.get(SOURCE_KEY))
-    out = write_labels(vol, path, classes=_classes(attributes, vol), reference=reference, force=True)
+    out = write_labels(vol, path, classes=_classes(attributes, vol), reference=reference, force=True, format=format)
     return [str(out)]
+
+
+def write_labels_rtstruct(path: str, data: Any, attributes: dict) -> list[str]:
+    """Labels -> RTSTRUCT (one ROI per class) referencing the layer's source DICOM series."""
+    return write_labels_dicom_seg(path, data, attributes, format="rtstruct")
 
 
 def write_image_nifti(path: str, data: Any, attributes: dict) -> list[str]:

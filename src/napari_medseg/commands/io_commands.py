@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("--json", action="store_true", help='print one JSON document {"path": ..., "series": [...]}')
+    p.add_argument("--reference", default=None, metavar="DICOM",
+                   help="for a DICOM SEG/RTSTRUCT: the image series it belongs to, when it is not beside the file")
     p.set_defaults(func=cmd_info)
 
     p = subparsers.add_parser(
@@ -30,6 +32,12 @@ def register(subparsers) -> None:
         "--series", default=None, help="series to convert when INPUT holds several (UID, number or description)"
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--format", default=None, choices=["nifti", "nrrd", "mha", "seg", "rtstruct"],
+                   help="output format for labels (default: by OUT's extension; .dcm is DICOM SEG); rtstruct and "
+                   "seg need --reference")
+    p.add_argument("--reference", default=None, metavar="DICOM",
+                   help="the image series (DICOM folder/zip/file) that labels belong to: needed to write SEG/RTSTRUCT "
+                   "from NIfTI labels, and to read a SEG/RTSTRUCT whose series is not beside it")
     p.set_defaults(func=cmd_convert)
 
     p = subparsers.add_parser(
@@ -73,7 +81,7 @@ def _describe(n: int, info) -> list[str]:
 def cmd_info(args) -> int:
     from napari_medseg.io import list_series
 
-    series = list_series(args.path)
+    series = list_series(args.path, reference=getattr(args, "reference", None))
     if args.json:
         doc = {"path": str(Path(args.path)), "series": [s.to_json_dict() for s in series]}
         print(json.dumps(doc, indent=2, default=str))
@@ -94,9 +102,13 @@ def cmd_convert(args) -> int:
 
     src, out = Path(args.input), Path(args.output)
     check_output_paths(out, [src])  # never over or into the input, even with --force; writable
-    vol = read_volume(src, series=args.series)
-    if vol.meta.get("classes") and np.issubdtype(vol.array.dtype, np.integer) and not vol.is_4d:
-        written = write_labels(vol, out, classes=vol.meta["classes"], force=args.force)
+    fmt, ref_path = getattr(args, "format", None), getattr(args, "reference", None)
+    vol = read_volume(src, series=args.series, reference=ref_path)
+    reference = _reference_for(vol, ref_path, fmt, out)
+    if fmt in ("seg", "rtstruct") or (vol.meta.get("classes") and np.issubdtype(vol.array.dtype, np.integer)
+                                       and not vol.is_4d):
+        written = write_labels(vol, out, classes=vol.meta.get("classes"), force=args.force, format=fmt,
+                               reference=reference)
     else:
         written = write_volume(vol, out, force=args.force)
     for w in vol.warnings:
@@ -106,6 +118,23 @@ def cmd_convert(args) -> int:
         f"orientation {vol.orientation_code()}, dtype {vol.array.dtype}"
     )
     return 0
+
+
+def _reference_for(vol, ref_path, fmt, out):
+    """The reference image for a SEG/RTSTRUCT output: --reference, else the one a SEG/RTSTRUCT input was read on."""
+    from napari_medseg.errors import InputError
+    from napari_medseg.io import read_volume
+    from napari_medseg.io.derived import blank_from_record
+
+    dicom_out = fmt in ("seg", "rtstruct") or (fmt is None and out.name.lower().endswith(".dcm"))
+    if not dicom_out:
+        return None
+    if ref_path is not None and vol.meta.get("modality") not in ("SEG", "RTSTRUCT"):
+        return read_volume(ref_path)
+    if vol.meta.get("reference"):
+        return blank_from_record(vol.meta["reference"])
+    raise InputError(f"cannot write {out} as {fmt or 'DICOM SEG'}: give the image series the labels belong to "
+                     "with --reference DICOM_DIR")
 
 
 # ---------------------------------------------------------------------------------------------- sample

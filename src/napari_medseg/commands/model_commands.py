@@ -28,7 +28,8 @@ def register(sub) -> None:
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (average over flips; slower)")
     p.add_argument("--stats", metavar="CSV", default=None, help="write per-class statistics of every case to this CSV")
-    p.add_argument("--format", choices=["nifti", "dicom-seg"], default="nifti", dest="fmt")
+    p.add_argument("--format", choices=["nifti", "dicom-seg", "rtstruct"], default="nifti", dest="fmt",
+                   help="labels format: nifti (default), dicom-seg or rtstruct (both .dcm; DICOM inputs only)")
     p.add_argument("--series", default=None, help="DICOM series to use (UID, number or description) when a path holds several")
     p.add_argument("--report", default=None, metavar="JSON", help="run report path (default: beside the outputs)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -80,7 +81,7 @@ def find_cases(inputs) -> list[Path]:
 
 
 def _outputs(cases: list[Path], out: Path, fmt: str) -> list[Path]:
-    suffix = ".dcm" if fmt == "dicom-seg" else ".nii.gz"
+    suffix = ".dcm" if fmt in ("dicom-seg", "rtstruct") else ".nii.gz"
     if out.name.lower().endswith(LABEL_SUFFIXES) and not out.is_dir():
         if len(cases) != 1:
             raise InputError(f"-o {out} is a file name but there are {len(cases)} cases; give a folder")

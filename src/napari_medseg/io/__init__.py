@@ -84,8 +84,13 @@ def _require_format(path) -> str:
     return fmt
 
 
-def list_series(path) -> list[SeriesInfo]:
+def list_series(path, reference=None) -> list[SeriesInfo]:
     fmt = _require_format(path)
+    derived = _derived(path, fmt)
+    if derived:
+        from napari_medseg.io.derived import derived_info
+
+        return [derived_info(path, derived, reference)]
     if fmt == "dicom":
         from napari_medseg.io.dicom import list_dicom_series
 
@@ -95,8 +100,15 @@ def list_series(path) -> list[SeriesInfo]:
     return [info_single_file(path)]
 
 
-def read_volume(path, series=None):
+def read_volume(path, series=None, reference=None):
+    """One `Volume` from ``path``. A DICOM SEG or RTSTRUCT file gives labels on its referenced series' grid
+    (``reference``: that series as a `Volume` or a DICOM path; see :mod:`napari_medseg.io.derived`)."""
     fmt = _require_format(path)
+    derived = _derived(path, fmt)
+    if derived:
+        from napari_medseg.io.derived import read_derived
+
+        return read_derived(path, reference=reference, kind=derived)
     if fmt == "dicom":
         from napari_medseg.io.dicom import read_dicom
 
@@ -110,19 +122,35 @@ def read_volume(path, series=None):
     return read_itk(path)
 
 
-def read_all(path):
+def read_all(path, candidates=()):
+    """Every volume at ``path``; DICOM SEG/RTSTRUCT objects in a DICOM folder/zip come as labels volumes too
+    (on their image series found there, or on ``candidates``, e.g. the images already open in napari)."""
     fmt = _require_format(path)
-    if fmt == "dicom":
-        from napari_medseg.io.dicom import read_dicom_all
+    derived = _derived(path, fmt)
+    if derived:
+        from napari_medseg.io.derived import read_derived
 
-        return read_dicom_all(path)
+        return [read_derived(path, candidates=candidates, kind=derived)]
+    if fmt == "dicom":
+        from napari_medseg.io.derived import read_all_dicom
+
+        return read_all_dicom(path, candidates)
     return [read_volume(path)]
 
 
-def write_labels(labels, path, classes=None, reference=None, force: bool = False) -> Path:
+def _derived(path, fmt) -> str | None:
+    """``"seg"``/``"rtstruct"`` for a DICOM SEG/RTSTRUCT file (the one SEG/RTSTRUCT dispatch point), else None."""
+    if fmt != "dicom":
+        return None
+    from napari_medseg.io.derived import derived_kind
+
+    return derived_kind(path)
+
+
+def write_labels(labels, path, classes=None, reference=None, force: bool = False, format: str | None = None) -> Path:
     from napari_medseg.io.writers import write_labels as _write
 
-    return _write(labels, path, classes=classes, reference=reference, force=force)
+    return _write(labels, path, classes=classes, reference=reference, force=force, format=format)
 
 
 def write_volume(volume, path, force: bool = False) -> Path:

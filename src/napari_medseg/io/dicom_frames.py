@@ -200,6 +200,12 @@ def frames_from_header(ds, key: str) -> list[Frame] | str:
 
 
 def _frames(ds, key: str) -> list[Frame]:
+    from napari_medseg.io.derived import header_kind
+
+    derived = header_kind(ds)  # SEG (incl. label maps) / RTSTRUCT, also when an anonymiser removed the SOP Class
+    if derived:
+        raise Skip(derived, "a DICOM SEG (segmentation), not an image" if derived == "seg"
+                   else "an RTSTRUCT (structure set), not an image")
     kind, note = object_kind(str(ds.get("SOPClassUID", "") or ""), "Rows" in ds and "Columns" in ds)
     if kind != "image":
         raise Skip(kind, note)

@@ -212,6 +212,7 @@ class ScanResult:
     #: DICOM SEG / RTSTRUCT files found beside the images (for the SEG/RTSTRUCT readers)
     segmentations = property(lambda self: self.of("seg"))
     structure_sets = property(lambda self: self.of("rtstruct"))
+    derived = property(lambda self: self.of("seg") + self.of("rtstruct"))  # both, for the SEG/RTSTRUCT readers
 
     def add(self, bucket: str, key: str, reason: str = "") -> None:
         self.skipped.setdefault(bucket, []).append(key)

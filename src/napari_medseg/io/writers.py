@@ -7,7 +7,8 @@
 * ``.nrrd``/``.mha`` (SimpleITK, gzip-compressed): class names as 3D Slicer's ``.seg.nrrd`` ``SegmentN_*``
   keys, so Slicer shows segment names and colours.
 * ``.dcm`` (labels only): a DICOM SEG (highdicom, BINARY, one segment per class present) referencing the
-  source DICOM series given as ``reference``.
+  source DICOM series given as ``reference``; with ``format="rtstruct"`` an RT Structure Set instead
+  (:mod:`napari_medseg.io.rtstruct`: one ROI per class, closed planar contours per slice).
 
 Every write is atomic and refuses to replace an existing file unless ``force=True``; it never writes over or
 into a source file or folder that the volumes know (``meta["source_path"]``, DICOM files), even with
@@ -32,7 +33,19 @@ NIFTI_INTENT_LABEL = 1002
 XFORM_SCANNER = 1
 
 
-def _kind(path: Path) -> str:
+#: ``format=`` values of `write_labels` -> writer kind (None: by extension)
+FORMATS = {"nifti": "nifti", "nrrd": "itk", "mha": "itk", "seg": "dicom", "dicom-seg": "dicom", "rtstruct": "rtstruct"}
+
+
+def _kind(path: Path, format: str | None = None) -> str:
+    if format is not None:
+        kind = FORMATS.get(str(format).lower())
+        if kind is None:
+            raise InputError(f"cannot write {path}: unknown format {format!r}; use one of {', '.join(FORMATS)}")
+        if kind in ("dicom", "rtstruct") and not path.name.lower().endswith(".dcm"):
+            raise InputError(f"cannot write {path}: a {format} file is DICOM; name it *.dcm")
+        if kind == "rtstruct":
+            return kind
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
@@ -189,16 +202,18 @@ def _write_labels_itk(vol: Volume, arr: np.ndarray, table, path: Path, force: bo
 
 
 # ---------------------------------------------------------------------------------------------- public
-def write_labels(labels: Volume, path, classes=None, reference: Volume | None = None, force: bool = False) -> Path:
+def write_labels(labels: Volume, path, classes=None, reference: Volume | None = None, force: bool = False,
+                 format: str | None = None) -> Path:
     """Write a 3D labels `Volume` to ``path`` (format by extension), atomically; returns the path.
 
     ``labels`` may also be a plain ``[k, j, i]`` array when ``reference`` is given (it is then on its grid).
     ``classes``: {value: name} or {value: (name, rgba)}; defaults to ``labels.meta["classes"]``.
     ``reference``: the source image; the labels must be on its grid (else `GeometryError`), and for
     ``.dcm`` (DICOM SEG) it must have been read from DICOM.
+    ``format``: ``None`` (by extension), ``"nifti"``, ``"nrrd"``, ``"mha"``, ``"seg"`` or ``"rtstruct"``.
     """
     path = Path(path)
-    kind = _kind(path)
+    kind = _kind(path, format)
     check_outputs(path, [labels, reference])  # never over or into the source, even with force
     check_overwrite(path, force)
     if not isinstance(labels, Volume):
@@ -221,6 +236,10 @@ def write_labels(labels: Volume, path, classes=None, reference: Volume | None = 
         return _write_labels_nifti(vol, arr, table, path, force)
     if kind == "itk":
         return _write_labels_itk(vol, arr, table, path, force)
+    if kind == "rtstruct":
+        from napari_medseg.io.rtstruct import write_rtstruct
+
+        return write_rtstruct(vol.with_array(arr), path, table, reference, force=force)
     from napari_medseg.io.dicom_write import write_dicom_seg
 
     return write_dicom_seg(vol.with_array(arr), path, table, reference, force=force)
