@@ -22,7 +22,7 @@ REASONS = (
     "cannot be placed in 3D", "not an image", "without an image", "colour images", "localizer",
     "not a format napari-medseg reads", "ends", "header does not describe", "truncated", "without pixels",
     "cannot decode", "no pixel data", "not a DICOM file", "cannot parse", "lie at one slice position",
-    "invalid", "is not", "NaN", "without Rows/Columns",
+    "invalid", "is not", "NaN", "without Rows/Columns", "not a readable DICOM SEG", "not a readable RTSTRUCT",
 )  # fmt: skip
 
 
@@ -61,6 +61,11 @@ def test_reads_like_pydicom_or_refuses_clearly(path):
             assert Path(path).name in msg, msg
             assert any(r in msg for r in REASONS), msg
             return
+    from napari_medseg.io.derived import derived_kind
+
+    if derived_kind(path):  # a SEG/RTSTRUCT reads as labels (io/derived.py), not as an image
+        assert np.issubdtype(vol.array.dtype, np.integer) and vol.meta.get("classes"), vol.meta
+        return
     assert ref is not None and not isinstance(ref, str), f"read a file pydicom cannot decode ({ref})"
     frames = vol.meta["dicom_reference"]["frame_numbers"]
     for k, frame in enumerate(frames):

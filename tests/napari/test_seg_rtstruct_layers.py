@@ -55,7 +55,10 @@ def test_seg_opens_on_its_open_image_with_the_file_colours(make_napari_viewer, t
 def test_rtstruct_in_the_series_folder_opens_with_its_image(make_napari_viewer, tmp_path):
     written, image = ct(tmp_path / "ct")
     lab = organs(image.spatial_shape)
-    write_labels(image.with_array(lab), tmp_path / "ct" / "rtss.dcm", classes=NAMES, reference=image, format="rtstruct")
+    # exported elsewhere, then copied beside the CT, as a planning system's export arrives (we never write into
+    # an input folder ourselves)
+    write_labels(image.with_array(lab), tmp_path / "rtss.dcm", classes=NAMES, reference=image, format="rtstruct")
+    shutil.copy(tmp_path / "rtss.dcm", tmp_path / "ct" / "rtss.dcm")
     viewer = make_napari_viewer()
     viewer.open(str(tmp_path / "ct"), plugin=PLUGIN)  # the folder: the CT and its RTSTRUCT
     img_layer, lab_layer = viewer.layers

@@ -60,6 +60,12 @@ def list_dicom_series(path) -> list[SeriesInfo]:
 
 def _nothing_found(path: Path, result) -> str:
     """Why no image series was found: the specific reason when one kind of problem explains it all."""
+    if result.derived and len(result.derived) == sum(len(v) for v in result.skipped.values()):
+        first = result.derived[0]
+        more = f" (like {len(result.derived) - 1} other file(s) here)" if len(result.derived) > 1 else ""
+        return (f"{first}: {result.reasons.get(first) or 'a DICOM SEG/RTSTRUCT object'}{more}; no DICOM image series "
+                f"found at {path}. SEG/RTSTRUCT files are labels: read the file itself, with its image series beside "
+                "it or given as the reference")
     if result.no_pixels and len(result.no_pixels) == sum(len(v) for v in result.skipped.values()):
         n = len(result.no_pixels)
         return (

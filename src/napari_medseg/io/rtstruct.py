@@ -244,7 +244,7 @@ def read_rtstruct(path, reference=None, candidates=()) -> Volume:
 
     path = Path(str(path))
     try:
-        ds = pydicom.dcmread(open_object(path))
+        ds = pydicom.dcmread(open_object(path), force=True)  # files without the DICM preamble too
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
         raise InputError(f"{path}: not a readable RTSTRUCT ({type(e).__name__}: {e}); re-export it") from e
     values, names, colors = _roi_table(ds, path)

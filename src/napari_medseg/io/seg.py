@@ -47,7 +47,7 @@ def _open(path: Path):
 
     warnings = []
     try:
-        ds = pydicom.dcmread(open_object(path))
+        ds = pydicom.dcmread(open_object(path), force=True)  # files without the DICM preamble too
         if not str(ds.get("SOPClassUID", "") or ""):
             labelmap = str(ds.get("SegmentationType", "")).upper() == "LABELMAP"
             ds.SOPClassUID = LABELMAP_SEG_STORAGE if labelmap else SEG_STORAGE
