@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,7 +25,7 @@ import torch
 
 from napari_medseg.errors import InputError
 from napari_medseg.models.card import ModelCard
-from napari_medseg.progress import run_steps
+from napari_medseg.progress import Progress, run_steps
 from napari_medseg.training.config import FinetuneConfig, TrainConfig
 from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case, value_to_channel
 from napari_medseg.training.loop import TrainProgress, evaluate_cases, training_steps
@@ -48,16 +49,15 @@ class FinetuneResult:
     network: Any = None  # the trained torch module (eval mode), e.g. to re-segment at once
     heldout_slices: list[tuple[int, int]] = field(default_factory=list)
     check: str = "holdout"  # "holdout", "cv" or "none"
+    class_changes: dict = field(default_factory=dict)  # class name -> volumes before/after (safety.compare_classes)
+    segmentation: Any = None  # the new model's whole-image `LabelResult` (the re-segmentation), when computed
+    timing: dict = field(default_factory=dict)  # job_s, budget_s, train_s, segment_s, steps
 
     def summary(self) -> str:
-        b = _fmt(self.metrics_before)
-        a = _fmt(self.metrics_after)
-        where = f"{self.name}@{self.version}" if self.version else str(self.model_path)
-        return f"{where}: held-out foreground Dice {b} -> {a} ({self.check}); {'activated' if self.activated else 'not activated'}: {self.reason}"
+        """The result in plain words: decision and why, held-out slices, per-class changes, time."""
+        from napari_medseg.training.safety import describe
 
-
-def _fmt(m):
-    return "n/a" if _score(m) is None else f"{_score(m):.3f}"
+        return describe(self)
 
 
 def parse_slices(text: str) -> list[tuple[int, int]]:
@@ -199,6 +199,8 @@ def finetune_steps(
     activate: bool | str = "auto",
     output=None,
     force: bool = False,
+    allow_class_change: bool = False,
+    resegment: bool = False,
 ):
     """Step generator behind `finetune` (see there); yields `TrainProgress`, returns `FinetuneResult`."""
     from napari_medseg.models.network import build_network
@@ -206,6 +208,7 @@ def finetune_steps(
     from napari_medseg.models.registry import models_dir, resolve_model
     from napari_medseg.training import versions
 
+    t_job = time.perf_counter()
     if activate not in ("auto", True, False):
         raise InputError(f"activate must be 'auto', True or False, got {activate!r}")
     if not isinstance(image, Volume) or not isinstance(labels, Volume):
@@ -266,6 +269,19 @@ def finetune_steps(
     if not train_sl:
         raise InputError("every corrected slice is held out; nothing left to train on")
 
+    # ---- the parent segments the whole image (the class check's reference); the budget bounds the whole job
+    check_classes = parent is not None and config.class_check
+    parent_seg, seg_s = None, 0.0
+    if check_classes:
+        t = time.perf_counter()
+        parent_seg = yield from _segment(image, parent_net, loaded.card, "check: the parent segments the image", t_job, tcfg)
+        seg_s = time.perf_counter() - t
+    budget = tcfg.time_budget_s
+    if budget is not None:
+        after_s = (seg_s if check_classes else (_estimate_segment_s(net, card, image) if resegment else 0.0)) * 1.1 + 1.0
+        left = budget - (time.perf_counter() - t_job) - after_s
+        tcfg = dataclasses.replace(tcfg, time_budget_s=max(left, 0.1 * budget, 1.0))
+
     # ---- one model-space case, slice ids in its mask
     order = list(slices)
     case = prepare_case(image, labels, card, mask=_slice_mask(labels.spatial_shape, order), name=str(image.meta.get("source_path") or "image"))
@@ -289,7 +305,7 @@ def finetune_steps(
             fnet = copy.deepcopy(parent_net)
             tc = _subcase(case, [ids[s] for s in tr], thin)
             vc = _subcase(case, [ids[hs]], model_axis_of_array_axis(image, card, hs[0]))
-            log = yield from training_steps(fnet, [tc], dataclasses.replace(_budget(tcfg, frac), seed=tcfg.seed + f), nc, [vc], names, stage=f"check {f + 1}/{folds}")
+            log = yield from _job(training_steps(fnet, [tc], dataclasses.replace(_budget(tcfg, frac), seed=tcfg.seed + f), nc, [vc], names, stage=f"trial run {f + 1}/{folds} (held-out check)"), t_job, budget)
             befores.append(log.initial_val)
             afters.append(log.final_val)
         metrics_before, metrics_after = _pool(befores), _pool(afters)
@@ -299,7 +315,8 @@ def finetune_steps(
     final_cfg = _budget(tcfg, remaining) if remaining < 1.0 else tcfg
     if val_cases:
         final_cfg = dataclasses.replace(final_cfg, val_every=tcfg.val_every)
-    log = yield from training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune")
+    log = yield from _job(training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune: training"), t_job, budget)
+    train_s = time.perf_counter() - t_job - seg_s
     if check == "holdout":
         metrics_before = log.initial_val if parent is not None else None
         metrics_after = log.final_val
@@ -308,8 +325,30 @@ def finetune_steps(
         metrics_after["on"] = "training slices (no held-out slice available)"
     net.eval()
 
+    # ---- the new model segments the whole image: class check against the parent, and the re-segmentation
+    new_seg, changes = None, {}
+    if check_classes or resegment:
+        t = time.perf_counter()
+        new_seg = yield from _segment(image, net, card, "check: the new model segments the image", t_job, tcfg, budget)
+        seg_s += time.perf_counter() - t
+    if check_classes:
+        from napari_medseg.training.safety import compare_classes
+
+        classes_ = {v: n for v, n in card.class_names().items() if int(v) != 0}
+        changes = compare_classes(parent_seg.labels.array, new_seg.labels.array, classes_,
+                                  float(image.voxel_volume_mm3) / 1000.0, slices, config,
+                                  image=str(image.meta.get("source_path") or "image"))
+
     # ---- activation decision
     activated, reason = _decide(activate, check, parent, metrics_before, metrics_after, config.tolerance)
+    if changes:
+        from napari_medseg.training.safety import class_verdict
+
+        ok, why = class_verdict(changes, config, allow_class_change or activate is True)
+        if activate == "auto" and activated and not ok:
+            activated, reason = False, why
+        elif why:
+            reason = f"{reason}; {why}"
     result_train = TrainResult(net, card, log, metrics={})
     metrics = {"check": check, "before": metrics_before, "after": metrics_after, "heldout_slices": [list(s) for s in held]}
     result_train.metrics = metrics
@@ -321,6 +360,8 @@ def finetune_steps(
         "source_image": str(image.meta.get("source_path") or ""),
         "finetune_config": {k: v for k, v in config.to_dict().items() if k != "train"},
         "activation": {"activated": activated, "reason": reason},
+        "class_check": {"changes": changes, "allowed": bool(allow_class_change), "image": extra_image(image),
+                        "thresholds": {k: getattr(config, k) for k in ("max_class_shrink", "max_class_growth", "min_class_ml")}},
     }
     card.provenance = {}
     card = finish_card(card, result_train, final_cfg, {"image": extra["source_image"], "corrected_slices": len(slices)}, extra)
@@ -337,12 +378,69 @@ def finetune_steps(
         card = dataclasses.replace(card, version=version)
         path = save_model_package(net, card, models_dir() / name / version, force=False)
         if activated:
-            versions.activate(name, version)
+            versions.activate(name, version, reason="fine-tune: " + reason)
+    timing = {"job_s": round(time.perf_counter() - t_job, 2), "budget_s": budget, "train_s": round(train_s, 2),
+              "segment_s": round(seg_s, 2), "steps": log.steps}
     return FinetuneResult(
         model_path=path, version=version, name=name, card=card, metrics_before=metrics_before,
         metrics_after=metrics_after, history=log.history, activated=activated, reason=reason,
-        network=net, heldout_slices=list(held), check=check,
+        network=net, heldout_slices=list(held), check=check, class_changes=changes, segmentation=new_seg,
+        timing=timing,
     )
+
+
+def extra_image(image: Volume) -> str:
+    return str(image.meta.get("source_path") or "the fine-tuned image")
+
+
+def _job(steps, t_job: float, budget):
+    """Re-yield training progress as progress of the whole job: seconds of the budget, step in the message."""
+    while True:
+        try:
+            p = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if budget is not None and isinstance(p, TrainProgress):
+            msg = f"step {p.step} (at most {p.total})" + (f", loss {p.loss:.3f}" if p.loss is not None else "")
+            if p.val_dice is not None:
+                msg += f", held-out Dice {p.val_dice:.3f}"
+            p = dataclasses.replace(p, done=min(int(time.perf_counter() - t_job), int(budget)), total=int(budget),
+                                    message=msg, unit="s")
+        yield p
+
+
+def _segment(image: Volume, net, card: ModelCard, stage: str, t_job: float, tcfg, budget=None):
+    """Whole-image segmentation with ``net`` exactly as `segment` runs it (post-processing included)."""
+    from napari_medseg.inference import segment_steps
+    from napari_medseg.models.package import LoadedModel
+
+    total = budget if budget is not None else tcfg.time_budget_s
+    gen = segment_steps(image, model=LoadedModel(net, card, None))
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if total is not None:
+            yield TrainProgress(min(int(time.perf_counter() - t_job), int(total)), int(total), stage,
+                                f"{p.stage} {p.done}/{p.total}" if p.total > 1 else p.stage, unit="s")
+        else:
+            yield dataclasses.replace(p, stage=stage) if isinstance(p, Progress) else p
+
+
+def _estimate_segment_s(net, card: ModelCard, image: Volume) -> float:
+    """Seconds a whole-image segmentation with ``net`` should take: one timed window x the window count."""
+    from napari_medseg.inference.preprocess import model_grid
+    from napari_medseg.inference.sliding import SlidingWindow
+
+    roi = tuple(int(r) for r in card.roi_size)
+    n = SlidingWindow(roi, card.overlap, 1).n_windows(tuple(model_grid(image, card).spatial_shape[::-1]))
+    x = torch.zeros((1, card.in_channels, *roi))
+    with torch.no_grad():
+        t = time.perf_counter()
+        net.eval()(x)
+        one = time.perf_counter() - t
+    return n * one * 1.3 + 1.0
 
 
 def _pool(results: list[dict | None]) -> dict | None:
@@ -398,6 +496,8 @@ def finetune(
     force: bool = False,
     progress=None,
     cancel=None,
+    allow_class_change: bool = False,
+    resegment: bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (or train a new one with ``from_scratch``) on the corrected ``slices`` of ``labels``.
 
@@ -405,11 +505,16 @@ def finetune(
     those slices' voxels enter the loss. ``model``: a name, ``name@version`` or a package path (default:
     the active "default"). The result is saved as ``<home>/models/<name>/vN`` (``name`` defaults to the
     parent's; ``"custom"`` from scratch) or to ``output`` when given. ``activate="auto"`` activates the new
-    version only when its Dice on held-out corrected slices is not below the parent's.
+    version only when its Dice on held-out corrected slices is not below the parent's *and* no class the
+    parent finds elsewhere in the image vanishes, shrinks or grows drastically (see `FinetuneConfig`; the
+    result's ``class_changes``) — unless ``allow_class_change``. ``config.train.time_budget_s`` bounds the
+    whole job (both whole-image segmentations, training, validation, saving). ``resegment`` also returns the
+    new model's segmentation of the image when there is no parent to check (``result.segmentation``).
     A cancelled run (``cancel`` returning True) writes nothing.
     """
     return run_steps(
-        finetune_steps(image, labels, slices, model, from_scratch, classes, config, name, activate, output, force),
+        finetune_steps(image, labels, slices, model, from_scratch, classes, config, name, activate, output, force,
+                       allow_class_change, resegment),
         progress,
         cancel,
     )

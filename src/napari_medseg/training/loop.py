@@ -168,9 +168,12 @@ def training_steps(
     t0 = time.perf_counter()
     budget = config.time_budget_s
     step, losses = 0, []
+    val_cost = [0.0]  # seconds of the last validation: the final one must fit in the budget too
 
     def validate():
+        tv = time.perf_counter()
         res = evaluate_cases(net, val_cases, n_classes, roi, class_names)
+        val_cost[0] = time.perf_counter() - tv
         return res
 
     if val_cases:
@@ -180,7 +183,7 @@ def training_steps(
     net.train()
     while step < config.steps:
         elapsed = time.perf_counter() - t0
-        if budget is not None and elapsed >= budget:
+        if budget is not None and elapsed + val_cost[0] >= budget:
             log.stopped_by = "time"
             break
         frac = max(step / config.steps, elapsed / budget if budget else 0.0)
@@ -200,7 +203,7 @@ def training_steps(
         losses.append(float(loss.detach()))
         elapsed = time.perf_counter() - t0
         val = None
-        last = step >= config.steps or (budget is not None and elapsed >= budget)
+        last = step >= config.steps or (budget is not None and elapsed + val_cost[0] >= budget)
         if val_cases and (step % config.val_every == 0 or last):
             res = validate()
             val = res["dice_mean"]
