@@ -120,6 +120,10 @@ class CorrectionWidget(QWidget):
         self.timer.setInterval(int(float(os.environ.get(AUTOSAVE_ENV, "60")) * 1000))
         self.timer.timeout.connect(self.autosave_now)
         self.timer.start()
+        self._prune_timer = QTimer(self)  # undo/redo emit no paint event: re-check the edited slices
+        self._prune_timer.setInterval(1000)
+        self._prune_timer.timeout.connect(self.prune_edited)
+        self._prune_timer.start()
         self.destroyed.connect(self.timer.stop)
         self._watch_viewer_close()
 
@@ -442,7 +446,17 @@ class CorrectionWidget(QWidget):
         axis, index = self.current_slice()
         self.tracker.mark(axis, index, corrected)
         self._after_change()
+        where = f"{AXIS_NAMES.get(axis, axis)} = {index}"
+        warn = self.tracker.review_warnings([(axis, index)], class_table(self.labels_layer)) if corrected else []
+        self.status.setText(f"{where} marked corrected" + (": " + " ".join(warn) if warn else "")
+                            if corrected else f"{where} unmarked")
         return axis, index
+
+    def prune_edited(self) -> None:
+        """Forget "edited" slices that an undo restored (checked on a timer and before listing)."""
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.prune()
 
     def _refresh_slices(self):
         tracker = self.tracker
@@ -482,8 +496,9 @@ class CorrectionWidget(QWidget):
         compute, axis, scope, has_geometry = self._prepare(layer, name, overrides)
         if background is None:
             background = scope == "volume" and layer.data.size > BACKGROUND_VOXELS
+        whole = scope == "volume" or name == "interpolate"
         if not background:
-            return self._apply(layer, compute(), axis, has_geometry)
+            return self._apply(layer, compute(), axis, has_geometry, whole)
         panel = self._panel()
         if panel.running:
             raise InputError("another operation is still running; wait for it or cancel it")
@@ -496,7 +511,7 @@ class CorrectionWidget(QWidget):
 
         def done(edit):
             self._set_ops_enabled(True)
-            self._guard(lambda: self._apply(layer, edit, axis, has_geometry), OPERATIONS[name])
+            self._guard(lambda: self._apply(layer, edit, axis, has_geometry, whole), OPERATIONS[name])
 
         def failed(exc):
             self._set_ops_enabled(True)
@@ -524,12 +539,21 @@ class CorrectionWidget(QWidget):
             raise InputError(f"slice {index} is the first along {AXIS_NAMES.get(axis, axis)}: there is no previous slice")
         if name == "relabel" and target is None:
             raise InputError("choose the class to relabel to")
+        keys = None
+        if name == "interpolate":  # between the slices the user painted, not every slice holding the class
+            tracker = self.trackers.get(id(layer))
+            keys = [i for i in (tracker.painted_slices(axis) if tracker else [])
+                    if np.any(np.take(np.asarray(layer.data), i, axis=axis) == label)]
+            if len(keys) < 2:
+                raise InputError(
+                    f"interpolation fills the slices between slices you painted: paint class {label} on at least two "
+                    f"slices along {AXIS_NAMES.get(axis, axis)} first (painted so far: {keys or 'none'})")
         # whole-volume work runs on a snapshot (painting may go on meanwhile); slice work reads in place
         data = np.array(layer.data, copy=True) if scope == "volume" or name == "interpolate" else np.asarray(layer.data)
 
         def compute():
             if name == "interpolate":
-                return editing.interpolate_slices(data, label, axis, spacing=spacing)
+                return editing.interpolate_slices(data, label, axis, spacing=spacing, slices=keys)
             if name == "fill_holes":
                 return editing.fill_holes(data, label, where=where, spacing=spacing, per_slice_axis=None if three_d else axis)
             if name == "remove_islands":
@@ -544,7 +568,7 @@ class CorrectionWidget(QWidget):
 
         return compute, axis, scope, has_geometry
 
-    def _apply(self, layer, edit, axis: int, has_geometry: bool) -> int:
+    def _apply(self, layer, edit, axis: int, has_geometry: bool, whole_volume: bool = False) -> int:
         if layer not in self.viewer.layers:
             raise InputError(f"labels layer '{layer.name}' was removed; nothing was changed")
         if not edit.is_empty:
@@ -552,9 +576,14 @@ class CorrectionWidget(QWidget):
             if not np.array_equal(current, edit.before):  # painted meanwhile: keep the newer strokes
                 keep = current == edit.before
                 edit = type(edit)(edit.bbox, current.copy(), np.where(keep, edit.after, current), edit.description, edit.params)
-        n = apply_edit(layer, edit, self.trackers.get(id(layer)), axis)
+        n = apply_edit(layer, edit, self.trackers.get(id(layer)), axis, whole_volume=whole_volume)
         units = "" if has_geometry else " (no medical geometry: voxel units)"
-        self.status.setText(f"{edit.description}: {n} voxels changed{units}")
+        where = ""
+        if whole_volume and n:
+            where = f" on {len(edit.slices(axis))} slice(s) (logged, not listed as edited: review and mark the ones you check)"
+        if edit.params.get("op") == "interpolate_slices":
+            where += f"; between the painted slices {edit.params.get('key_slices')}"
+        self.status.setText(f"{edit.description}: {n} voxels changed{where}{units}")
         self._after_change()
         return n
 

@@ -276,11 +276,6 @@ def finetune_steps(
         t = time.perf_counter()
         parent_seg = yield from _segment(image, parent_net, loaded.card, "check: the parent segments the image", t_job, tcfg)
         seg_s = time.perf_counter() - t
-    budget = tcfg.time_budget_s
-    if budget is not None:
-        after_s = (seg_s if check_classes else (_estimate_segment_s(net, card, image) if resegment else 0.0)) * 1.1 + 1.0
-        left = budget - (time.perf_counter() - t_job) - after_s
-        tcfg = dataclasses.replace(tcfg, time_budget_s=max(left, 0.1 * budget, 1.0))
 
     # ---- one model-space case, slice ids in its mask
     order = list(slices)
@@ -292,6 +287,12 @@ def finetune_steps(
     names = class_names(card)
     nc = card.out_channels
     roi = tcfg.patch_size
+    budget = tcfg.time_budget_s
+    if budget is not None:  # what is left once the new model's segmentation and saving are set aside
+        after_s = (seg_s if check_classes else (_estimate_segment_s(net, card, image) if resegment else 0.0)) * 1.1 + 1.0
+        left = budget - (time.perf_counter() - t_job) - after_s
+        tcfg = dataclasses.replace(tcfg, time_budget_s=max(left, 0.1 * budget, 1.0))
+    t_train = time.perf_counter()
 
     metrics_before = metrics_after = None
     remaining = 1.0
@@ -316,7 +317,7 @@ def finetune_steps(
     if val_cases:
         final_cfg = dataclasses.replace(final_cfg, val_every=tcfg.val_every)
     log = yield from _job(training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune: training"), t_job, budget)
-    train_s = time.perf_counter() - t_job - seg_s
+    train_s = time.perf_counter() - t_train
     if check == "holdout":
         metrics_before = log.initial_val if parent is not None else None
         metrics_after = log.final_val

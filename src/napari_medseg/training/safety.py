@@ -133,9 +133,12 @@ def describe(result) -> str:
                      f"before {_dice(before)}, after {_dice(after)}.")
         per = (after or {}).get("dice") or {}
         bper = (before or {}).get("dice") or {}
-        if per:
-            lines.append("  per class: " + "; ".join(
-                f"{n} {bper[n]:.2f} -> {d:.2f}" if n in bper else f"{n} -> {d:.2f}" for n, d in per.items()))
+        names = list(dict.fromkeys([*bper, *per]))
+        if names:
+            def f(d, n):
+                return f"{d[n]:.2f}" if n in d else "absent"
+            lines.append("  per class (absent = neither predicted nor painted there): "
+                         + "; ".join(f"{n} {f(bper, n)} -> {f(per, n)}" for n in names))
     changes = result.class_changes or {}
     if changes:
         lines.append("Predicted volume on the whole image, parent -> new (change outside the corrected slices):")
