@@ -128,3 +128,22 @@ def test_builtin_default_is_in_the_history_before_the_first_activation(medseg_ho
     versions.activate("default", "v1")
     assert versions.roll_back("default") == "builtin"
     assert versions.active_version("default") == "builtin"
+
+
+def test_cli_rollback_and_allow_class_change(tiny_parent, tmp_path, capsys):
+    from napari_medseg.cli import main
+    from napari_medseg.io import write_volume
+
+    image, labels = _forgetting_labels()
+    write_volume(image, tmp_path / "img.nii.gz")
+    write_volume(labels, tmp_path / "lab.nii.gz")
+    assert main(["models", "--rollback", "tiny"]) == 2  # nothing was active before v1: an error, exit 2
+    assert "no earlier active version" in capsys.readouterr().err
+    assert main(["finetune", str(tmp_path / "img.nii.gz"), str(tmp_path / "lab.nii.gz"), "--model", "tiny",
+                 "--slices", "z:12,z:14,z:16,z:18,z:20", "--steps", "2", "--patch", "16,16,8", "--activate", "yes",
+                 "-q", "--allow-class-change"]) == 0
+    out = capsys.readouterr().out
+    assert "Predicted volume on the whole image" in out and "ball" in out
+    assert versions.active_version("tiny") == "v2"
+    assert main(["models", "--rollback", "tiny"]) == 0
+    assert "tiny@v1 is active again" in capsys.readouterr().out and versions.active_version("tiny") == "v1"

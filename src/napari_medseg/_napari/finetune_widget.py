@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg._napari._worker import ProgressPanel, notify_error, warm_up_imports
+from napari_medseg._napari.display import scroll_body
 from napari_medseg._napari.signals import CloseWatcher, models_changed, notify_models_changed
 from napari_medseg._napari.layers import (
     check_volume_layer,
@@ -173,7 +174,7 @@ class FinetuneWidget(QWidget):
         self.warm_up = warm_up_imports()  # torch and napari's first-layer costs, off the GUI thread
         self._job_layers = None
         defaults = FinetuneConfig().train
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))  # scrolls when the docks share a small screen
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()

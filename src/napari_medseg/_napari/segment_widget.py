@@ -254,7 +254,9 @@ class SegmentWidget(QWidget):
         form.addRow("device", self.device_combo)
         form.addRow("preset", self.preset_combo)
         form.addRow("", self.uncertainty_check)
-        layout = QVBoxLayout(self)
+        from napari_medseg._napari.display import scroll_body
+
+        layout = QVBoxLayout(scroll_body(self))  # scrolls when three docks share a 1080-pixel screen
         layout.addLayout(form)
         layout.addWidget(self.run_button)
         layout.addWidget(self.panel)

@@ -316,7 +316,8 @@ def finetune_steps(
     final_cfg = _budget(tcfg, remaining) if remaining < 1.0 else tcfg
     if val_cases:
         final_cfg = dataclasses.replace(final_cfg, val_every=tcfg.val_every)
-    log = yield from _job(training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune: training"), t_job, budget)
+    log = yield from _job(training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune: training",
+                                         initial_validation=parent is not None), t_job, budget)
     train_s = time.perf_counter() - t_train
     if check == "holdout":
         metrics_before = log.initial_val if parent is not None else None

@@ -150,8 +150,13 @@ def training_steps(
     val_cases: list[Case] | None = None,
     class_names: dict[int, str] | None = None,
     stage: str = "train",
+    initial_validation: bool = True,
 ):
-    """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`."""
+    """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`.
+
+    ``initial_validation=False`` skips validating the untrained weights (nothing to compare with, e.g. a
+    new model from scratch).
+    """
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     torch.manual_seed(config.seed)
@@ -176,14 +181,14 @@ def training_steps(
         val_cost[0] = time.perf_counter() - tv
         return res
 
-    if val_cases:
+    if val_cases and initial_validation:
         res = log.initial_val = validate()
         log.history.append({"step": 0, "loss": None, "val_dice": res["dice_mean"], "time_s": 0.0})
         yield TrainProgress(0, config.steps, stage, "validation", step=0, val_dice=res["dice_mean"])
     net.train()
     while step < config.steps:
         elapsed = time.perf_counter() - t0
-        if budget is not None and elapsed + val_cost[0] >= budget:
+        if budget is not None and step > 0 and elapsed + val_cost[0] >= budget:  # at least one step
             log.stopped_by = "time"
             break
         frac = max(step / config.steps, elapsed / budget if budget else 0.0)

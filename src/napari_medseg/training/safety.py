@@ -134,11 +134,15 @@ def describe(result) -> str:
         per = (after or {}).get("dice") or {}
         bper = (before or {}).get("dice") or {}
         names = list(dict.fromkeys([*bper, *per]))
-        if names:
-            def f(d, n):
-                return f"{d[n]:.2f}" if n in d else "absent"
+
+        def f(d, n):
+            return f"{d[n]:.2f}" if n in d else "absent"
+
+        if names and before:
             lines.append("  per class (absent = neither predicted nor painted there): "
                          + "; ".join(f"{n} {f(bper, n)} -> {f(per, n)}" for n in names))
+        elif per:
+            lines.append("  per class: " + "; ".join(f"{n} {d:.2f}" for n, d in per.items()))
     changes = result.class_changes or {}
     if changes:
         lines.append("Predicted volume on the whole image, parent -> new (change outside the corrected slices):")
@@ -153,4 +157,8 @@ def describe(result) -> str:
             + f" (training {t.get('train_s', 0):.0f} s, {t.get('steps', 0)} steps; whole-image segmentations "
             f"{t.get('segment_s', 0):.0f} s)."
         )
+        if budget and t["job_s"] > 1.1 * budget:
+            lines.append(f"Over budget: segmenting the whole image took {t.get('segment_s', 0):.0f} s, and training "
+                         "keeps at least 10 % of the budget and one step; give a larger budget (the machine may be busy, "
+                         "or the image large).")
     return "\n".join(lines)
