@@ -104,6 +104,7 @@ def main(argv=None):
               f"every button in its scroll area: {ok}")
     shoot(viewer, "docks_1080p.png")
     for name, w in (("Correct labels", corr), ("Fine-tune model", fine)):
+        wait(0.5)
         bar = w.scroll_area.verticalScrollBar()
         bar.setValue(bar.maximum())
     shoot(viewer, "docks_1080p_scrolled.png")

@@ -68,7 +68,7 @@ def test_marking_a_slice_names_classes_left_as_the_model_had_them(make_napari_vi
     assert "stray" in status and "(3 voxels)" in status
     fine = FinetuneWidget(viewer)
     fine.set_layers(viewer.layers["ct"], layer)
-    assert "spleen" in fine.slices_label.text() and "⚠" in fine.slices_label.text()
+    assert "spleen" in fine.warn_label.text() and "⚠" in fine.warn_label.text()
 
 
 def test_interpolation_uses_the_painted_slices(make_napari_viewer, small):  # noqa: F811

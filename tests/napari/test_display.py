@@ -57,9 +57,12 @@ def test_docks_scroll_instead_of_growing(make_napari_viewer, small):  # noqa: F8
     from napari_medseg._napari.finetune_widget import FinetuneWidget
     from napari_medseg._napari.segment_widget import SegmentWidget
 
+    from qtpy.QtWidgets import QApplication
+
     img, lab = small
     viewer, widget, layer = open_viewer(make_napari_viewer, img, lab)
+    screen = QApplication.primaryScreen().availableGeometry().height()
     for w in (widget, FinetuneWidget(viewer), SegmentWidget(viewer)):
         body = w.scroll_area.widget()
-        # the dock can shrink far below its content (every control stays reachable by scrolling)
-        assert w.minimumSizeHint().height() < 200 < body.sizeHint().height(), type(w).__name__
+        # the dock can shrink to a quarter of the screen, below its content (the rest is reachable by scrolling)
+        assert w.minimumSizeHint().height() <= 0.25 * screen + 1 < body.sizeHint().height(), type(w).__name__

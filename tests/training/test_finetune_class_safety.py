@@ -147,3 +147,27 @@ def test_cli_rollback_and_allow_class_change(tiny_parent, tmp_path, capsys):
     assert versions.active_version("tiny") == "v2"
     assert main(["models", "--rollback", "tiny"]) == 0
     assert "tiny@v1 is active again" in capsys.readouterr().out and versions.active_version("tiny") == "v1"
+
+
+def test_progress_reads_as_seconds_of_the_whole_job_budget(tiny_parent):
+    """Progress of a budgeted job is seconds of that budget, with the step in words (not '59/60 · step 10')."""
+    import dataclasses
+
+    from napari_medseg.progress import run_steps
+    from napari_medseg.training.finetune import finetune_steps
+
+    image, labels = blob_volumes(4, shift=(0, -3, 3))
+    cfg = ft_config(8, holdout_slices=HELD)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget_s=600.0))
+    seen = []
+    res = run_steps(finetune_steps(image, labels, TRAIN + list(HELD), model="tiny", config=cfg), progress=seen.append)
+    training = [p for p in seen if p.stage == "fine-tune: training"]
+    assert training and all(p.unit == "s" and p.total == 600 and 0 <= p.done <= p.total for p in training)
+    steps = [p for p in training if p.loss is not None]
+    assert [p.step for p in steps] == list(range(1, 9)) and steps[-1].message.startswith("step 8 (at most 8)")
+    stages = list(dict.fromkeys(p.stage for p in seen))
+    assert stages[0] == "check: the parent segments the image" and "check: the new model segments the image" in stages
+    assert stages[-1] == "save"
+    # the time accounting covers the whole job
+    t = res.timing
+    assert t["budget_s"] == 600.0 and t["job_s"] >= t["train_s"] + t["segment_s"] and t["steps"] == 8

@@ -54,6 +54,8 @@ def head_up(viewer) -> str | None:
 
 #: a dock asks for at most this share of the screen height (three docks share a 1080-pixel screen)
 DOCK_HEIGHT_SHARE = 0.3
+#: ... and at least this share (or its whole content when smaller): napari docks a new widget at its minimum
+DOCK_MIN_SHARE = 0.25
 
 
 def scroll_body(widget):
@@ -70,14 +72,19 @@ def scroll_body(widget):
         def _bar(self) -> int:
             return self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent) + 2
 
+        def _cap(self, share: float) -> int:
+            screen = QApplication.primaryScreen()
+            return max(int(screen.availableGeometry().height() * share) if screen is not None else 300, 160)
+
         def sizeHint(self):  # noqa: N802 - Qt override
             hint = self.widget().sizeHint()
-            screen = QApplication.primaryScreen()
-            cap = int(screen.availableGeometry().height() * DOCK_HEIGHT_SHARE) if screen is not None else 360
-            return QSize(hint.width() + self._bar(), min(hint.height(), max(cap, 200)))
+            return QSize(hint.width() + self._bar(), min(hint.height(), self._cap(DOCK_HEIGHT_SHARE)))
 
         def minimumSizeHint(self):  # noqa: N802 - Qt override
-            return QSize(self.widget().minimumSizeHint().width() + self._bar(), 80)
+            # napari gives a dock added below others its minimum height: ask for a useful share of the screen
+            hint = self.widget().sizeHint()
+            return QSize(self.widget().minimumSizeHint().width() + self._bar(),
+                         min(hint.height(), self._cap(DOCK_MIN_SHARE)))
 
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)

@@ -224,6 +224,11 @@ class FinetuneWidget(QWidget):
         form.addRow("Time budget (whole job)", self.budget)
         form.addRow("Learning rate", self.lr)
         layout.addLayout(form)
+        self.warn_label = QLabel("")  # classes on ticked slices that look unreviewed (outside the form: wraps)
+        self.warn_label.setWordWrap(True)
+        self.warn_label.setStyleSheet("color: #e8a33d;")
+        self.warn_label.hide()
+        layout.addWidget(self.warn_label)
         self.start_button = QPushButton("Start fine-tuning")
         self.start_button.clicked.connect(self._start_clicked)
         layout.addWidget(self.start_button)
@@ -359,10 +364,9 @@ class FinetuneWidget(QWidget):
         key = (self.labels_combo.currentText(), tuple(slices))
         if key != getattr(self, "_warn_key", None):  # checking the slices costs a little: only when they change
             self._warn_key, self._warnings = key, self.review_warnings(slices)
-        text = describe_slices(slices)
-        if self._warnings:
-            text += "\n⚠ " + "\n⚠ ".join(self._warnings)
-        self.slices_label.setText(text)
+        self.slices_label.setText(describe_slices(slices))
+        self.warn_label.setText("\n".join(f"⚠ {w}" for w in self._warnings))
+        self.warn_label.setVisible(bool(self._warnings))
 
     def review_warnings(self, slices) -> list[str]:
         """Classes on ticked slices left exactly as the model had them, and stray labels (see SliceTracker)."""

@@ -67,6 +67,8 @@ class CloseWatcher(QObject):
         w.installEventFilter(self)
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt override
+        if not hasattr(self, "_window"):  # events during construction or teardown
+            return False
         kind = event.type()
         if kind in (QEvent.Type.Show, QEvent.Type.ParentChange) and obj in (self._widget, self._window):
             self.attach()  # e.g. the dock holding the widget was just added to the main window

@@ -172,7 +172,7 @@ def training_steps(
     log = TrainLog()
     t0 = time.perf_counter()
     budget = config.time_budget_s
-    step, losses = 0, []
+    step, losses, step_cost = 0, [], 0.0
     val_cost = [0.0]  # seconds of the last validation: the final one must fit in the budget too
 
     def validate():
@@ -188,12 +188,14 @@ def training_steps(
     net.train()
     while step < config.steps:
         elapsed = time.perf_counter() - t0
-        if budget is not None and step > 0 and elapsed + val_cost[0] >= budget:  # at least one step
+        # stop when the next step and the final validation would not fit (after at least one step)
+        if budget is not None and step > 0 and elapsed + step_cost + val_cost[0] >= budget:
             log.stopped_by = "time"
             break
         frac = max(step / config.steps, elapsed / budget if budget else 0.0)
         for g in opt.param_groups:
             g["lr"] = config.lr * lr_factor(frac, config.warmup_frac, config.schedule)
+        t_step = time.perf_counter()
         img, tgt, msk = sampler.sample()
         logits = net(img)
         loss = masked_dice_ce(logits, tgt, msk, config.ce_weight, config.dice_weight)
@@ -206,9 +208,10 @@ def training_steps(
         opt.step()
         step += 1
         losses.append(float(loss.detach()))
+        step_cost = time.perf_counter() - t_step
         elapsed = time.perf_counter() - t0
         val = None
-        last = step >= config.steps or (budget is not None and elapsed + val_cost[0] >= budget)
+        last = step >= config.steps or (budget is not None and elapsed + step_cost + val_cost[0] >= budget)
         if val_cases and (step % config.val_every == 0 or last):
             res = validate()
             val = res["dice_mean"]
