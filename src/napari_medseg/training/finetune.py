@@ -25,9 +25,11 @@ import torch
 
 from napari_medseg.errors import InputError
 from napari_medseg.models.card import ModelCard
-from napari_medseg.progress import Progress, run_steps
+from napari_medseg.progress import run_steps
 from napari_medseg.training.config import FinetuneConfig, TrainConfig
 from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case, value_to_channel
+from napari_medseg.training.job import estimate_segment_s, job_progress, segment_whole
+from napari_medseg.training.safety import decide as _decide, pool as _pool
 from napari_medseg.training.loop import TrainProgress, evaluate_cases, training_steps
 from napari_medseg.training.train import TrainResult, class_names, finish_card, unet_card
 from napari_medseg.volume import Volume
@@ -274,7 +276,7 @@ def finetune_steps(
     parent_seg, seg_s = None, 0.0
     if check_classes:
         t = time.perf_counter()
-        parent_seg = yield from _segment(image, parent_net, loaded.card, "check: the parent segments the image", t_job, tcfg)
+        parent_seg = yield from segment_whole(image, parent_net, loaded.card, "check: the parent segments the image", t_job, tcfg)
         seg_s = time.perf_counter() - t
 
     # ---- one model-space case, slice ids in its mask
@@ -289,7 +291,7 @@ def finetune_steps(
     roi = tcfg.patch_size
     budget = tcfg.time_budget_s
     if budget is not None:  # what is left once the new model's segmentation and saving are set aside
-        after_s = (seg_s if check_classes else (_estimate_segment_s(net, card, image) if resegment else 0.0)) * 1.1 + 1.0
+        after_s = (seg_s if check_classes else (estimate_segment_s(net, card, image) if resegment else 0.0)) * 1.1 + 1.0
         left = budget - (time.perf_counter() - t_job) - after_s
         tcfg = dataclasses.replace(tcfg, time_budget_s=max(left, 0.1 * budget, 1.0))
     t_train = time.perf_counter()
@@ -306,7 +308,7 @@ def finetune_steps(
             fnet = copy.deepcopy(parent_net)
             tc = _subcase(case, [ids[s] for s in tr], thin)
             vc = _subcase(case, [ids[hs]], model_axis_of_array_axis(image, card, hs[0]))
-            log = yield from _job(training_steps(fnet, [tc], dataclasses.replace(_budget(tcfg, frac), seed=tcfg.seed + f), nc, [vc], names, stage=f"trial run {f + 1}/{folds} (held-out check)"), t_job, budget)
+            log = yield from job_progress(training_steps(fnet, [tc], dataclasses.replace(_budget(tcfg, frac), seed=tcfg.seed + f), nc, [vc], names, stage=f"trial run {f + 1}/{folds} (held-out check)"), t_job, budget)
             befores.append(log.initial_val)
             afters.append(log.final_val)
         metrics_before, metrics_after = _pool(befores), _pool(afters)
@@ -316,7 +318,7 @@ def finetune_steps(
     final_cfg = _budget(tcfg, remaining) if remaining < 1.0 else tcfg
     if val_cases:
         final_cfg = dataclasses.replace(final_cfg, val_every=tcfg.val_every)
-    log = yield from _job(training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune: training",
+    log = yield from job_progress(training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune: training",
                                          initial_validation=parent is not None), t_job, budget)
     train_s = time.perf_counter() - t_train
     if check == "holdout":
@@ -331,7 +333,7 @@ def finetune_steps(
     new_seg, changes = None, {}
     if check_classes or resegment:
         t = time.perf_counter()
-        new_seg = yield from _segment(image, net, card, "check: the new model segments the image", t_job, tcfg, budget)
+        new_seg = yield from segment_whole(image, net, card, "check: the new model segments the image", t_job, tcfg, budget)
         seg_s += time.perf_counter() - t
     if check_classes:
         from napari_medseg.training.safety import compare_classes
@@ -362,7 +364,7 @@ def finetune_steps(
         "source_image": str(image.meta.get("source_path") or ""),
         "finetune_config": {k: v for k, v in config.to_dict().items() if k != "train"},
         "activation": {"activated": activated, "reason": reason},
-        "class_check": {"changes": changes, "allowed": bool(allow_class_change), "image": extra_image(image),
+        "class_check": {"changes": changes, "allowed": bool(allow_class_change), "image": str(image.meta.get("source_path") or "the fine-tuned image"),
                         "thresholds": {k: getattr(config, k) for k in ("max_class_shrink", "max_class_growth", "min_class_ml")}},
     }
     card.provenance = {}
@@ -388,99 +390,6 @@ def finetune_steps(
         metrics_after=metrics_after, history=log.history, activated=activated, reason=reason,
         network=net, heldout_slices=list(held), check=check, class_changes=changes, segmentation=new_seg,
         timing=timing,
-    )
-
-
-def extra_image(image: Volume) -> str:
-    return str(image.meta.get("source_path") or "the fine-tuned image")
-
-
-def _job(steps, t_job: float, budget):
-    """Re-yield training progress as progress of the whole job: seconds of the budget, step in the message."""
-    while True:
-        try:
-            p = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if budget is not None and isinstance(p, TrainProgress):
-            msg = f"step {p.step} (at most {p.total})" + (f", loss {p.loss:.3f}" if p.loss is not None else "")
-            if p.val_dice is not None:
-                msg += f", held-out Dice {p.val_dice:.3f}"
-            p = dataclasses.replace(p, done=min(int(time.perf_counter() - t_job), int(budget)), total=int(budget),
-                                    message=msg, unit="s")
-        yield p
-
-
-def _segment(image: Volume, net, card: ModelCard, stage: str, t_job: float, tcfg, budget=None):
-    """Whole-image segmentation with ``net`` exactly as `segment` runs it (post-processing included)."""
-    from napari_medseg.inference import segment_steps
-    from napari_medseg.models.package import LoadedModel
-
-    total = budget if budget is not None else tcfg.time_budget_s
-    gen = segment_steps(image, model=LoadedModel(net, card, None))
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if total is not None:
-            yield TrainProgress(min(int(time.perf_counter() - t_job), int(total)), int(total), stage,
-                                f"{p.stage} {p.done}/{p.total}" if p.total > 1 else p.stage, unit="s")
-        else:
-            yield dataclasses.replace(p, stage=stage) if isinstance(p, Progress) else p
-
-
-def _estimate_segment_s(net, card: ModelCard, image: Volume) -> float:
-    """Seconds a whole-image segmentation with ``net`` should take: one timed window x the window count."""
-    from napari_medseg.inference.preprocess import model_grid
-    from napari_medseg.inference.sliding import SlidingWindow
-
-    roi = tuple(int(r) for r in card.roi_size)
-    n = SlidingWindow(roi, card.overlap, 1).n_windows(tuple(model_grid(image, card).spatial_shape[::-1]))
-    x = torch.zeros((1, card.in_channels, *roi))
-    with torch.no_grad():
-        t = time.perf_counter()
-        net.eval()(x)
-        one = time.perf_counter() - t
-    return n * one * 1.3 + 1.0
-
-
-def _pool(results: list[dict | None]) -> dict | None:
-    vals = [r for r in results if r and r.get("dice_mean") is not None]
-    if not vals:
-        return None
-    fg = [r["dice_fg"] for r in vals if r.get("dice_fg") is not None]
-    return {"dice_mean": float(np.mean([r["dice_mean"] for r in vals])), "dice_fg": float(np.mean(fg)) if fg else None,
-            "folds": vals}
-
-
-def _score(m: dict | None) -> float | None:
-    """The figure the activation decision compares: pooled foreground Dice, else the class mean."""
-    if not m:
-        return None
-    return m.get("dice_fg") if m.get("dice_fg") is not None else m.get("dice_mean")
-
-
-def _decide(activate, check, parent, before, after, tol) -> tuple[bool, str]:
-    if activate is True:
-        return True, "activation requested"
-    if activate is False:
-        return False, "activation not requested"
-    a = _score(after)
-    b = _score(before)
-    if parent is None:
-        if check == "holdout" and a is not None and a < 0.5:
-            return False, f"held-out Dice {a:.3f} < 0.5: the new model is not made active; activate it explicitly"
-        return True, "new model trained from scratch" + (f" (held-out Dice {a:.3f})" if check == "holdout" and a is not None else "")
-    if check == "none":
-        return False, "only one corrected slice: no held-out check is possible, so the parent stays active; activate explicitly"
-    if a is None or b is None:
-        return False, "held-out Dice could not be measured; the parent stays active"
-    if a + 1e-12 >= b - tol:
-        return True, f"held-out Dice {b:.3f} -> {a:.3f} (not worse than parent {parent['spec']})"
-    return False, (
-        f"held-out Dice fell {b:.3f} -> {a:.3f}: worse than parent {parent['spec']}, which stays active "
-        "(check the corrected slices, or activate the new version explicitly)"
     )
 
 

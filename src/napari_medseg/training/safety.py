@@ -71,6 +71,47 @@ def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str]
     return rows
 
 
+# ------------------------------------------------------------------------------ held-out Dice decision
+def pool(results: list[dict | None]) -> dict | None:
+    vals = [r for r in results if r and r.get("dice_mean") is not None]
+    if not vals:
+        return None
+    fg = [r["dice_fg"] for r in vals if r.get("dice_fg") is not None]
+    return {"dice_mean": float(np.mean([r["dice_mean"] for r in vals])), "dice_fg": float(np.mean(fg)) if fg else None,
+            "folds": vals}
+
+
+def score(m: dict | None) -> float | None:
+    """The figure the activation decision compares: pooled foreground Dice, else the class mean."""
+    if not m:
+        return None
+    return m.get("dice_fg") if m.get("dice_fg") is not None else m.get("dice_mean")
+
+
+def decide(activate, check, parent, before, after, tol) -> tuple[bool, str]:
+    if activate is True:
+        return True, "activation requested"
+    if activate is False:
+        return False, "activation not requested"
+    a = score(after)
+    b = score(before)
+    if parent is None:
+        if check == "holdout" and a is not None and a < 0.5:
+            return False, f"held-out Dice {a:.3f} < 0.5: the new model is not made active; activate it explicitly"
+        return True, "new model trained from scratch" + (f" (held-out Dice {a:.3f})" if check == "holdout" and a is not None else "")
+    if check == "none":
+        return False, "only one corrected slice: no held-out check is possible, so the parent stays active; activate explicitly"
+    if a is None or b is None:
+        return False, "held-out Dice could not be measured; the parent stays active"
+    if a + 1e-12 >= b - tol:
+        return True, f"held-out Dice {b:.3f} -> {a:.3f} (not worse than parent {parent['spec']})"
+    return False, (
+        f"held-out Dice fell {b:.3f} -> {a:.3f}: worse than parent {parent['spec']}, which stays active "
+        "(check the corrected slices, or activate the new version explicitly)"
+    )
+
+
+# ------------------------------------------------------------------------------ whole-image class check
 FLAGGED = ("vanished", "shrank", "grew", "appeared")
 
 
@@ -110,9 +151,7 @@ def slice_list(slices) -> str:
 
 
 def _dice(m) -> str:
-    if not m:
-        return "n/a"
-    v = m.get("dice_fg") if m.get("dice_fg") is not None else m.get("dice_mean")
+    v = score(m)
     return "n/a" if v is None else f"{v:.3f}"
 
 
