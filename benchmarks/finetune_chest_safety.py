@@ -6,7 +6,7 @@ them corrected and fine-tunes. Prints the decision and why, the held-out slices,
 volumes of the parent and the new model on the whole image (and outside the corrected slices), and the job's
 wall time against its budget (the budget bounds the whole job). Runs in a temporary models home.
 
-    python benchmarks/finetune_chest_safety.py [--budget 240] [--slices 30,36,46,56,80] [--threads N]
+    python benchmarks/finetune_chest_safety.py [--budget 240] [--slices 30,36,46,56,80] [--keep 8,20] [--threads N]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(argv=None):
     ap.add_argument("--data", default=str(DATA / "ct_chest_dicom"))
     ap.add_argument("--budget", type=float, default=None, help="whole-job time budget in s (default: FinetuneConfig's)")
     ap.add_argument("--slices", default="30,36,46,56,80", help="axial slices through the heart to erase 'liver' on")
+    ap.add_argument("--keep", default="", help="slices also ticked as checked and right, unedited (e.g. 8,20: real liver)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--allow-class-change", action="store_true")
     args = ap.parse_args(argv)
@@ -65,7 +66,10 @@ def main(argv=None):
         train = dataclasses.replace(train, num_threads=args.threads)
     cfg = dataclasses.replace(base, train=train)
     t = time.perf_counter()
-    res = finetune(vol, start.labels.with_array(lab), [(0, k) for k in ks], model="default", config=cfg,
+    keep = [int(k) for k in args.keep.split(",") if k.strip()]
+    if keep:
+        print(f"also ticked, unedited (the model's labels checked and right): slices {keep}")
+    res = finetune(vol, start.labels.with_array(lab), [(0, k) for k in ks + keep], model="default", config=cfg,
                    allow_class_change=args.allow_class_change)
     wall = time.perf_counter() - t
     print(res.summary())
