@@ -9,7 +9,7 @@ ABDOMEN_CLASSES: dict[int, tuple[str, tuple[float, float, float, float]]] = {
     3: ("kidney_right", (0.98, 0.82, 0.24, 1.0)),
     4: ("kidney_left", (0.95, 0.65, 0.15, 1.0)),
     5: ("liver_tumour", (0.90, 0.10, 0.10, 1.0)),
-    6: ("spine", (0.93, 0.93, 0.85, 1.0)),
+    6: ("spine", (0.25, 0.60, 1.0, 1.0)),  # blue: visible on bone (off-white was not)
 }
 
 

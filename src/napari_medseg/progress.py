@@ -20,6 +20,7 @@ class Progress:
     total: int
     stage: str = ""
     message: str = ""
+    unit: str = ""  # of done/total, e.g. "s" when a time budget measures the progress ("" = steps/items)
 
     @property
     def fraction(self) -> float:

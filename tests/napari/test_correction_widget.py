@@ -52,6 +52,10 @@ def test_each_operation_is_undone_exactly(make_napari_viewer, small):
     layer.data[8, 30:34, 30:34] = 0  # a hole
     layer.data[8, 2, 2] = 1  # an island
     layer.data[5:7] = np.where(layer.data[5:7] == 1, 0, layer.data[5:7])  # missing slices (interpolate)
+    for k in (4, 7):  # interpolation fills between the slices the user painted
+        widget.jump_to(0, k)
+        layer.paint((k, 40, 40), 1)
+    widget.jump_to(0, 8)
     original = layer.data.copy()
     changed = {}
     for name in OPERATIONS:

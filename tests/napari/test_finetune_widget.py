@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -24,11 +26,17 @@ def open_sample(make_napari_viewer, phantom):
 
 
 def test_finetune_widget_end_to_end(make_napari_viewer, qtbot, phantom, tiny_model):
+    from napari_medseg._napari.segment_widget import SegmentWidget
+
     viewer, layer = open_sample(make_napari_viewer, phantom)
     correction = CorrectionWidget(viewer)
     finetune = FinetuneWidget(viewer)
+    segment = SegmentWidget(viewer)
     viewer.window.add_dock_widget(correction)
     viewer.window.add_dock_widget(finetune)
+    viewer.window.add_dock_widget(segment)
+    seg_specs = lambda: [segment.model_combo.itemData(i) for i in range(segment.model_combo.count())]  # noqa: E731
+    assert "liver-tuned@v1" not in seg_specs() and "liver-tuned@v1" not in finetune.model_specs()
     # paint a correction on two slices with napari's brush and mark them corrected
     correction.set_class("liver")
     for k in (20, 30):
@@ -59,7 +67,20 @@ def test_finetune_widget_end_to_end(make_napari_viewer, qtbot, phantom, tiny_mod
     np.testing.assert_allclose(after.scale, layer.scale)
     np.testing.assert_allclose(after.translate, layer.translate)
     np.testing.assert_array_equal(layer.data, edited)
-    assert "held-out Dice" in finetune.result_label.text()
+    # the result in plain words: decision and why, which slice was held out, per-class Dice and volumes
+    text = finetune.result_label.text()
+    assert ("ACTIVATED" in text or "NOT activated" in text) and "Why:" in text
+    assert re.search(r"[Hh]eld out[^\n]*z (20|30)", text), text
+    assert "Predicted volume on the whole image" in text and "liver:" in text and " mL" in text
+    assert set(result.class_changes) >= {"liver", "spleen"}
+    # the budget bounds the whole job (training, checks, re-segmentation, saving): its parts are reported
+    t = result.timing
+    assert t["budget_s"] == 60 and t["job_s"] >= t["train_s"] and t["segment_s"] > 0
+    assert f"of a 60 s budget" in text
+    # the re-segmentation is the class check's whole-image prediction of the new model (not a second run)
+    assert finetune.segmentation is result.segmentation
+    # both widgets list the new version at once
+    assert "liver-tuned@v1" in seg_specs() and "liver-tuned@v1" in finetune.model_specs()
     # activate / roll back buttons follow the decision
     if result.activated:
         assert finetune.rollback_button.isEnabled()
@@ -103,6 +124,7 @@ def test_stop_and_close_during_a_run(make_napari_viewer, qtbot, phantom, tiny_mo
 
     viewer, layer = open_sample(make_napari_viewer, phantom)
     widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)  # closing the viewer is seen through the docked widget's window
     _mark(layer, [20, 30])
     widget.set_layers(viewer.layers["abdomen"], layer)
     widget.set_model(str(tiny_model))

@@ -67,7 +67,8 @@ class Eta:
 def describe(p: Progress, eta: float | None) -> str:
     parts = [p.stage or "working"]
     if p.total > 0:
-        parts.append(f"{p.done}/{p.total}")
+        unit = getattr(p, "unit", "")
+        parts.append(f"{p.done} {unit} of {p.total} {unit}" if unit else f"{p.done}/{p.total}")
     if p.message:
         parts.append(p.message)
     if eta is not None:

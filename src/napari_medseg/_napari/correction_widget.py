@@ -14,7 +14,7 @@ import os
 import weakref
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -120,12 +120,31 @@ class CorrectionWidget(QWidget):
         self.timer.setInterval(int(float(os.environ.get(AUTOSAVE_ENV, "60")) * 1000))
         self.timer.timeout.connect(self.autosave_now)
         self.timer.start()
+        self._prune_timer = QTimer(self)  # undo/redo emit no paint event: re-check the edited slices
+        self._prune_timer.setInterval(1000)
+        self._prune_timer.timeout.connect(self.prune_edited)
+        self._prune_timer.start()
         self.destroyed.connect(self.timer.stop)
         self._watch_viewer_close()
+        self._bind_keys()
+        from napari_medseg._napari.display import head_up
+
+        vref = weakref.ref(napari_viewer)
+
+        def _head_up(*_):  # coronal/sagittal: head at the top (display only); no reference to the widget
+            v = vref()
+            if v is not None:
+                head_up(v)
+
+        for ev in (napari_viewer.dims.events.order, napari_viewer.dims.events.ndisplay):
+            ev.connect(_head_up)
+        head_up(napari_viewer)
 
     # ============================================================== UI
     def _build_ui(self):
-        layout = QVBoxLayout(self)
+        from napari_medseg._napari.display import WINDOW_PRESETS, scroll_body
+
+        layout = self._body_layout = QVBoxLayout(scroll_body(self))  # scrolls when the docks share a small screen
         form = QFormLayout()
         self.layer_combo = QComboBox()
         self.layer_combo.currentIndexChanged.connect(self._on_layer_selected)
@@ -136,6 +155,12 @@ class CorrectionWidget(QWidget):
         form.addRow("Labels", self.layer_combo)
         form.addRow("Class", self.class_combo)
         form.addRow("Apply to", self.scope_combo)
+        self.window_combo = QComboBox()
+        self.window_combo.addItems(["(keep)", *WINDOW_PRESETS])
+        self.window_combo.setToolTip("CT window/level of the image layer: " + "; ".join(
+            f"{n} L {lv:.0f} / W {w:.0f} HU" for n, (lv, w) in WINDOW_PRESETS.items()))
+        self.window_combo.currentTextChanged.connect(lambda t: self._guard(lambda: self.set_window(t), "window"))
+        form.addRow("CT window", self.window_combo)
         layout.addLayout(form)
         self.grid_label = QLabel("")
         self.grid_label.setWordWrap(True)
@@ -176,11 +201,13 @@ class CorrectionWidget(QWidget):
         sl = QGroupBox("Corrected slices (checked = reviewed/corrected, used for fine-tuning)")
         v = QVBoxLayout(sl)
         self.slice_list = QListWidget()
+        self.slice_list.setMinimumHeight(110)
         self.slice_list.itemChanged.connect(self._on_item_changed)
         self.slice_list.itemDoubleClicked.connect(self._on_item_activated)
         v.addWidget(self.slice_list)
         row = QHBoxLayout()
-        self.mark_button = QPushButton("Mark current slice corrected")
+        self.mark_button = QPushButton("Mark corrected (Shift+M)")
+        self.mark_button.setToolTip("Mark the slice shown as reviewed/corrected: it will be used for fine-tuning")
         self.mark_button.clicked.connect(lambda: self._guard(lambda: self.mark_current_slice(True), "mark"))
         self.unmark_button = QPushButton("Unmark")
         self.unmark_button.clicked.connect(lambda: self._guard(lambda: self.mark_current_slice(False), "unmark"))
@@ -195,7 +222,7 @@ class CorrectionWidget(QWidget):
         h = QHBoxLayout(rv)
         self.uncertainty_button = QPushButton("Compute uncertainty")
         self.uncertainty_button.clicked.connect(lambda: self._guard(self.compute_uncertainty, "uncertainty"))
-        self.next_button = QPushButton("Next slice to check")
+        self.next_button = QPushButton("Next slice to check (Shift+N)")
         self.next_button.clicked.connect(lambda: self._guard(self.go_to_next_slice, "next slice"))
         h.addWidget(self.uncertainty_button)
         h.addWidget(self.next_button)
@@ -215,6 +242,41 @@ class CorrectionWidget(QWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         layout.addStretch(1)
+
+    def _bind_keys(self):
+        """Shift+M: mark the slice shown as corrected; Shift+N: go to the next slice to check (keys napari leaves free)."""
+        wref = weakref.ref(self)
+
+        def mark(_viewer=None):
+            w = wref()
+            if w is not None:
+                w._guard(lambda: w.mark_current_slice(True), "mark")
+
+        def next_slice(_viewer=None):
+            w = wref()
+            if w is not None:
+                w._guard(w.go_to_next_slice, "next slice")
+
+        for key, fn in (("Shift-M", mark), ("Shift-N", next_slice)):
+            self.viewer.bind_key(key, fn, overwrite=True)
+        self._key_actions = {"Shift-M": mark, "Shift-N": next_slice}
+
+    def set_window(self, preset: str):
+        """Apply a CT window preset (see `display.WINDOW_PRESETS`) to the image layer of the current labels."""
+        from napari_medseg._napari.display import WINDOW_PRESETS, apply_window
+
+        if preset not in WINDOW_PRESETS:
+            return None
+        layer = self.labels_layer
+        image = self._image_layer_for(layer) if layer is not None else None
+        if image is None:
+            images = [l for l in self.viewer.layers if l.__class__.__name__ == "Image"]
+            image = images[0] if images else None
+        if image is None:
+            raise InputError("no image layer to set the window of")
+        low, high = apply_window(image, preset)
+        self.status.setText(f"'{image.name}': {preset} window {low:.0f} to {high:.0f} HU")
+        return low, high
 
     @staticmethod
     def _spin(value, lo, hi, suffix, decimals):
@@ -450,7 +512,17 @@ class CorrectionWidget(QWidget):
         axis, index = self.current_slice()
         self.tracker.mark(axis, index, corrected)
         self._after_change()
+        where = f"{AXIS_NAMES.get(axis, axis)} = {index}"
+        warn = self.tracker.review_warnings([(axis, index)], class_table(self.labels_layer)) if corrected else []
+        self.status.setText(f"{where} marked corrected" + (": " + " ".join(warn) if warn else "")
+                            if corrected else f"{where} unmarked")
         return axis, index
+
+    def prune_edited(self) -> None:
+        """Forget "edited" slices that an undo restored (checked on a timer and before listing)."""
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.prune()
 
     def _refresh_slices(self):
         tracker = self.tracker
@@ -490,8 +562,9 @@ class CorrectionWidget(QWidget):
         compute, axis, scope, has_geometry = self._prepare(layer, name, overrides)
         if background is None:
             background = scope == "volume" and layer.data.size > BACKGROUND_VOXELS
+        whole = scope == "volume" or name == "interpolate"
         if not background:
-            return self._apply(layer, compute(), axis, has_geometry)
+            return self._apply(layer, compute(), axis, has_geometry, whole)
         panel = self._panel()
         if panel.running:
             raise InputError("another operation is still running; wait for it or cancel it")
@@ -504,7 +577,7 @@ class CorrectionWidget(QWidget):
 
         def done(edit):
             self._set_ops_enabled(True)
-            self._guard(lambda: self._apply(layer, edit, axis, has_geometry), OPERATIONS[name])
+            self._guard(lambda: self._apply(layer, edit, axis, has_geometry, whole), OPERATIONS[name])
 
         def failed(exc):
             self._set_ops_enabled(True)
@@ -532,12 +605,21 @@ class CorrectionWidget(QWidget):
             raise InputError(f"slice {index} is the first along {AXIS_NAMES.get(axis, axis)}: there is no previous slice")
         if name == "relabel" and target is None:
             raise InputError("choose the class to relabel to")
+        keys = None
+        if name == "interpolate":  # between the slices the user painted, not every slice holding the class
+            tracker = self.trackers.get(id(layer))
+            keys = [i for i in (tracker.painted_slices(axis) if tracker else [])
+                    if np.any(np.take(np.asarray(layer.data), i, axis=axis) == label)]
+            if len(keys) < 2:
+                raise InputError(
+                    f"interpolation fills the slices between slices you painted: paint class {label} on at least two "
+                    f"slices along {AXIS_NAMES.get(axis, axis)} first (painted so far: {keys or 'none'})")
         # whole-volume work runs on a snapshot (painting may go on meanwhile); slice work reads in place
         data = np.array(layer.data, copy=True) if scope == "volume" or name == "interpolate" else np.asarray(layer.data)
 
         def compute():
             if name == "interpolate":
-                return editing.interpolate_slices(data, label, axis, spacing=spacing)
+                return editing.interpolate_slices(data, label, axis, spacing=spacing, slices=keys)
             if name == "fill_holes":
                 return editing.fill_holes(data, label, where=where, spacing=spacing, per_slice_axis=None if three_d else axis)
             if name == "remove_islands":
@@ -552,7 +634,7 @@ class CorrectionWidget(QWidget):
 
         return compute, axis, scope, has_geometry
 
-    def _apply(self, layer, edit, axis: int, has_geometry: bool) -> int:
+    def _apply(self, layer, edit, axis: int, has_geometry: bool, whole_volume: bool = False) -> int:
         if layer not in self.viewer.layers:
             raise InputError(f"labels layer '{layer.name}' was removed; nothing was changed")
         if not edit.is_empty:
@@ -560,9 +642,14 @@ class CorrectionWidget(QWidget):
             if not np.array_equal(current, edit.before):  # painted meanwhile: keep the newer strokes
                 keep = current == edit.before
                 edit = type(edit)(edit.bbox, current.copy(), np.where(keep, edit.after, current), edit.description, edit.params)
-        n = apply_edit(layer, edit, self.trackers.get(id(layer)), axis)
+        n = apply_edit(layer, edit, self.trackers.get(id(layer)), axis, whole_volume=whole_volume)
         units = "" if has_geometry else " (no medical geometry: voxel units)"
-        self.status.setText(f"{edit.description}: {n} voxels changed{units}")
+        where = ""
+        if whole_volume and n:
+            where = f" on {len(edit.slices(axis))} slice(s) (logged, not listed as edited: review and mark the ones you check)"
+        if edit.params.get("op") == "interpolate_slices":
+            where += f"; between the painted slices {edit.params.get('key_slices')}"
+        self.status.setText(f"{edit.description}: {n} voxels changed{where}{units}")
         self._after_change()
         return n
 
@@ -571,7 +658,7 @@ class CorrectionWidget(QWidget):
 
         if self._progress is None:
             self._progress = ProgressPanel(self)
-            self.layout().insertWidget(self.layout().count() - 2, self._progress)
+            self._body_layout.insertWidget(self._body_layout.count() - 2, self._progress)
         return self._progress
 
     def _set_ops_enabled(self, enabled: bool) -> None:
@@ -736,22 +823,18 @@ class CorrectionWidget(QWidget):
 
     # ============================================================== viewer closing
     def _watch_viewer_close(self):
-        try:
-            self._main_window = self.viewer.window._qt_window
-            self._main_window.installEventFilter(self)
-        except AttributeError:  # a viewer model without a window
-            self._main_window = None
+        from napari_medseg._napari.signals import CloseWatcher  # public Qt API, not napari's Window._qt_window
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        self._close_watcher = CloseWatcher(self, self._on_viewer_closing)
+
+    def _on_viewer_closing(self):
         """On closing the viewer: stop a running operation cleanly, then save the latest edits."""
-        window = getattr(self, "_main_window", None)
-        if window is not None and obj is window and event.type() == QEvent.Type.Close:
-            self.timer.stop()
-            if self._progress is not None and self._progress.running:
-                self._progress.cancel()
-                self._progress.wait(10000)
-            try:
-                self.autosave_now()
-            except Exception:  # noqa: BLE001 - never block closing the viewer
-                pass
-        return False
+        self.timer.stop()
+        self._prune_timer.stop()
+        if self._progress is not None and self._progress.running:
+            self._progress.cancel()
+            self._progress.wait(10000)
+        try:
+            self.autosave_now()
+        except Exception:  # noqa: BLE001 - never block closing the viewer
+            pass

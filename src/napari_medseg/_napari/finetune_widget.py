@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,6 +30,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg._napari._worker import ProgressPanel, notify_error, warm_up_imports
+from napari_medseg._napari.display import scroll_body
+from napari_medseg._napari.signals import CloseWatcher, models_changed, notify_models_changed
 from napari_medseg._napari.layers import (
     check_volume_layer,
     labels_layer_data,
@@ -44,15 +46,20 @@ from napari_medseg.session import CorrectionRecord
 AXIS_NAMES = {0: "z", 1: "y", 2: "x"}
 
 
-def finetune_job(image, labels, slices, model, from_scratch: bool, config, resegment: bool = True, name=None):
-    """Step generator run by the widget: fine-tune, then re-segment the image with the new model."""
+def finetune_job(image, labels, slices, model, from_scratch: bool, config, resegment: bool = True, name=None,
+                 allow_class_change: bool = False):
+    """Step generator run by the widget: fine-tune and re-segment the image with the new model.
+
+    The new model's whole-image segmentation is part of the fine-tune (its class check, inside the time
+    budget) and is reused as the re-segmentation, so the image is not segmented twice.
+    """
     from napari_medseg.inference import segment_steps
     from napari_medseg.training import finetune_steps
 
     result = yield from finetune_steps(image, labels, slices, model=model, from_scratch=from_scratch, config=config,
-                                       name=name)
-    seg = None
-    if resegment:
+                                       name=name, allow_class_change=allow_class_change, resegment=resegment)
+    seg = result.segmentation if resegment else None
+    if resegment and seg is None:
         yield Progress(0, 1, "re-segment", "segmenting the volume with the new model")
         seg = yield from segment_steps(image, model=str(result.model_path))
     return result, seg
@@ -167,7 +174,7 @@ class FinetuneWidget(QWidget):
         self.warm_up = warm_up_imports()  # torch and napari's first-layer costs, off the GUI thread
         self._job_layers = None
         defaults = FinetuneConfig().train
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))  # scrolls when the docks share a small screen
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
@@ -188,8 +195,13 @@ class FinetuneWidget(QWidget):
         form.addRow("Model", row)
         self.scratch = QCheckBox("train a new model from scratch (new classes)")
         self.freeze = QCheckBox("freeze the encoder")
+        self.allow_class_change = QCheckBox("allow class changes elsewhere in the image")
+        self.allow_class_change.setToolTip(
+            "Normally a new version is not activated when a class the current model finds outside your corrected "
+            "slices vanishes, shrinks by more than half or doubles. Tick this if you expect such a change.")
         form.addRow(self.scratch)
         form.addRow(self.freeze)
+        form.addRow(self.allow_class_change)
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("same as the parent ('custom' from scratch)")
         form.addRow("Save as", self.name_edit)
@@ -206,10 +218,17 @@ class FinetuneWidget(QWidget):
         self.lr.setRange(1e-5, 1.0)
         self.lr.setSingleStep(1e-4)
         self.lr.setValue(defaults.lr)
+        self.budget.setToolTip("Bounds the whole job: segmenting the image with the current and the new model, "
+                               "training with its checks, and saving.")
         form.addRow("Max steps", self.steps)
-        form.addRow("Time budget", self.budget)
+        form.addRow("Time budget (whole job)", self.budget)
         form.addRow("Learning rate", self.lr)
         layout.addLayout(form)
+        self.warn_label = QLabel("")  # classes on ticked slices that look unreviewed (outside the form: wraps)
+        self.warn_label.setWordWrap(True)
+        self.warn_label.setStyleSheet("color: #e8a33d;")
+        self.warn_label.hide()
+        layout.addWidget(self.warn_label)
         self.start_button = QPushButton("Start fine-tuning")
         self.start_button.clicked.connect(self._start_clicked)
         layout.addWidget(self.start_button)
@@ -220,6 +239,7 @@ class FinetuneWidget(QWidget):
         layout.addWidget(self.plot)
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.result_label)
         row2 = QHBoxLayout()
         self.activate_button = QPushButton("Activate new version")
@@ -234,8 +254,9 @@ class FinetuneWidget(QWidget):
         napari_viewer.layers.events.inserted.connect(self._refresh_layers)
         napari_viewer.layers.events.removed.connect(self._refresh_layers)
         self._fill_models()
+        models_changed().changed.connect(self.refresh_models)
         self._refresh_layers()
-        self._watch_viewer_close()
+        self._close_watcher = CloseWatcher(self, self._on_viewer_closing)
         # the correction widget marks slices in layer metadata (no event): re-read it every second
         from qtpy.QtCore import QTimer
 
@@ -254,15 +275,39 @@ class FinetuneWidget(QWidget):
         return None
 
     def _fill_models(self):
+        """Each model name (its active version) and every version ``name@vN``; text = the spec used."""
         try:
-            from napari_medseg.models.registry import model_names
+            from napari_medseg.models.registry import list_models
 
-            names = model_names()
+            rows = list_models()
         except Exception:  # noqa: BLE001 - an unreadable models home must not break the widget
-            names = []
+            rows = []
         self.model_combo.clear()
-        for n in names or ["default"]:
+        names = sorted({r["name"] for r in rows}) or ["default"]
+        for n in names:
             self.model_combo.addItem(n)
+        for r in rows:
+            self.model_combo.addItem(f"{r['name']}@{r['version']}")
+            if r.get("active"):
+                self.model_combo.setItemData(self.model_combo.count() - 1, "active version",
+                                             Qt.ItemDataRole.ToolTipRole)
+
+    def model_specs(self) -> list[str]:
+        return [self.model_combo.itemText(i) for i in range(self.model_combo.count())]
+
+    def refresh_models(self, *_):
+        """Re-read the installed models (after a fine-tune, an activation, or when shown), keeping the choice."""
+        try:
+            current = self.model_combo.currentText()
+            self._fill_models()
+        except RuntimeError:  # the widget is being deleted
+            return
+        if current:
+            self.set_model(current)
+
+    def showEvent(self, event):  # noqa: N802 - Qt override
+        self.refresh_models()
+        super().showEvent(event)
 
     def _browse_model(self):
         path = QFileDialog.getExistingDirectory(self, "Model package or MONAI bundle folder")
@@ -315,7 +360,27 @@ class FinetuneWidget(QWidget):
             return []
 
     def refresh_slices(self, *_):
-        self.slices_label.setText(describe_slices(self.corrected_slices()))
+        slices = self.corrected_slices()
+        key = (self.labels_combo.currentText(), tuple(slices))
+        if key != getattr(self, "_warn_key", None):  # checking the slices costs a little: only when they change
+            self._warn_key, self._warnings = key, self.review_warnings(slices)
+        self.slices_label.setText(describe_slices(slices))
+        self.warn_label.setText("\n".join(f"⚠ {w}" for w in self._warnings))
+        self.warn_label.setVisible(bool(self._warnings))
+
+    def review_warnings(self, slices) -> list[str]:
+        """Classes on ticked slices left exactly as the model had them, and stray labels (see SliceTracker)."""
+        from napari_medseg._napari.correction_widget import class_table
+        from napari_medseg._napari.tracking import tracker_for
+
+        layer = self._layer(self.labels_combo)
+        tracker = tracker_for(layer) if layer is not None else None
+        if tracker is None or not slices:
+            return []
+        try:
+            return tracker.review_warnings(slices, class_table(layer))
+        except (IndexError, ValueError):  # the layer's shape changed under the record
+            return []
 
     def config(self):
         """The `FinetuneConfig` from the controls (everything else keeps the shared defaults)."""
@@ -385,10 +450,16 @@ class FinetuneWidget(QWidget):
             raise InputError(f"model name {name!r} must not contain / \\ : or @")
         self._job_layers = (image_layer, labels_layer)
         self.plot.clear()
-        self.result_label.setText(f"fine-tuning on {len(slices)} corrected slice(s)…")
+        self._warn_key = None
+        self.refresh_slices()
+        warn = "".join(f"\n⚠ {w}" for w in self._warnings)
+        self.result_label.setText(f"fine-tuning on {len(slices)} corrected slice(s)…{warn}")
         self.start_button.setEnabled(False)
+        allow = self.allow_class_change.isChecked()
+        self._close_watcher.attach()
         worker = self.panel.start(
-            lambda: finetune_job(image, labels, slices, None if scratch else model, scratch, config, name=name),
+            lambda: finetune_job(image, labels, slices, None if scratch else model, scratch, config, name=name,
+                                 allow_class_change=allow),
             on_done=self._on_done, on_error=self._on_error, on_cancelled=self._on_cancelled,
         )
         if worker is not None and worker != "sync":
@@ -429,16 +500,12 @@ class FinetuneWidget(QWidget):
         self.result_label.setText(self.describe_result(result))
         self.activate_button.setEnabled(result.version is not None and not result.activated)
         self.rollback_button.setEnabled(result.version is not None and result.activated)
+        notify_models_changed()
 
     @staticmethod
     def describe_result(result) -> str:
-        def fmt(m):
-            return "n/a" if not m or m.get("dice_mean") is None else f"{m['dice_mean']:.3f}"
-
-        where = f"{result.name}@{result.version}" if result.version else str(result.model_path)
-        state = "ACTIVATED" if result.activated else "not activated"
-        return (f"New model {where}: held-out Dice before {fmt(result.metrics_before)} → after "
-                f"{fmt(result.metrics_after)} ({result.check}). {state}: {result.reason}")
+        """Plain words: decision and why, held-out slices, per-class Dice and volumes, time."""
+        return result.summary()
 
     # ============================================================== versions
     def activate_new(self):
@@ -447,43 +514,35 @@ class FinetuneWidget(QWidget):
         r = self.result
         if r is None or r.version is None:
             raise InputError("no new model version to activate")
-        activate(r.name, r.version)
+        activate(r.name, r.version, reason="activated by the user in the Fine-tune widget")
         r.activated = True
         self.result_label.setText(f"{r.name}@{r.version} is now active (roll back with 'Roll back').")
         self.activate_button.setEnabled(False)
         self.rollback_button.setEnabled(True)
+        notify_models_changed()
         return r.version
 
     def roll_back(self):
-        """Make the version before the new one active again (the new package stays on disk)."""
-        from napari_medseg.models.registry import list_versions
-        from napari_medseg.training import activate
+        """Make the previously *active* version active again (from the activation history; never a version
+        that was not activated). The new package stays on disk."""
+        from napari_medseg.training import active_version, versions
 
         r = self.result
         if r is None or r.version is None:
             raise InputError("nothing to roll back")
-        versions = list_versions(r.name)
-        older = versions[: versions.index(r.version)] if r.version in versions else []
-        if not older:
-            raise InputError(f"{r.name}@{r.version} has no earlier version to roll back to")
-        activate(r.name, older[-1])
+        if active_version(r.name) != r.version:
+            raise InputError(f"{r.name}@{r.version} is not the active version ({r.name}@{active_version(r.name)} is): "
+                             "nothing to roll back")
+        target = versions.roll_back(r.name)
         r.activated = False
-        self.result_label.setText(f"rolled back: {r.name}@{older[-1]} is active again ({r.version} is kept on disk)")
+        self.result_label.setText(f"rolled back: {r.name}@{target} is active again ({r.version} is kept on disk)")
         self.rollback_button.setEnabled(False)
         self.activate_button.setEnabled(True)
-        return older[-1]
+        notify_models_changed()
+        return target
 
     # ============================================================== viewer closing
-    def _watch_viewer_close(self):
-        try:
-            self._main_window = self.viewer.window._qt_window
-            self._main_window.installEventFilter(self)
-        except AttributeError:
-            self._main_window = None
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        window = getattr(self, "_main_window", None)
-        if window is not None and obj is window and event.type() == QEvent.Type.Close and self.panel.running:
+    def _on_viewer_closing(self):
+        if self.panel.running:
             self.panel.cancel()
             self.panel.wait(10000)
-        return False

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -208,7 +208,9 @@ class SegmentWidget(QWidget):
         form.addRow("device", self.device_combo)
         form.addRow("preset", self.preset_combo)
         form.addRow("", self.uncertainty_check)
-        layout = QVBoxLayout(self)
+        from napari_medseg._napari.display import scroll_body
+
+        layout = QVBoxLayout(scroll_body(self))  # scrolls when three docks share a 1080-pixel screen
         layout.addLayout(form)
         layout.addWidget(self.run_button)
         layout.addWidget(self.panel)
@@ -225,6 +227,9 @@ class SegmentWidget(QWidget):
             ev.connect(self._refresh_images)
         self._watch_viewer_close()
         self.warm_up = warm_up_imports()
+        from napari_medseg._napari.signals import models_changed
+
+        models_changed().changed.connect(self.refresh_models)  # a fine-tune saved / activated a version
 
     # ------------------------------------------------------------------ controls
     def _refresh_images(self, event=None):
@@ -262,6 +267,19 @@ class SegmentWidget(QWidget):
             if Path(path).exists():
                 self.model_combo.addItem(Path(path).name, path)
                 self.model_combo.setItemData(self.model_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+
+    def refresh_models(self, *_):
+        """Re-read the installed models, keeping the current choice (also when the dock is shown again)."""
+        try:
+            data = self.model_combo.currentData()
+            self._fill_models()
+        except RuntimeError:  # the widget is being deleted
+            return
+        self.model_combo.setCurrentIndex(max(self.model_combo.findData(data), 0))
+
+    def showEvent(self, event):  # noqa: N802 - Qt override
+        self.refresh_models()
+        super().showEvent(event)
 
     def add_model_path(self, path) -> None:
         """Select a model package or bundle on disk (and remember it in the recently used list)."""
@@ -421,16 +439,12 @@ class SegmentWidget(QWidget):
 
     # ------------------------------------------------------------------ viewer closing
     def _watch_viewer_close(self):
-        try:
-            self._main_window = self.viewer.window._qt_window
-            self._main_window.installEventFilter(self)
-        except AttributeError:  # headless viewer model without a window
-            self._main_window = None
+        from napari_medseg._napari.signals import CloseWatcher  # public Qt API, not napari's Window._qt_window
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        window = getattr(self, "_main_window", None)
+        self._close_watcher = CloseWatcher(self, self._on_viewer_closing)
+
+    def _on_viewer_closing(self):
         panel = getattr(self, "panel", None)
-        if window is not None and obj is window and event.type() == QEvent.Type.Close and panel is not None and panel.running:
+        if panel is not None and panel.running:
             panel.cancel()
             panel.wait(5000)
-        return False

@@ -9,11 +9,27 @@ fill, eraser stroke and for our own operations) and keeps a `CorrectionRecord` i
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Iterable
 
 import numpy as np
 
 from napari_medseg.session import CorrectionRecord
+
+#: keep a copy of the labels as first seen (to tell undone and untouched slices) up to this many voxels
+BASELINE_MAX_VOXELS = 300_000_000
+#: a class with fewer voxels than this on a ticked slice is named as a possible stray
+STRAY_VOXELS = 20
+_TRACKERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def tracker_for(layer) -> "SliceTracker | None":
+    """The tracker of a labels layer (created by the correction widget), if any."""
+    try:
+        ref = _TRACKERS.get(layer)
+    except TypeError:
+        return None
+    return None if ref is None else ref()
 
 
 def atom_slices(atom, axis: int) -> set[int]:
@@ -42,7 +58,22 @@ class SliceTracker:
         self._suspended = 0
         self.dirty = False
         self.listeners: list[Callable[[], None]] = []
+        self._set_baseline()
         layer.events.paint.connect(self._on_paint)
+        try:
+            _TRACKERS[layer] = weakref.ref(self)  # a strong value would keep the (weak) layer key alive
+        except TypeError:
+            pass
+
+    def _set_baseline(self) -> None:
+        """Remember the labels as they are now: slices edited later and then undone are equal to it again.
+
+        Slices already recorded as edited (a restored session) have no known original: they are never pruned.
+        """
+        data = self.layer.data
+        ok = isinstance(data, np.ndarray) and data.size <= BASELINE_MAX_VOXELS
+        self.baseline = np.array(data, copy=True) if ok else None
+        self._pre_edited = set(self.record.edited)
 
     def disconnect(self) -> None:
         try:
@@ -67,11 +98,66 @@ class SliceTracker:
             self.record.note_edit(mode, [(axis, i) for i in sorted(touched)])
             self._changed()
 
-    def note_edit(self, op: str, axis: int, slices: Iterable[int], params: dict | None = None) -> None:
-        """Record one of our own operations (the widget suspends paint tracking while applying it)."""
+    def note_edit(self, op: str, axis: int, slices: Iterable[int], params: dict | None = None,
+                  whole_volume: bool = False) -> None:
+        """Record one of our own operations (the widget suspends paint tracking while applying it).
+
+        A whole-volume operation is logged with the number of slices it changed but does not list them as
+        edited (they were not painted by the user, and would flood the list).
+        """
         extra = {k: v for k, v in (params or {}).items() if k not in ("op", "slices", "time")}
-        self.record.note_edit(op, [(int(axis), int(i)) for i in slices], **extra)
+        ids = [(int(axis), int(i)) for i in slices]
+        if whole_volume:
+            self.record.note_edit(op, (), **{**extra, "scope": "volume", "n_slices_changed": len(ids)})
+        else:
+            self.record.note_edit(op, ids, **extra)
         self._changed()
+
+    def painted_slices(self, axis: int) -> list[int]:
+        """Indices along ``axis`` the user painted or filled with napari's tools (still edited, not undone)."""
+        out = set()
+        for entry in self.record.log:
+            if entry.get("op") in ("paint", "fill", "polygon"):
+                out |= {int(i) for a, i in entry.get("slices", []) if int(a) == int(axis)}
+        return sorted(i for i in out if (int(axis), i) in self.record.edited)
+
+    def prune(self) -> bool:
+        """Drop slices from "edited" whose labels equal the baseline again (e.g. after an undo); True if any."""
+        if self.baseline is None or self.baseline.shape != np.shape(self.layer.data):
+            return False
+        gone = [sid for sid in self.record.edited - self._pre_edited
+                if np.array_equal(_take(self.layer.data, sid), _take(self.baseline, sid))]
+        if not gone:
+            return False
+        self.record.edited.difference_update(gone)
+        self._changed()
+        return True
+
+    def review_warnings(self, slices, classes: dict[int, str] | None = None) -> list[str]:
+        """Warnings for ticked ``slices``: classes left exactly as first seen (not reviewed?) and stray bits."""
+        names = classes or {}
+        untouched: dict[str, list[str]] = {}
+        stray: list[str] = []
+        for sid in sorted(slices):
+            cur = np.asarray(_take(self.layer.data, sid))
+            base = None if self.baseline is None or sid in self._pre_edited else np.asarray(_take(self.baseline, sid))
+            values, counts = np.unique(cur, return_counts=True)
+            where = f"{'zyx'[sid[0]]} {sid[1]}"
+            for v, n in zip(values.tolist(), counts.tolist()):
+                if v == 0:
+                    continue
+                name = names.get(int(v), f"label {v}")
+                if n < STRAY_VOXELS:
+                    stray.append(f"{name} ({n} voxels) on {where}")
+                elif base is not None and np.array_equal(cur == v, base == v):
+                    untouched.setdefault(name, []).append(where)
+        out = []
+        if untouched:
+            out.append("left as the model had it on ticked slices (check them: they will be learnt): "
+                       + "; ".join(f"{n} on {', '.join(w)}" for n, w in untouched.items()))
+        if stray:
+            out.append("possible stray labels on ticked slices: " + "; ".join(stray))
+        return out
 
     def mark(self, axis: int, index: int, corrected: bool = True) -> None:
         self.record.mark(axis, index, corrected)
@@ -98,11 +184,19 @@ class SliceTracker:
     def reload(self) -> None:
         """Re-read the record from the layer metadata (after a restore)."""
         self.record = CorrectionRecord.from_metadata(self.layer.metadata)
+        self._set_baseline()
         for fn in list(self.listeners):
             fn()
 
 
-def apply_edit(layer, edit, tracker: SliceTracker | None = None, axis: int = 0, fast: bool = True) -> int:
+def _take(data, sid):
+    sl = [slice(None)] * np.ndim(data)
+    sl[int(sid[0])] = int(sid[1])
+    return data[tuple(sl)]
+
+
+def apply_edit(layer, edit, tracker: SliceTracker | None = None, axis: int = 0, fast: bool = True,
+               whole_volume: bool = False) -> int:
     """Apply an `Edit` to a Labels layer as ONE undoable step of napari's history (``layer.undo()``).
 
     With ``fast`` (and a numpy-backed layer on a napari that has masked history atoms) the edit is stored
@@ -121,7 +215,7 @@ def apply_edit(layer, edit, tracker: SliceTracker | None = None, axis: int = 0, 
                 layer.data_setitem(idx, values)
     if tracker is not None:
         tracker.note_edit(edit.params.get("op", edit.description), axis, edit.slices(axis),
-                          {**edit.params, "n_changed": edit.n_changed})
+                          {**edit.params, "n_changed": edit.n_changed}, whole_volume=whole_volume)
     return edit.n_changed
 
 

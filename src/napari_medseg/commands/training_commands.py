@@ -168,7 +168,8 @@ def cmd_finetune(args) -> int:
     try:
         res = finetune(image, labels, parse_slices(args.slices), model=args.model, from_scratch=args.from_scratch,
                        classes=parse_classes(args.classes), config=fcfg, name=args.name, activate=activate,
-                       output=args.output, force=args.force, progress=bar)
+                       output=args.output, force=args.force, progress=bar,
+                       allow_class_change=getattr(args, "allow_class_change", False))
     finally:
         bar.close()
     print(res.summary())
@@ -179,6 +180,10 @@ def cmd_finetune(args) -> int:
 def cmd_models(args) -> int:
     from napari_medseg.training import versions
 
+    if getattr(args, "rollback", None):
+        version = versions.roll_back(args.rollback)
+        print(f"{args.rollback}@{version} is active again (the previously active version)")
+        return 0
     if args.activate:
         name, version = versions.parse_spec(args.activate)
         path = versions.activate(name, version)
@@ -258,7 +263,10 @@ def register(sub) -> None:
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder of the parent")
     p.add_argument("--holdout", type=int, help="corrected slices held out for the safety check (default: auto)")
     p.add_argument("--activate", choices=("auto", "yes", "no"), default="auto",
-                   help="auto: only if not worse than the parent on held-out slices")
+                   help="auto: only if not worse than the parent on held-out slices and no class vanishes, "
+                        "shrinks by more than half or doubles elsewhere in the image")
+    p.add_argument("--allow-class-change", action="store_true",
+                   help="activate (auto) even when a class changes drastically outside the corrected slices")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--name", help="save as a new version of this model name (default: the parent's name)")
     g.add_argument("-o", "--output", help="write the package to this folder instead of the models home")
@@ -271,5 +279,6 @@ def register(sub) -> None:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--history", metavar="MODEL", help="show the version chain of MODEL")
         g.add_argument("--activate", metavar="NAME@VERSION", help="make this version active (roll back/forward)")
+        g.add_argument("--rollback", metavar="MODEL", help="make the previously active version of MODEL active again")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=cmd_models)

@@ -68,6 +68,15 @@ class FinetuneConfig:
     with 45 % measured far closer to the final model than two 20 % folds (correction loop: held-out
     foreground Dice 0.920 -> 0.918 vs 0.762 -> 0.722 for the same +0.06 liver gain on unseen slices). ``tolerance``: how much lower the held-out Dice may be and still count as
     "not worse".
+
+    The whole-image class check (``class_check``) protects what the corrected slices do not show: the parent
+    and the new model segment the whole image, and each class's predicted volume *outside the corrected
+    slices* is compared. A class the parent found (at least ``min_class_ml``) that shrinks by more than
+    ``max_class_shrink`` (0.5 = half) or vanishes, or that grows by more than ``max_class_growth`` (1.0 = doubles),
+    or a class that appears (``10 * min_class_ml`` where the parent had none), blocks the automatic
+    activation unless the user allows it (``finetune(..., allow_class_change=True)``, ``--allow-class-change``,
+    the widget's checkbox). ``time_budget_s`` of ``train`` bounds the whole job: both whole-image
+    segmentations, training with its validations, and saving.
     """
 
     train: TrainConfig = field(
@@ -80,6 +89,10 @@ class FinetuneConfig:
     cv_folds: int = 1
     cv_budget_fraction: float = 0.45
     tolerance: float = 0.0
+    class_check: bool = True
+    max_class_shrink: float = 0.5
+    max_class_growth: float = 1.0
+    min_class_ml: float = 1.0
     # new model from scratch: a small U-Net at the image's own spacing (in-plane at least min_spacing)
     scratch_channels: tuple[int, ...] = (16, 32, 64, 128)
     scratch_strides: tuple[int, ...] = (2, 2, 2)
@@ -95,6 +108,11 @@ class FinetuneConfig:
             raise InputError(f"holdout must be 'auto' or a number of slices >= 0, got {self.holdout!r}")
         if not 0 <= self.cv_budget_fraction < 1:
             raise InputError(f"cv_budget_fraction must be in [0, 1), got {self.cv_budget_fraction}")
+        if not 0 < self.max_class_shrink <= 1 or not self.max_class_growth > 0 or self.min_class_ml < 0:
+            raise InputError(
+                f"class check thresholds: max_class_shrink must be in (0, 1], max_class_growth > 0 and "
+                f"min_class_ml >= 0 (got {self.max_class_shrink}, {self.max_class_growth}, {self.min_class_ml})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

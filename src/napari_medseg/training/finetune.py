@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +29,8 @@ from napari_medseg.progress import run_steps
 from napari_medseg.training.config import FinetuneConfig, TrainConfig
 from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case, value_to_channel
 from napari_medseg.training.preflight import finetune_preflight
+from napari_medseg.training.job import estimate_segment_s, job_progress, segment_whole
+from napari_medseg.training.safety import decide as _decide, pool as _pool
 from napari_medseg.training.loop import TrainProgress, evaluate_cases, training_steps
 from napari_medseg.training.train import TrainResult, class_names, finish_card, unet_card
 from napari_medseg.volume import Volume
@@ -49,16 +52,15 @@ class FinetuneResult:
     network: Any = None  # the trained torch module (eval mode), e.g. to re-segment at once
     heldout_slices: list[tuple[int, int]] = field(default_factory=list)
     check: str = "holdout"  # "holdout", "cv" or "none"
+    class_changes: dict = field(default_factory=dict)  # class name -> volumes before/after (safety.compare_classes)
+    segmentation: Any = None  # the new model's whole-image `LabelResult` (the re-segmentation), when computed
+    timing: dict = field(default_factory=dict)  # job_s, budget_s, train_s, segment_s, steps
 
     def summary(self) -> str:
-        b = _fmt(self.metrics_before)
-        a = _fmt(self.metrics_after)
-        where = f"{self.name}@{self.version}" if self.version else str(self.model_path)
-        return f"{where}: held-out foreground Dice {b} -> {a} ({self.check}); {'activated' if self.activated else 'not activated'}: {self.reason}"
+        """The result in plain words: decision and why, held-out slices, per-class changes, time."""
+        from napari_medseg.training.safety import describe
 
-
-def _fmt(m):
-    return "n/a" if _score(m) is None else f"{_score(m):.3f}"
+        return describe(self)
 
 
 def parse_slices(text: str) -> list[tuple[int, int]]:
@@ -200,6 +202,8 @@ def finetune_steps(
     activate: bool | str = "auto",
     output=None,
     force: bool = False,
+    allow_class_change: bool = False,
+    resegment: bool = False,
 ):
     """Step generator behind `finetune` (see there); yields `TrainProgress`, returns `FinetuneResult`."""
     from napari_medseg.models.network import build_network
@@ -207,6 +211,7 @@ def finetune_steps(
     from napari_medseg.models.registry import models_dir, resolve_model
     from napari_medseg.training import versions
 
+    t_job = time.perf_counter()
     if activate not in ("auto", True, False):
         raise InputError(f"activate must be 'auto', True or False, got {activate!r}")
     if not isinstance(image, Volume) or not isinstance(labels, Volume):
@@ -268,6 +273,14 @@ def finetune_steps(
     if not train_sl:
         raise InputError("every corrected slice is held out; nothing left to train on")
 
+    # ---- the parent segments the whole image (the class check's reference); the budget bounds the whole job
+    check_classes = parent is not None and config.class_check
+    parent_seg, seg_s = None, 0.0
+    if check_classes:
+        t = time.perf_counter()
+        parent_seg = yield from segment_whole(image, parent_net, loaded.card, "check: the parent segments the image", t_job, tcfg)
+        seg_s = time.perf_counter() - t
+
     # ---- one model-space case, slice ids in its mask
     order = list(slices)
     case = prepare_case(image, labels, card, mask=_slice_mask(labels.spatial_shape, order), name=str(image.meta.get("source_path") or "image"))
@@ -278,6 +291,12 @@ def finetune_steps(
     names = class_names(card)
     nc = card.out_channels
     roi = tcfg.patch_size
+    budget = tcfg.time_budget_s
+    if budget is not None:  # what is left once the new model's segmentation and saving are set aside
+        after_s = (seg_s if check_classes else (estimate_segment_s(net, card, image) if resegment else 0.0)) * 1.1 + 1.0
+        left = budget - (time.perf_counter() - t_job) - after_s
+        tcfg = dataclasses.replace(tcfg, time_budget_s=max(left, 0.1 * budget, 1.0))
+    t_train = time.perf_counter()
 
     metrics_before = metrics_after = None
     remaining = 1.0
@@ -291,7 +310,7 @@ def finetune_steps(
             fnet = copy.deepcopy(parent_net)
             tc = _subcase(case, [ids[s] for s in tr], thin)
             vc = _subcase(case, [ids[hs]], model_axis_of_array_axis(image, card, hs[0]))
-            log = yield from training_steps(fnet, [tc], dataclasses.replace(_budget(tcfg, frac), seed=tcfg.seed + f), nc, [vc], names, stage=f"check {f + 1}/{folds}")
+            log = yield from job_progress(training_steps(fnet, [tc], dataclasses.replace(_budget(tcfg, frac), seed=tcfg.seed + f), nc, [vc], names, stage=f"trial run {f + 1}/{folds} (held-out check)"), t_job, budget)
             befores.append(log.initial_val)
             afters.append(log.final_val)
         metrics_before, metrics_after = _pool(befores), _pool(afters)
@@ -301,7 +320,9 @@ def finetune_steps(
     final_cfg = _budget(tcfg, remaining) if remaining < 1.0 else tcfg
     if val_cases:
         final_cfg = dataclasses.replace(final_cfg, val_every=tcfg.val_every)
-    log = yield from training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune")
+    log = yield from job_progress(training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune: training",
+                                         initial_validation=parent is not None), t_job, budget)
+    train_s = time.perf_counter() - t_train
     if check == "holdout":
         metrics_before = log.initial_val if parent is not None else None
         metrics_after = log.final_val
@@ -310,8 +331,30 @@ def finetune_steps(
         metrics_after["on"] = "training slices (no held-out slice available)"
     net.eval()
 
+    # ---- the new model segments the whole image: class check against the parent, and the re-segmentation
+    new_seg, changes = None, {}
+    if check_classes or resegment:
+        t = time.perf_counter()
+        new_seg = yield from segment_whole(image, net, card, "check: the new model segments the image", t_job, tcfg, budget)
+        seg_s += time.perf_counter() - t
+    if check_classes:
+        from napari_medseg.training.safety import compare_classes
+
+        classes_ = {v: n for v, n in card.class_names().items() if int(v) != 0}
+        changes = compare_classes(parent_seg.labels.array, new_seg.labels.array, classes_,
+                                  float(image.voxel_volume_mm3) / 1000.0, slices, config,
+                                  image=str(image.meta.get("source_path") or "image"))
+
     # ---- activation decision
     activated, reason = _decide(activate, check, parent, metrics_before, metrics_after, config.tolerance)
+    if changes:
+        from napari_medseg.training.safety import class_verdict
+
+        ok, why = class_verdict(changes, config, allow_class_change or activate is True)
+        if activate == "auto" and activated and not ok:
+            activated, reason = False, why
+        elif why:
+            reason = f"{reason}; {why}"
     result_train = TrainResult(net, card, log, metrics={})
     metrics = {"check": check, "before": metrics_before, "after": metrics_after, "heldout_slices": [list(s) for s in held]}
     result_train.metrics = metrics
@@ -323,6 +366,8 @@ def finetune_steps(
         "source_image": str(image.meta.get("source_path") or ""),
         "finetune_config": {k: v for k, v in config.to_dict().items() if k != "train"},
         "activation": {"activated": activated, "reason": reason},
+        "class_check": {"changes": changes, "allowed": bool(allow_class_change), "image": str(image.meta.get("source_path") or "the fine-tuned image"),
+                        "thresholds": {k: getattr(config, k) for k in ("max_class_shrink", "max_class_growth", "min_class_ml")}},
     }
     card.provenance = {}
     card = finish_card(card, result_train, final_cfg, {"image": extra["source_image"], "corrected_slices": len(slices)}, extra)
@@ -339,50 +384,14 @@ def finetune_steps(
         card = dataclasses.replace(card, version=version)
         path = save_model_package(net, card, models_dir() / name / version, force=False)
         if activated:
-            versions.activate(name, version)
+            versions.activate(name, version, reason="fine-tune: " + reason)
+    timing = {"job_s": round(time.perf_counter() - t_job, 2), "budget_s": budget, "train_s": round(train_s, 2),
+              "segment_s": round(seg_s, 2), "steps": log.steps}
     return FinetuneResult(
         model_path=path, version=version, name=name, card=card, metrics_before=metrics_before,
         metrics_after=metrics_after, history=log.history, activated=activated, reason=reason,
-        network=net, heldout_slices=list(held), check=check,
-    )
-
-
-def _pool(results: list[dict | None]) -> dict | None:
-    vals = [r for r in results if r and r.get("dice_mean") is not None]
-    if not vals:
-        return None
-    fg = [r["dice_fg"] for r in vals if r.get("dice_fg") is not None]
-    return {"dice_mean": float(np.mean([r["dice_mean"] for r in vals])), "dice_fg": float(np.mean(fg)) if fg else None,
-            "folds": vals}
-
-
-def _score(m: dict | None) -> float | None:
-    """The figure the activation decision compares: pooled foreground Dice, else the class mean."""
-    if not m:
-        return None
-    return m.get("dice_fg") if m.get("dice_fg") is not None else m.get("dice_mean")
-
-
-def _decide(activate, check, parent, before, after, tol) -> tuple[bool, str]:
-    if activate is True:
-        return True, "activation requested"
-    if activate is False:
-        return False, "activation not requested"
-    a = _score(after)
-    b = _score(before)
-    if parent is None:
-        if check == "holdout" and a is not None and a < 0.5:
-            return False, f"held-out Dice {a:.3f} < 0.5: the new model is not made active; activate it explicitly"
-        return True, "new model trained from scratch" + (f" (held-out Dice {a:.3f})" if check == "holdout" and a is not None else "")
-    if check == "none":
-        return False, "only one corrected slice: no held-out check is possible, so the parent stays active; activate explicitly"
-    if a is None or b is None:
-        return False, "held-out Dice could not be measured; the parent stays active"
-    if a + 1e-12 >= b - tol:
-        return True, f"held-out Dice {b:.3f} -> {a:.3f} (not worse than parent {parent['spec']})"
-    return False, (
-        f"held-out Dice fell {b:.3f} -> {a:.3f}: worse than parent {parent['spec']}, which stays active "
-        "(check the corrected slices, or activate the new version explicitly)"
+        network=net, heldout_slices=list(held), check=check, class_changes=changes, segmentation=new_seg,
+        timing=timing,
     )
 
 
@@ -400,6 +409,8 @@ def finetune(
     force: bool = False,
     progress=None,
     cancel=None,
+    allow_class_change: bool = False,
+    resegment: bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (or train a new one with ``from_scratch``) on the corrected ``slices`` of ``labels``.
 
@@ -407,11 +418,16 @@ def finetune(
     those slices' voxels enter the loss. ``model``: a name, ``name@version`` or a package path (default:
     the active "default"). The result is saved as ``<home>/models/<name>/vN`` (``name`` defaults to the
     parent's; ``"custom"`` from scratch) or to ``output`` when given. ``activate="auto"`` activates the new
-    version only when its Dice on held-out corrected slices is not below the parent's.
+    version only when its Dice on held-out corrected slices is not below the parent's *and* no class the
+    parent finds elsewhere in the image vanishes, shrinks or grows drastically (see `FinetuneConfig`; the
+    result's ``class_changes``) — unless ``allow_class_change``. ``config.train.time_budget_s`` bounds the
+    whole job (both whole-image segmentations, training, validation, saving). ``resegment`` also returns the
+    new model's segmentation of the image when there is no parent to check (``result.segmentation``).
     A cancelled run (``cancel`` returning True) writes nothing.
     """
     return run_steps(
-        finetune_steps(image, labels, slices, model, from_scratch, classes, config, name, activate, output, force),
+        finetune_steps(image, labels, slices, model, from_scratch, classes, config, name, activate, output, force,
+                       allow_class_change, resegment),
         progress,
         cancel,
     )

@@ -150,8 +150,13 @@ def training_steps(
     val_cases: list[Case] | None = None,
     class_names: dict[int, str] | None = None,
     stage: str = "train",
+    initial_validation: bool = True,
 ):
-    """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`."""
+    """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`.
+
+    ``initial_validation=False`` skips validating the untrained weights (nothing to compare with, e.g. a
+    new model from scratch).
+    """
     from napari_medseg.inference.train_plan import apply_training_plan
 
     config = apply_training_plan(net, config)  # threads (and a memory-capped batch) from the measuring planner
@@ -168,25 +173,30 @@ def training_steps(
     log = TrainLog()
     t0 = time.perf_counter()
     budget = config.time_budget_s
-    step, losses = 0, []
+    step, losses, step_cost = 0, [], 0.0
+    val_cost = [0.0]  # seconds of the last validation: the final one must fit in the budget too
 
     def validate():
+        tv = time.perf_counter()
         res = evaluate_cases(net, val_cases, n_classes, roi, class_names)
+        val_cost[0] = time.perf_counter() - tv
         return res
 
-    if val_cases:
+    if val_cases and initial_validation:
         res = log.initial_val = validate()
         log.history.append({"step": 0, "loss": None, "val_dice": res["dice_mean"], "time_s": 0.0})
         yield TrainProgress(0, config.steps, stage, "validation", step=0, val_dice=res["dice_mean"])
     net.train()
     while step < config.steps:
         elapsed = time.perf_counter() - t0
-        if budget is not None and elapsed >= budget:
+        # stop when the next step and the final validation would not fit (after at least one step)
+        if budget is not None and step > 0 and elapsed + step_cost + val_cost[0] >= budget:
             log.stopped_by = "time"
             break
         frac = max(step / config.steps, elapsed / budget if budget else 0.0)
         for g in opt.param_groups:
             g["lr"] = config.lr * lr_factor(frac, config.warmup_frac, config.schedule)
+        t_step = time.perf_counter()
         img, tgt, msk = sampler.sample()
         logits = net(img)
         loss = masked_dice_ce(logits, tgt, msk, config.ce_weight, config.dice_weight)
@@ -199,9 +209,10 @@ def training_steps(
         opt.step()
         step += 1
         losses.append(float(loss.detach()))
+        step_cost = time.perf_counter() - t_step
         elapsed = time.perf_counter() - t0
         val = None
-        last = step >= config.steps or (budget is not None and elapsed >= budget)
+        last = step >= config.steps or (budget is not None and elapsed + step_cost + val_cost[0] >= budget)
         if val_cases and (step % config.val_every == 0 or last):
             res = validate()
             val = res["dice_mean"]

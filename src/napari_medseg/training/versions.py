@@ -13,7 +13,7 @@ from napari_medseg.errors import ModelError
 from napari_medseg.models import registry
 from napari_medseg.models.registry import BUILTIN_VERSION, active_version, list_versions, models_dir
 
-__all__ = ["history", "activate", "active_version", "next_version", "version_path", "version_spec", "parse_spec"]
+__all__ = ["history", "activate", "roll_back", "active_history", "active_version", "next_version", "version_path", "version_spec", "parse_spec"]
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -42,15 +42,87 @@ def next_version(name: str) -> str:
     return f"v{max(nums, default=0) + 1}"
 
 
-def activate(name: str, version: str) -> Path:
-    """Make ``name@version`` the active version (what ``"name"`` resolves to); returns its path."""
+HISTORY_FILE = "active_history.json"
+
+
+def active_history(name: str) -> list[dict]:
+    """The versions of ``name`` that were made active, oldest first: ``{"version", "time", "reason"}``.
+
+    Only activations enter it (a version that was never active, e.g. a rejected fine-tune, never does);
+    roll backs are entries with ``"rollback": True``. Missing or unreadable: an empty list.
+    """
+    import json
+
+    f = models_dir() / name / HISTORY_FILE
+    try:
+        rows = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("version"), str)] if isinstance(rows, list) else []
+
+
+def _write_history(name: str, rows: list[dict]) -> None:
+    import json
+
+    from napari_medseg._atomic import atomic_path
+
+    with atomic_path(models_dir() / name / HISTORY_FILE, force=True) as tmp:
+        tmp.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+
+
+def _stack(rows: list[dict]) -> list[str]:
+    """Replay the history: an activation pushes its version, a roll back pops the version it left."""
+    stack: list[str] = []
+    for r in rows:
+        if r.get("rollback") and len(stack) >= 2 and stack[-2] == r["version"]:
+            stack.pop()
+        elif not stack or stack[-1] != r["version"]:
+            stack.append(r["version"])
+    return stack
+
+
+def activate(name: str, version: str, reason: str = "activated", _rollback: bool = False) -> Path:
+    """Make ``name@version`` the active version (what ``"name"`` resolves to); returns its path.
+
+    The ``active`` pointer and the activation history (`active_history`, what `roll_back` follows) are both
+    rewritten atomically; no package is touched.
+    """
+    import time
+
     from napari_medseg._atomic import atomic_path
 
     path = version_path(name, version)
+    rows = active_history(name)
+    before = active_version(name)
+    if not rows and before is not None and before != version:  # the first recorded activation: keep what was active
+        rows.append({"version": before, "time": None, "reason": "active before the history was recorded"})
+    rows.append({"version": version, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "reason": str(reason),
+                 **({"rollback": True} if _rollback else {})})
     pointer = models_dir() / name / "active"
     with atomic_path(pointer, force=True) as tmp:
         tmp.write_text(version + "\n", encoding="utf-8")
+    _write_history(name, rows)
     return path
+
+
+def roll_back(name: str) -> str:
+    """Make the version that was active before the current one active again; returns its id.
+
+    Follows `active_history`, so a version that was never active (a rejected fine-tune) is never chosen;
+    versions deleted since are skipped. `ModelError` when there is no earlier active version.
+    """
+    current = active_version(name)
+    available = set(list_versions(name))
+    stack = _stack(active_history(name))
+    if stack and stack[-1] == current:
+        stack.pop()
+    while stack and (stack[-1] == current or stack[-1] not in available):
+        stack.pop()
+    if not stack:
+        raise ModelError(f"model {name!r} has no earlier active version to roll back to (active: {current})")
+    target = stack[-1]
+    activate(name, target, reason=f"roll back from {current}", _rollback=True)
+    return target
 
 
 def version_spec(path) -> str:

@@ -1,0 +1,202 @@
+"""Whole-image safety check of a fine-tune, and the result in plain words.
+
+Held-out corrected slices only show what the user corrected. A model that learnt "no liver" from slices
+without liver scores well there and may have forgotten the liver everywhere else. `compare_classes` puts
+the parent's and the new model's whole-image predictions side by side: per class, the predicted volume on
+the whole image and *outside the corrected slices* (where the user's corrections say nothing, so the new
+model should mostly agree with its parent). `class_verdict` flags a class that vanishes, shrinks or grows
+drastically there (thresholds in `FinetuneConfig`); a flagged class blocks the automatic activation unless
+the user allows it explicitly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+AXIS_LETTERS = {0: "z", 1: "y", 2: "x"}
+
+
+def outside_mask(shape, slices) -> np.ndarray:
+    """True on every voxel not on one of the ``(axis, index)`` slices."""
+    out = np.ones(shape, dtype=bool)
+    for axis, index in slices:
+        sl = [slice(None)] * 3
+        sl[int(axis)] = int(index)
+        out[tuple(sl)] = False
+    return out
+
+
+def _counts(labels: np.ndarray, values, where: np.ndarray | None = None) -> dict[int, int]:
+    lab = np.asarray(labels)
+    if where is not None:
+        lab = lab[where]
+    top = max([int(v) for v in values] + [0]) + 1
+    hist = np.bincount(np.clip(lab.ravel().astype(np.int64), 0, top), minlength=top + 1)
+    return {int(v): int(hist[int(v)]) for v in values}
+
+
+def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str], voxel_ml: float, slices,
+                    config, image: str = "image") -> dict[str, dict]:
+    """Per-class predicted volumes of ``parent`` and ``new`` (label arrays on one grid), with a status.
+
+    Returns ``{class name: {value, before_ml, after_ml, before_outside_ml, after_outside_ml, change, status,
+    image}}``; ``change`` is the relative change outside the corrected ``slices``; ``status`` one of "ok",
+    "vanished", "shrank", "grew", "appeared", "too small" (below ``config.min_class_ml`` in both).
+    """
+    values = [int(v) for v in classes if int(v) != 0]
+    outside = outside_mask(np.shape(parent), slices)
+    whole_b, whole_a = _counts(parent, values), _counts(new, values)
+    out_b, out_a = _counts(parent, values, outside), _counts(new, values, outside)
+    rows = {}
+    for v in values:
+        b, a = out_b[v] * voxel_ml, out_a[v] * voxel_ml
+        change = None if b <= 0 else (a - b) / b
+        floor = float(config.min_class_ml)
+        if b < floor:
+            status = "appeared" if a >= 10 * floor and a > 0 else "too small"
+        elif a <= 0.01 * b:
+            status = "vanished"
+        elif a < (1 - config.max_class_shrink) * b:
+            status = "shrank"
+        elif a > (1 + config.max_class_growth) * b:
+            status = "grew"
+        else:
+            status = "ok"
+        rows[classes[v]] = {
+            "value": v, "image": image,
+            "before_ml": round(whole_b[v] * voxel_ml, 4), "after_ml": round(whole_a[v] * voxel_ml, 4),
+            "before_outside_ml": round(b, 4), "after_outside_ml": round(a, 4),
+            "change": None if change is None else round(change, 4), "status": status,
+        }
+    return rows
+
+
+# ------------------------------------------------------------------------------ held-out Dice decision
+def pool(results: list[dict | None]) -> dict | None:
+    vals = [r for r in results if r and r.get("dice_mean") is not None]
+    if not vals:
+        return None
+    fg = [r["dice_fg"] for r in vals if r.get("dice_fg") is not None]
+    return {"dice_mean": float(np.mean([r["dice_mean"] for r in vals])), "dice_fg": float(np.mean(fg)) if fg else None,
+            "folds": vals}
+
+
+def score(m: dict | None) -> float | None:
+    """The figure the activation decision compares: pooled foreground Dice, else the class mean."""
+    if not m:
+        return None
+    return m.get("dice_fg") if m.get("dice_fg") is not None else m.get("dice_mean")
+
+
+def decide(activate, check, parent, before, after, tol) -> tuple[bool, str]:
+    if activate is True:
+        return True, "activation requested"
+    if activate is False:
+        return False, "activation not requested"
+    a = score(after)
+    b = score(before)
+    if parent is None:
+        if check == "holdout" and a is not None and a < 0.5:
+            return False, f"held-out Dice {a:.3f} < 0.5: the new model is not made active; activate it explicitly"
+        return True, "new model trained from scratch" + (f" (held-out Dice {a:.3f})" if check == "holdout" and a is not None else "")
+    if check == "none":
+        return False, "only one corrected slice: no held-out check is possible, so the parent stays active; activate explicitly"
+    if a is None or b is None:
+        return False, "held-out Dice could not be measured; the parent stays active"
+    if a + 1e-12 >= b - tol:
+        return True, f"held-out Dice {b:.3f} -> {a:.3f} (not worse than parent {parent['spec']})"
+    return False, (
+        f"held-out Dice fell {b:.3f} -> {a:.3f}: worse than parent {parent['spec']}, which stays active "
+        "(check the corrected slices, or activate the new version explicitly)"
+    )
+
+
+# ------------------------------------------------------------------------------ whole-image class check
+FLAGGED = ("vanished", "shrank", "grew", "appeared")
+
+
+def flagged(changes: dict[str, dict]) -> list[str]:
+    return [name for name, row in changes.items() if row["status"] in FLAGGED]
+
+
+def _pct(row) -> str:
+    if row["change"] is None:
+        return "new"
+    return f"{row['change'] * 100:+.0f} %"
+
+
+def class_verdict(changes: dict[str, dict], config, allow: bool) -> tuple[bool, str]:
+    """``(ok, reason)``: ok when no class is flagged, or when the user allowed class changes."""
+    bad = flagged(changes)
+    if not bad:
+        return True, ""
+    what = ", ".join(
+        f"{n} {changes[n]['status']} ({changes[n]['before_outside_ml']:.1f} -> {changes[n]['after_outside_ml']:.1f} mL, "
+        f"{_pct(changes[n])})" for n in bad
+    )
+    where = "outside the corrected slices"
+    if allow:
+        return True, f"class changes allowed by the user: {what} {where}"
+    return False, (
+        f"{what} {where}, where your corrections show nothing (limits: -{config.max_class_shrink * 100:.0f} % / "
+        f"+{config.max_class_growth * 100:.0f} %): the model may have forgotten or overgrown a class; the parent stays "
+        "active (tick 'allow class changes' / --allow-class-change, or activate the new version explicitly)"
+    )
+
+
+def slice_list(slices) -> str:
+    """``[(0, 9), (0, 23)]`` -> ``"slices z 9, z 23"`` (array axes z, y, x)."""
+    names = [f"{AXIS_LETTERS.get(int(a), a)} {int(i)}" for a, i in sorted(slices)]
+    return ("slice " if len(names) == 1 else "slices ") + ", ".join(names) if names else "no slice"
+
+
+def _dice(m) -> str:
+    v = score(m)
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def describe(result) -> str:
+    """The result of a fine-tune in plain words: decision and why, held-out slices, per-class changes."""
+    where = f"{result.name}@{result.version}" if result.version else str(result.model_path)
+    lines = [f"New model {where}: {'ACTIVATED' if result.activated else 'NOT activated'}.", f"Why: {result.reason}."]
+    held = slice_list(result.heldout_slices)
+    if result.check == "holdout":
+        lines.append(f"Held out (not trained on, used to compare the models): {held}.")
+    elif result.check == "cv":
+        lines.append(f"Checked by a trial run that held out {held}; the new model then trained on every corrected slice.")
+    else:
+        lines.append("No slice could be held out (only one corrected slice): nothing compared the two models there.")
+    before, after = result.metrics_before, result.metrics_after
+    if result.check != "none" and after:
+        lines.append(f"Agreement with your corrections on those slices (Dice, all classes pooled, 1 = identical): "
+                     f"before {_dice(before)}, after {_dice(after)}.")
+        per = (after or {}).get("dice") or {}
+        bper = (before or {}).get("dice") or {}
+        names = list(dict.fromkeys([*bper, *per]))
+
+        def f(d, n):
+            return f"{d[n]:.2f}" if n in d else "absent"
+
+        if names and before:
+            lines.append("  per class (absent = neither predicted nor painted there): "
+                         + "; ".join(f"{n} {f(bper, n)} -> {f(per, n)}" for n in names))
+        elif per:
+            lines.append("  per class: " + "; ".join(f"{n} {d:.2f}" for n, d in per.items()))
+    changes = result.class_changes or {}
+    if changes:
+        lines.append("Predicted volume on the whole image, parent -> new (change outside the corrected slices):")
+        for name, row in changes.items():
+            mark = "" if row["status"] in ("ok", "too small") else f"  <- {row['status'].upper()}"
+            lines.append(f"  {name}: {row['before_ml']:.1f} -> {row['after_ml']:.1f} mL ({_pct(row)}){mark}")
+    t = result.timing or {}
+    if t.get("job_s") is not None:
+        budget = t.get("budget_s")
+        lines.append(
+            f"Time: {t['job_s']:.0f} s" + (f" of a {budget:.0f} s budget" if budget else "")
+            + f" (training {t.get('train_s', 0):.0f} s, {t.get('steps', 0)} steps; whole-image segmentations "
+            f"{t.get('segment_s', 0):.0f} s)."
+        )
+        if budget and t["job_s"] > 1.1 * budget:
+            lines.append(f"Over budget by {t['job_s'] - budget:.0f} s: the machine was slower than measured at the start "
+                         "(training keeps at least 10 % of the budget and one step); give a larger budget.")
+    return "\n".join(lines)
