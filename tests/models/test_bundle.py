@@ -53,13 +53,15 @@ def test_bundle_zip_loads(spleen_bundle, tmp_path):
 @pytest.mark.parametrize(
     "edit, needle",
     [
-        (lambda c: c["network_def"].update(channels="$[8, 16, 32]"), "network_def.channels"),
+        (lambda c: c["network_def"].update(channels="$__import__('os').listdir('.')"), "network_def.channels"),
+        (lambda c: c["network_def"].update(channels="$[c for c in (8, 16, 32)]"), "network_def.channels"),
         (lambda c: c["network_def"].update(_target_="torch.nn.Identity"), "torch.nn.Identity"),
         (lambda c: c["network_def"].update(_target_="$__import__('os').system('echo hi')"), "_target_"),
         (lambda c: c["preprocessing"]["transforms"].insert(2, {"_target_": "Lambdad", "keys": "image", "func": "$lambda x: x"}),
          "Lambdad"),
         (lambda c: c["preprocessing"]["transforms"].insert(2, {"_target_": "RandFlipd", "keys": "image"}), "RandFlipd"),
-        (lambda c: c["inferer"].update(roi_size="$[32] * 3"), "inferer.roi_size"),
+        (lambda c: c["inferer"].update(roi_size="$torch.zeros(3).tolist()"), "inferer.roi_size"),
+        (lambda c: c["inferer"].update(roi_size="$scripts.utils.roi()"), "scripts/"),
     ],
 )
 def test_bundle_with_code_or_unsupported_parts_is_refused(spleen_bundle, tmp_path, edit, needle):
