@@ -156,6 +156,17 @@ def _arg(t: dict, key: str, res: Resolver, trail: str, default=None):
     return default if v is DEVICE else v
 
 
+def _chain(card: dict, step: dict) -> None:
+    """Add an intensity step: one step is the card's intensity, several are {"type": "chain", "steps": [...]}."""
+    cur = card["intensity"]
+    if cur.get("type") in (None, "none"):
+        card["intensity"] = step
+    elif cur.get("type") == "chain":
+        cur["steps"].append(step)
+    else:
+        card["intensity"] = {"type": "chain", "steps": [cur, step]}
+
+
 def _translate_pre(items: list[dict], res: Resolver, card: dict) -> None:
     card.update(orientation=None, spacing=None, intensity={"type": "none"}, crop_foreground=False)
     for i, t in enumerate(items):
@@ -177,21 +188,18 @@ def _translate_pre(items: list[dict], res: Resolver, card: dict) -> None:
                 raise ModelError(f"{res.where}: {trail}.pixdim {pix!r} is not 3 numbers") from e
         elif name == "ScaleIntensityRanged":
             b_min, b_max = _arg(t, "b_min", res, trail), _arg(t, "b_max", res, trail)
-            card["intensity"] = {"type": "ct_window", "a_min": float(_arg(t, "a_min", res, trail)),
+            _chain(card, {"type": "ct_window", "a_min": float(_arg(t, "a_min", res, trail)),
                                  "a_max": float(_arg(t, "a_max", res, trail)),
                                  "b_min": float(0.0 if b_min is None else b_min), "b_max": float(1.0 if b_max is None else b_max),
-                                 "clip": bool(_arg(t, "clip", res, trail, False))}
+                                 "clip": bool(_arg(t, "clip", res, trail, False))})
         elif name == "NormalizeIntensityd":
             if _arg(t, "subtrahend", res, trail) is not None or _arg(t, "divisor", res, trail) is not None:
                 raise ModelError(f"{res.where}: NormalizeIntensityd with subtrahend/divisor ({trail}) is not supported")
-            card["intensity"] = {"type": "zscore", "nonzero": bool(_arg(t, "nonzero", res, trail, False)),
-                                 "channel_wise": bool(_arg(t, "channel_wise", res, trail, False))}
+            _chain(card, {"type": "zscore", "nonzero": bool(_arg(t, "nonzero", res, trail, False)),
+                          "channel_wise": bool(_arg(t, "channel_wise", res, trail, False))})
         elif name == "ScaleIntensityd":
-            if card["intensity"].get("type") not in (None, "none"):
-                raise ModelError(f"{res.where}: {trail} ScaleIntensityd after another intensity transform "
-                                 f"({card['intensity']['type']}) is not supported")
-            card["intensity"] = {"type": "minmax", "minv": float(_arg(t, "minv", res, trail, 0.0)),
-                                 "maxv": float(_arg(t, "maxv", res, trail, 1.0))}
+            _chain(card, {"type": "minmax", "minv": float(_arg(t, "minv", res, trail, 0.0)),
+                          "maxv": float(_arg(t, "maxv", res, trail, 1.0))})
         elif name == "CropForegroundd":
             card["crop_foreground"] = True
 
@@ -208,6 +216,10 @@ def _translate_inferer(node, res: Resolver, card: dict) -> None:
     card["sw_batch_size"] = int(_arg(node, "sw_batch_size", res, "inferer", 1))
     card["overlap"] = float(_arg(node, "overlap", res, "inferer", 0.25))
     card["blend_mode"] = str(_arg(node, "mode", res, "inferer", "constant"))
+    pad = str(_arg(node, "padding_mode", res, "inferer", "constant"))
+    if pad not in ("constant", "replicate"):
+        raise ModelError(f"{res.where}: inferer.padding_mode {pad!r} is not supported (constant or replicate)")
+    card["pad_mode"] = pad
 
 
 def _weights_file(cfg: dict, res: Resolver) -> str:
@@ -276,7 +288,7 @@ def bundle_card(path) -> tuple[ModelCard, list[str]]:
         name=name, architecture=arch, arch_args=args, in_channels=in_ch, classes=classes,
         channel_names=input_channel_names(meta, in_ch),
         version=str(meta.get("version", "")), description=str(meta.get("description", ""))[:2000],
-        provenance=provenance, weights_file=weights_file, pad_mode="constant", **card,
+        provenance=provenance, weights_file=weights_file, **card,
     ), warnings
 
 

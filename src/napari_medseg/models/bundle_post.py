@@ -71,7 +71,7 @@ def _thresholded_channel(cond, var: str) -> int | None:
 def translate_post(items: list[dict], res, card: dict, warnings: list[str], out_channels: int) -> None:
     from napari_medseg.models.bundle import target_name
 
-    activation, threshold, rules = "softmax", None, None
+    activation, threshold, rules, discrete = "softmax", None, None, False
     for i, t in enumerate(items):
         trail = f"postprocessing[{i}]"
         name = target_name(t.get("_target_"), trail, res.where)
@@ -84,6 +84,9 @@ def translate_post(items: list[dict], res, card: dict, warnings: list[str], out_
                 thr = _arg(t, "logit_thresh", res, trail, 0.5)
             if isinstance(thr, (int, float)) and not isinstance(thr, bool):
                 threshold = float(thr)
+            discrete = discrete or _arg(t, "argmax", res, trail, False) is True
+        elif name == "Invertd" and discrete:  # labels (not probabilities) go back to the image grid
+            card["invert_labels"] = True
         elif name == "Lambdad":
             parsed = parse_label_merge(t.get("func"))
             if parsed is not None:

@@ -63,6 +63,9 @@ class ModelCard:
     activation: str = "softmax"
     threshold: float = 0.5
     label_rules: list[list[int]] = field(default_factory=list)
+    #: True when the bundle takes the argmax on its own grid and resamples the labels (nearest) to the image
+    #: (``AsDiscreted`` before ``Invertd``); False: probabilities are resampled linearly, then the argmax taken
+    invert_labels: bool = False
     #: names of the input channels in the order the network expects them (e.g. ["T1c", "T1", "T2", "FLAIR"])
     channel_names: list[str] = field(default_factory=list)
     # provenance
