@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import threading
-import zipfile
 
 import pytest
 
@@ -15,57 +12,14 @@ from napari_medseg.models import load_model
 from napari_medseg.models.registry import active_version, list_versions, models_dir
 from napari_medseg.models.zoo import DownloadError, list_zoo_bundles, pull_model
 
-
-def _zip(bundle, path):
-    with zipfile.ZipFile(path, "w") as zf:
-        for p in bundle.rglob("*"):
-            if p.is_file():
-                zf.write(p, "spleen_ct_segmentation/" + p.relative_to(bundle).as_posix())
-    return path.read_bytes()
-
-
-class _Server:
-    """Serves ``routes`` {path: bytes}; paths in ``cut`` send a full Content-Length but stop half-way."""
-
-    def __init__(self):
-        self.routes, self.cut, self.hits = {}, set(), []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                server.hits.append(self.path)
-                body = server.routes.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.path in server.cut:
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.connection.shutdown(2)
-                    return
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from zoo_factory import LoopbackServer, zip_bundle
 
 
 @pytest.fixture()
 def zoo(spleen_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
-    srv = _Server()
-    blob = _zip(spleen_bundle, tmp_path / "b.zip")
+    srv = LoopbackServer()
+    blob = zip_bundle(spleen_bundle, tmp_path / "b.zip", "spleen_ct_segmentation")
     sha1 = hashlib.sha1(blob).hexdigest()
     srv.routes["/b/spleen_ct_segmentation_v0.5.0.zip"] = blob
     srv.routes["/b/spleen_ct_segmentation_v0.5.1.zip"] = blob

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import zipfile
 
 import numpy as np
 import pytest
@@ -54,10 +53,7 @@ def pulled_bundle(tmp_path, monkeypatch):
     src = _segresnet_bundle(tmp_path / "src" / "segresnet_ct_segmentation")
     dest = tmp_path / "home" / "models" / "segresnet_ct_segmentation" / "0.3.2.zip"
     dest.parent.mkdir(parents=True)
-    with zipfile.ZipFile(dest, "w") as zf_:
-        for p in src.rglob("*"):
-            if p.is_file():
-                zf_.write(p, "segresnet_ct_segmentation/" + p.relative_to(src).as_posix())
+    zf.zip_bundle(src, dest, "segresnet_ct_segmentation")
     versions.activate("segresnet_ct_segmentation", "0.3.2")
     return src, dest
 

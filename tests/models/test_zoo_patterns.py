@@ -247,6 +247,23 @@ def test_channels_on_other_grids_are_resampled_onto_the_first(brats_bundle, tmp_
         segment(paths[:3], model=brats_bundle, device="cpu")
 
 
+def test_cli_channels(brats_bundle, tmp_path, capsys):
+    from napari_medseg.cli import main
+
+    paths = _mr_channels(tmp_path)
+    out = tmp_path / "seg.nii.gz"
+    rc = main(["predict", "--channels", ",".join(map(str, paths)), "-o", str(out), "--model", str(brats_bundle),
+               "--device", "cpu", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "T1c: " + str(paths[0]) in printed and "FLAIR: " + str(paths[3]) in printed
+    expected = segment(paths, model=brats_bundle, device="cpu").labels.nifti_array()
+    assert np.array_equal(np.asarray(nib.load(out).dataobj), expected)
+    assert main(["predict", "--channels", ",".join(map(str, paths[:2])), "-o", str(tmp_path / "x.nii.gz"),
+                 "--model", str(brats_bundle), "--quiet"]) == 1
+    assert "takes 4 channels (T1c, T1, T2, FLAIR)" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- click-guided
 @pytest.mark.parametrize("edit", [
     lambda c: c["preprocessing"]["transforms"].append({"_target_": "AddGuidanceSignalDeepEditd", "keys": "image"}),

@@ -11,7 +11,9 @@ SupervisedEvaluator, which needs pytorch-ignite).
 from __future__ import annotations
 
 import copy
+import http.server
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -306,6 +308,54 @@ def monai_reference(bundle: Path, image, out_dir: Path, overrides: dict | None =
     return np.asarray(img.dataobj).squeeze().astype(np.int64), img.affine
 
 
+def zip_bundle(bundle: Path, path: Path, top: str) -> bytes:
+    """``bundle`` zipped as the zoo publishes it (members under one top folder); returns the bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for p in bundle.rglob("*"):
+            if p.is_file():
+                zf.write(p, f"{top}/" + p.relative_to(bundle).as_posix())
+    return path.read_bytes()
+
+
 def dice(a, b):
     s = a.sum() + b.sum()
     return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
+
+
+class LoopbackServer:
+    """Serves ``routes`` {path: bytes}; paths in ``cut`` send a full Content-Length but stop half-way."""
+
+    def __init__(self):
+        self.routes, self.cut, self.hits = {}, set(), []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                server.hits.append(self.path)
+                body = server.routes.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.path in server.cut:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -20,7 +20,10 @@ def register(sub) -> None:
         description="Segment each INPUT (a NIfTI/NRRD/MHA file, a DICOM folder/zip, or a folder of such cases). "
         "Writes labels as NIfTI (default) or DICOM SEG, a JSON report of the run, and optional statistics.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="*", metavar="INPUT")
+    p.add_argument("--channels", default=None, metavar="A,B,...",
+                   help="one case from several images used as the model's input channels, in the model's channel "
+                   "order (e.g. t1c.nii.gz,t1.nii.gz,t2.nii.gz,flair.nii.gz); all are resampled onto the first's grid")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (one <case>_seg file per case), or a file name for a single input")
     p.add_argument("--model", default=None, help="model name (default), name@version, package path or MONAI bundle")
@@ -135,7 +138,10 @@ def run_predict(args) -> int:
 
     t_run = time.perf_counter()
     device = resolve_device(args.device)
-    cases = find_cases(args.inputs)
+    channels = [Path(c.strip()) for c in args.channels.split(",") if c.strip()] if getattr(args, "channels", None) else []
+    if bool(channels) == bool(args.inputs):
+        raise InputError("give the images to segment either as INPUT... or as --channels A,B,... (one multi-channel case)")
+    cases = [channels[0]] if channels else find_cases(args.inputs)
     out = Path(args.output)
     outputs = _outputs(cases, out, args.fmt)
     report_path = Path(args.report) if args.report else (
@@ -160,7 +166,18 @@ def run_predict(args) -> int:
         try:
             check_overwrite(target, args.force)
             t = time.perf_counter()
-            volume = read_volume(case, series=args.series)
+            if channels:
+                from napari_medseg.inference.channels import stack_channels
+
+                names = model.card.channel_names or [f"channel {c}" for c in range(len(channels))]
+                if len(channels) != model.card.in_channels:
+                    raise InputError(f"--channels gives {len(channels)} images but model {model.card.name!r} takes "
+                                     f"{model.card.in_channels} channels ({', '.join(names)})")
+                for name, path in zip(names, channels):
+                    print(f"  {name}: {path}")
+                volume = stack_channels(channels, names=names, series=args.series)
+            else:
+                volume = read_volume(case, series=args.series)
             read_s = time.perf_counter() - t
             res = segment(volume, model=model, device=device, overlap=args.overlap, tta=args.tta, progress=bar)
             t = time.perf_counter()
