@@ -174,6 +174,19 @@ def test_dints_arch_loads_other_than_a_bundle_file_are_refused(dints_bundle, tmp
         bundle_card(bad)
 
 
+def test_dints_absolute_bundle_root_reads_the_bundles_own_file(dints_bundle, tmp_path):
+    """pancreas_ct_dints_segmentation publishes arch_ckpt_path as /workspace/.../<bundle>/models/<file>."""
+    other = tmp_path / "other"
+    shutil.copytree(dints_bundle, other)
+    cfg = json.loads((other / "configs" / "inference.json").read_text())
+    cfg["arch_ckpt_path"] = "/workspace/MONAI/model-zoo/models/dints_like_segmentation/models/search_code_1.pt"
+    cfg["bundle_root"] = "/workspace/MONAI/model-zoo/models/dints_like_segmentation"
+    (other / "configs" / "inference.json").write_text(json.dumps(cfg))
+    card, _ = bundle_card(other)
+    assert card.arch_args == bundle_card(dints_bundle)[0].arch_args
+    assert any("read as the bundle's own models/search_code_1.pt" in n for n in card.provenance["notes"])
+
+
 def test_dints_arch_file_with_code_is_refused(dints_bundle, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(dints_bundle, bad)

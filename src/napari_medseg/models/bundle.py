@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from napari_medseg.errors import ModelError
-from napari_medseg.models.bundle_config import BundleFiles, Resolver, bundle_relative, load_config
+from napari_medseg.models.bundle_config import BundleFiles, Resolver, load_config
 from napari_medseg.models.card import ModelCard
 from napari_medseg.models.expressions import DEVICE
 from napari_medseg.models.package import LoadedModel, load_state_dict_bytes, load_weights, sha256_bytes
@@ -240,7 +240,7 @@ def _weights_file(cfg: dict, res: Resolver) -> str:
     for lp in found:
         if lp is not None:
             try:
-                return bundle_relative(res.literal(lp, "CheckpointLoader.load_path"), "CheckpointLoader.load_path", res.where)
+                return res.member(res.literal(lp, "CheckpointLoader.load_path"), "CheckpointLoader.load_path")
             except ModelError as e:
                 res.notes.append(f"{e}; using models/model.pt")
     return "models/model.pt"

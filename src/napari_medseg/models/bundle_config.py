@@ -214,6 +214,20 @@ class Resolver:
             out[str(k)] = r
         return out
 
+    def member(self, path_text: Any, trail: str) -> str:
+        """A path computed by the config as a file inside the bundle. Configs published with an absolute
+        ``bundle_root`` (``/workspace/.../<bundle>/models/x.pt``) name the bundle's own ``models/x.pt``."""
+        try:
+            return bundle_relative(path_text, trail, self.where)
+        except ModelError:
+            parts = str(path_text).replace("\\", "/").split("/")
+            for i in range(len(parts) - 1):
+                cand = "/".join(parts[i:])
+                if parts[i] == "models" and ".." not in parts[i:] and self.files is not None and self.files.find(cand):
+                    self.notes.append(f"{trail}: {path_text!r} read as the bundle's own {cand}")
+                    return cand
+            raise
+
     # ------------------------------------------------------------------ the one file read
     def _torch_load(self, node: ast.Call, ev: Expression):
         if node is not ev.tree:
@@ -224,7 +238,7 @@ class Resolver:
         for k in node.keywords:
             if k.arg == "weights_only" and not (isinstance(k.value, ast.Constant) and k.value.value is True):
                 raise ev.error("asks torch.load for weights_only=False")
-        rel = bundle_relative(ev._eval(node.args[0]), ev.trail, self.where)
+        rel = self.member(ev._eval(node.args[0]), ev.trail)
         blob = self.files.read(rel) if self.files is not None else None
         if blob is None:
             raise ModelError(f"{self.where}: {ev.trail} loads {rel!r}, which is not a file in the bundle")
