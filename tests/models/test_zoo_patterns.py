@@ -39,6 +39,8 @@ def _compare(bundle, tmp_path, image_path, classes, overrides=None, min_fraction
         frac = float((ref == value).mean())
         assert frac > min_fraction, f"class {value} covers {frac:.3%} of MONAI's result: the test needs every class"
         dices[value] = zf.dice(arr == value, ref == value)
+    print(f"{bundle.name}: Dice per class, ours vs MONAI's ConfigParser run: "
+          + ", ".join(f"{v}: {d:.4f}" for v, d in dices.items()))
     assert all(d >= 0.99 for d in dices.values()), f"Dice per class, ours vs MONAI: {dices}"
     return ours, dices
 

@@ -202,8 +202,8 @@ class Resolver:
         """The keyword arguments of a component (keys not starting with ``_``), resolved to literals."""
         out = {}
         for k, v in node.items():
-            if str(k).startswith("_") and not keep_private:
-                continue
+            if str(k).startswith("_") and not (keep_private and k == "_target_"):
+                continue  # _requires_, _disabled_, _desc_, _mode_ are instructions to MONAI's parser
             if k == "_target_":
                 out[k] = v
                 continue
