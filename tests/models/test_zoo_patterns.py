@@ -138,7 +138,7 @@ def dints_bundle(tmp_path_factory):
     space = TopologyInstance(channel_mul=0.5, num_blocks=4, num_depths=3, use_downsample=True,
                              arch_code=[arch_a, arch_c], device="cpu")
     net = DiNTS(dints_space=space, in_channels=1, num_classes=3, use_downsample=True, node_a=torch.from_numpy(node_a))
-    zf.fit(net, zf.bins_task([0.45, 0.55]), steps=25)
+    zf.fit(net, zf.bins_task([0.45, 0.55], scale=(0.25, 0.75)), steps=30)
     root = tmp_path_factory.mktemp("zoo") / "dints_like_segmentation"
     meta = zf.metadata("DiNTS-like", "0.4.5", ["background", "a", "b"])
     assert space_cfg["num_blocks"] == 4

@@ -122,7 +122,8 @@ def ct_pre(pixdim=(1.5, 1.5, 2.0), a_min=-175, a_max=250):
 def swin_like():
     """SwinUNETR passing img_size (removed in MONAI 1.5)."""
     net = {"_target_": "SwinUNETR", "spatial_dims": 3, "img_size": "@roi", "in_channels": 1, "out_channels": 3,
-           "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "use_checkpoint": False}
+           "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "norm_name": "batch",
+           "use_checkpoint": False}
     inferer = {"_target_": "SlidingWindowInferer", "roi_size": "@roi", "sw_batch_size": 2, "overlap": 0.5}
     cfg = _common(ct_pre(), inferer, _post(False, False), net)
     cfg["roi"] = [32, 32, 32]
@@ -253,10 +254,10 @@ def bins_task(edges, channels=1, size=(32, 32, 32), scale=(0.0, 1.0), n=2):
 
 
 def brats_task(size=(32, 32, 24), n=2):
-    """4 z-scored channels; regions: TC = ch0 > 0.3, WT = ch3 > 0, ET = ch0 > 0.3 and ch1 > 0.5."""
+    """4 z-scored channels; regions: TC = ch0 > 0.3, WT = ch3 > 0, ET = ch1 > 0.3."""
     def make(rng):
         x = smooth_fields(rng, n, 4, size)
-        y = np.stack([x[:, 0] > 0.3, x[:, 3] > 0.0, (x[:, 0] > 0.3) & (x[:, 1] > 0.5)], 1)
+        y = np.stack([x[:, 0] > 0.3, x[:, 3] > 0.0, x[:, 1] > 0.3], 1)
         return x, y
 
     return make
