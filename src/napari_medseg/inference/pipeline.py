@@ -184,6 +184,8 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     probs_vol = unc_vol = None
     direct = is_sigmoid(card)  # labels_idx holds label values, not channel indices
     if direct:  # sigmoid regions: resample the probabilities, threshold, merge by the card's label rules
+        if return_probabilities:
+            warnings.append("probabilities and uncertainty are not computed for sigmoid (overlapping-region) models")
         labels_idx = resample(out_kji.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device,
                               reduce=lambda r: merge_regions(r, card))[0]
     elif getattr(card, "invert_labels", False) and not return_probabilities:  # AsDiscreted before Invertd
