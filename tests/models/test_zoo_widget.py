@@ -11,6 +11,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 import zoo_factory as zf
+from napari_medseg.errors import InputError
 
 pytestmark = pytest.mark.gui
 TIMEOUT_MS = 120_000
@@ -65,7 +66,8 @@ def test_one_combo_per_channel(make_napari_viewer, qtbot, tmp_path):
     expected = segment([paths[3], paths[2], paths[1], paths[0]], model=bundle, device="cpu")
     assert np.array_equal(np.asarray(widget.result_layer.data), expected.labels.array)
     widget.channels.choose(["t1c", "t1", "t2", "t2"])
-    assert [c.currentText() for c in widget.channels.combos][-1] == "t2"
+    with pytest.raises(InputError, match="'t2' is chosen for both T2 and FLAIR"):
+        widget.channels.volume()
 
 
 def test_get_from_the_zoo_dialog(make_napari_viewer, qtbot, tmp_path):

@@ -94,6 +94,14 @@ class ChannelPicker(QWidget):
         from napari_medseg._napari.layers import check_volume_layer, volume_from_layer
         from napari_medseg.inference.channels import stack_channels
 
+        chosen = [combo.currentText() for combo in self.combos]
+        for i, layer_name in enumerate(chosen):
+            if layer_name and layer_name in chosen[:i]:
+                j = chosen.index(layer_name)
+                raise InputError(
+                    f"the model takes {len(self.names)} input channels ({', '.join(self.names)}) but the image layer "
+                    f"{layer_name!r} is chosen for both {self.names[j]} and {self.names[i]}: open one image per channel"
+                )
         vols = []
         for name, combo in zip(self.names, self.combos):
             layer_name = combo.currentText()
