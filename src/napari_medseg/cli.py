@@ -14,7 +14,7 @@ import sys
 from napari_medseg import __version__
 from napari_medseg.errors import CancelledError, MedsegError
 
-COMMAND_MODULES = ("io_commands", "model_commands", "training_commands", "runtime_commands")
+COMMAND_MODULES = ("io_commands", "model_commands", "training_commands", "runtime_commands", "zoo_commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

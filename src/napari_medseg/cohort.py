@@ -30,12 +30,15 @@ from napari_medseg.errors import InputError, MedsegError
 
 DONE_DIR = ".medseg_done"
 #: the settings that change a case's output (part of the done record)
-SETTING_KEYS = ("overlap", "tta", "format", "series", "device")
+SETTING_KEYS = ("overlap", "tta", "format", "series", "device", "channel_names")
 
 
 # ---------------------------------------------------------------------------------------------- fingerprints
 def fingerprint(path) -> str:
-    """A cheap identity of an input file or folder: SHA-256 over (relative path, size, mtime) of its files."""
+    """A cheap identity of an input file or folder (or of a multi-channel case, a list of them): SHA-256 over
+    (relative path, size, mtime) of its files."""
+    if isinstance(path, (list, tuple)):
+        return hashlib.sha256("\0".join(fingerprint(p) for p in path).encode()).hexdigest()
     p = Path(path)
     if not p.exists():
         return "missing"
@@ -102,13 +105,21 @@ def run_case(case, output, model_spec=None, settings: dict | None = None, force:
 
     settings = dict(settings or {})
     t0 = time.perf_counter()
-    entry: dict[str, Any] = {"input": str(case), "output": str(output), "status": "failed",
+    multi = isinstance(case, (list, tuple))  # a multi-channel case: one image per model input channel
+    entry: dict[str, Any] = {"input": str(case[0] if multi else case), "output": str(output), "status": "failed",
                              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    if multi:
+        entry["channels"] = [str(c) for c in case]
     try:
         check_overwrite(output, force)
         model = _model(model_spec)
         t = time.perf_counter()
-        volume = read_volume(case, series=settings.get("series"))
+        if multi:
+            from napari_medseg.inference.channels import stack_channels
+
+            volume = stack_channels(list(case), names=settings.get("channel_names"), series=settings.get("series"))
+        else:
+            volume = read_volume(case, series=settings.get("series"))
         read_s = time.perf_counter() - t
         res = segment(volume, model=model, device=settings.get("device") or "auto", overlap=settings.get("overlap"),
                       tta=bool(settings.get("tta")), progress=progress)
@@ -186,20 +197,23 @@ def predict_cohort(cases: Iterable, outputs: Iterable, model=None, settings: dic
     records (off for a one-file run). ``progress(n, case)``: a per-window progress callback for each case run
     in this process (closed after the case when it has ``close``).
     """
-    cases, outputs = [Path(c) for c in cases], [Path(o) for o in outputs]
+    cases = [[Path(p) for p in c] if isinstance(c, (list, tuple)) else Path(c) for c in cases]
+    outputs = [Path(o) for o in outputs]
     if len(cases) != len(outputs):
         raise InputError(f"{len(cases)} case(s) but {len(outputs)} output path(s)")
     settings = dict(settings or {})
     from napari_medseg._guard import check_output_paths
 
-    check_output_paths(outputs, cases)  # no output may be, or lie inside, an input (before any work)
+    flat = [p for c in cases for p in (c if isinstance(c, list) else [c])]
+    check_output_paths(outputs, flat)  # no output may be, or lie inside, an input (before any work)
     t0 = time.perf_counter()
     sha = _model(model).card.weights_sha256 if resume else None
     entries: list[dict | None] = [None] * len(cases)
     todo = []
     for n, (case, out) in enumerate(zip(cases, outputs)):
         if resume and is_done(case, out, sha, settings):
-            entries[n] = {"input": str(case), "output": str(out), "status": "skipped", "reason": "done (resume)"}
+            entries[n] = {"input": str(case[0] if isinstance(case, list) else case), "output": str(out),
+                          "status": "skipped", "reason": "done (resume)"}
             if on_case:
                 on_case(entries[n])
         else:
@@ -233,7 +247,8 @@ def _run_distributed(client, cases, outputs, todo, entries, model, settings, for
     futures = {}
     for n in todo:
         # pure=False: a case is a side effect (a file), never deduplicated or cached by Dask
-        fut = client.submit(run_case, str(cases[n]), str(outputs[n]), model, settings, force, records, pure=False,
+        case = [str(p) for p in cases[n]] if isinstance(cases[n], list) else str(cases[n])
+        fut = client.submit(run_case, case, str(outputs[n]), model, settings, force, records, pure=False,
                             key=f"medseg-case-{n}-{os.urandom(4).hex()}")
         futures[fut] = n
     for fut in as_completed(list(futures)):
@@ -241,8 +256,8 @@ def _run_distributed(client, cases, outputs, todo, entries, model, settings, for
         try:
             entry = fut.result()
         except Exception as e:  # noqa: BLE001 - KilledWorker, a crashed task: this case failed, the others go on
-            entry = {"input": str(cases[n]), "output": str(outputs[n]), "status": "failed",
-                     "error": f"{type(e).__name__}: {e}"}
+            entry = {"input": str(cases[n][0] if isinstance(cases[n], list) else cases[n]), "output": str(outputs[n]),
+                     "status": "failed", "error": f"{type(e).__name__}: {e}"}
         entries[n] = entry
         if on_case:
             on_case(entry)

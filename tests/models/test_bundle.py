@@ -16,6 +16,7 @@ from napari_medseg.models import load_model
 from napari_medseg.models.bundle import bundle_card, load_bundle
 
 from bundle_factory import blob_image
+from zoo_factory import monai_reference
 
 
 def _copy_with(bundle, tmp_path, edit) -> object:
@@ -53,13 +54,15 @@ def test_bundle_zip_loads(spleen_bundle, tmp_path):
 @pytest.mark.parametrize(
     "edit, needle",
     [
-        (lambda c: c["network_def"].update(channels="$[8, 16, 32]"), "network_def.channels"),
+        (lambda c: c["network_def"].update(channels="$__import__('os').listdir('.')"), "network_def.channels"),
+        (lambda c: c["network_def"].update(channels="$[c for c in (8, 16, 32)]"), "network_def.channels"),
         (lambda c: c["network_def"].update(_target_="torch.nn.Identity"), "torch.nn.Identity"),
         (lambda c: c["network_def"].update(_target_="$__import__('os').system('echo hi')"), "_target_"),
         (lambda c: c["preprocessing"]["transforms"].insert(2, {"_target_": "Lambdad", "keys": "image", "func": "$lambda x: x"}),
          "Lambdad"),
         (lambda c: c["preprocessing"]["transforms"].insert(2, {"_target_": "RandFlipd", "keys": "image"}), "RandFlipd"),
-        (lambda c: c["inferer"].update(roi_size="$[32] * 3"), "inferer.roi_size"),
+        (lambda c: c["inferer"].update(roi_size="$torch.zeros(3).tolist()"), "inferer.roi_size"),
+        (lambda c: c["inferer"].update(roi_size="$scripts.utils.roi()"), "scripts/"),
     ],
 )
 def test_bundle_with_code_or_unsupported_parts_is_refused(spleen_bundle, tmp_path, edit, needle):
@@ -92,35 +95,6 @@ def test_bundle_wrong_weights_and_torchscript(spleen_bundle, tmp_path):
         load_bundle(ts)
 
 
-def _monai_bundle_run(bundle, image_path, out_dir):
-    """Run the bundle as MONAI does: monai.bundle.ConfigParser instantiates its dataloader, network,
-    inferer and postprocessing (Activationsd -> Invertd -> AsDiscreted -> SaveImaged); the checkpoint is
-    loaded as its CheckpointLoader handler would (the SupervisedEvaluator loop needs pytorch-ignite)."""
-    from monai.bundle import ConfigParser
-    from monai.data import decollate_batch
-
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser.read_meta(str(bundle / "configs" / "metadata.json"))
-    parser["bundle_root"] = str(bundle)
-    parser["output_dir"] = str(out_dir)
-    parser["datalist"] = [str(image_path)]
-    parser["device"] = "$torch.device('cpu')"
-    parser["dataloader"]["num_workers"] = 0
-    network = parser.get_parsed_content("network")
-    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    network.eval()
-    inferer = parser.get_parsed_content("inferer")
-    post = parser.get_parsed_content("postprocessing")
-    for batch in parser.get_parsed_content("dataloader"):
-        with torch.no_grad():
-            batch["pred"] = inferer(batch["image"], network)
-        for item in decollate_batch(batch):
-            post(item)
-    (seg,) = list(out_dir.glob("*_seg.nii.gz"))
-    return nib.load(seg)
-
-
 def _dice(a, b):
     s = a.sum() + b.sum()
     return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
@@ -147,13 +121,12 @@ def test_bundle_matches_monai_bundle_run(spleen_bundle, tmp_path, affine):
     data = blob_image()
     img_path = tmp_path / "case.nii.gz"
     nib.save(nib.Nifti1Image(data, affine), img_path)
-    ref = _monai_bundle_run(spleen_bundle, img_path, tmp_path / "monai_out")
-    ref_labels = np.asarray(ref.dataobj).squeeze().astype(np.uint8)
+    ref_labels, ref_affine = monai_reference(spleen_bundle, img_path, tmp_path / "monai_out")
 
     ours = segment(img_path, model=spleen_bundle, device="cpu")
     ours_ijk = ours.labels.nifti_array()
     assert ours_ijk.shape == ref_labels.shape
-    np.testing.assert_allclose(ours.labels.nifti_affine(), ref.affine, atol=1e-4)
+    np.testing.assert_allclose(ours.labels.nifti_affine(), ref_affine, atol=1e-4)
     fg = ref_labels == 1
     assert 0.05 < fg.mean() < 0.95, "the fitted network must give a non-trivial segmentation"
     for value in (0, 1):

@@ -107,10 +107,11 @@ def segment_job(volume, settings: SegmentSettings):
 
     model = load_model(settings.model)
     in_ch = int(getattr(model.card, "in_channels", 1))
-    if in_ch != 1:
+    n_ch = volume.array.shape[0] if volume.is_4d else 1
+    if in_ch != n_ch:
         raise ModelError(
-            f"model {model.card.name!r} ({model.path}) expects {in_ch} input channels but the image has 1; "
-            "choose a single-channel (CT/MR) model"
+            f"model {model.card.name!r} ({model.path}) expects {in_ch} input channels but the image has {n_ch}; "
+            + ("choose one image layer per channel" if in_ch > 1 else "choose a single-channel (CT/MR) model")
         )
     if not model.card.classes:
         raise ModelError(f"model {model.card.name!r} ({model.path}) declares no classes in its card; it cannot label an image")
@@ -171,6 +172,7 @@ class SegmentWidget(QWidget):
         menu = QMenu(self.browse_button)
         menu.addAction("Model package or MONAI bundle folder…", self._browse_model)
         menu.addAction("Model package or bundle .zip…", self._browse_model_zip)
+        menu.addAction("Get from MONAI Model Zoo…", self._open_zoo)
         self.browse_button.setMenu(menu)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
@@ -205,6 +207,11 @@ class SegmentWidget(QWidget):
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", model_row)
+        from napari_medseg._napari.channel_picker import ChannelPicker
+
+        self.channels = ChannelPicker(napari_viewer)  # one image combo per channel, for multi-channel models
+        form.addRow(self.channels)
+        self.model_combo.currentIndexChanged.connect(lambda _i: self.channels.set_model(self.model_combo.currentData()))
         form.addRow("device", self.device_combo)
         form.addRow("preset", self.preset_combo)
         form.addRow("", self.uncertainty_check)
@@ -223,6 +230,8 @@ class SegmentWidget(QWidget):
         for layer in self.viewer.layers:
             layer.events.name.connect(self._refresh_images)
         self._refresh_images()
+        self.viewer.layers.events.inserted.connect(self.channels.refresh)
+        self.viewer.layers.events.removed.connect(self.channels.refresh)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed, self.viewer.layers.events.reordered):
             ev.connect(self._refresh_images)
         self._watch_viewer_close()
@@ -299,6 +308,19 @@ class SegmentWidget(QWidget):
         if path:
             self.add_model_path(path)
 
+    def _open_zoo(self, index_url=None):
+        """The "Get from MONAI Model Zoo…" dialog; a downloaded bundle is selected as the model."""
+        from napari_medseg._napari.zoo_dialog import ZooDialog
+
+        def pulled(name, version):
+            self._fill_models()
+            self.model_combo.setCurrentIndex(max(self.model_combo.findData(f"{name}@{version}"), 0))
+
+        self.zoo_dialog = ZooDialog(self, on_pulled=pulled, index_url=index_url)
+        self.zoo_dialog.show()
+        self.zoo_dialog.refresh()
+        return self.zoo_dialog
+
     def set_image(self, name: str) -> None:
         idx = self.image_combo.findText(name)
         if idx < 0:
@@ -323,8 +345,12 @@ class SegmentWidget(QWidget):
             if not name or name not in self.viewer.layers:
                 raise InputError("no image layer chosen: open a volume first (File → Open, or a sample)")
             layer = self.viewer.layers[name]
-            check_volume_layer(layer)
-            volume, has_geometry = volume_from_layer(layer)
+            if self.channels.active:  # a multi-channel model: the chosen layer per channel, stacked
+                volume, has_geometry = self.channels.volume(), True
+                layer = self.viewer.layers[self.channels.combos[0].currentText()]
+            else:
+                check_volume_layer(layer)
+                volume, has_geometry = volume_from_layer(layer)
         except Exception as e:  # noqa: BLE001 - shown to the user
             self.info.setText(str(e))
             notify_error(e, "Segment")

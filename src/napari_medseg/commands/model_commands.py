@@ -20,7 +20,10 @@ def register(sub) -> None:
         description="Segment each INPUT (a NIfTI/NRRD/MHA file, a DICOM folder/zip, or a folder of such cases). "
         "Writes labels as NIfTI (default) or DICOM SEG, a JSON report of the run, and optional statistics.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="*", metavar="INPUT")
+    p.add_argument("--channels", default=None, metavar="A,B,...",
+                   help="one case from several images used as the model's input channels, in the model's channel "
+                   "order (e.g. t1c.nii.gz,t1.nii.gz,t2.nii.gz,flair.nii.gz); all are resampled onto the first's grid")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (one <case>_seg file per case), or a file name for a single input")
     p.add_argument("--model", default=None, help="model name (default), name@version, package path or MONAI bundle")
@@ -156,13 +159,16 @@ def run_predict(args) -> int:
 
     t_run = time.perf_counter()
     device = resolve_device(args.device)
-    cases = find_cases(args.inputs)
+    channels = [Path(c.strip()) for c in args.channels.split(",") if c.strip()] if getattr(args, "channels", None) else []
+    if bool(channels) == bool(args.inputs):
+        raise InputError("give the images to segment either as INPUT... or as --channels A,B,... (one multi-channel case)")
+    cases = [channels[0]] if channels else find_cases(args.inputs)
     out = Path(args.output)
     outputs = _outputs(cases, out, args.fmt)
     single = outputs == [out]
     report_path = Path(args.report) if args.report else (
         out.parent / f"{_case_name(out)}_report.json" if single else out / "medseg_predict_report.json")
-    _preflight(args, cases, outputs, report_path)
+    _preflight(args, [*cases, *channels], outputs, report_path)
     if args.stats:
         check_overwrite(args.stats, args.force)
     check_overwrite(report_path, args.force or args.resume)
@@ -174,6 +180,15 @@ def run_predict(args) -> int:
     for w in model.warnings:
         print(f"medseg predict: warning: {w}", file=sys.stderr)
     settings = {"overlap": args.overlap, "tta": args.tta, "format": args.fmt, "series": args.series, "device": device}
+    if channels:  # one case, several images as the model's input channels (in the card's channel order)
+        names = model.card.channel_names or [f"channel {c}" for c in range(len(channels))]
+        if len(channels) != model.card.in_channels:
+            raise InputError(f"--channels gives {len(channels)} images but model {model.card.name!r} takes "
+                             f"{model.card.in_channels} channels ({', '.join(names)})")
+        for name, path in zip(names, channels):
+            print(f"  {name}: {path}")
+        settings["channel_names"] = list(names)
+        cases = [channels]
     report = {"command": "predict", "versions": _versions(device), "model": {
         "spec": args.model or "default", "name": model.card.name, "version": model.card.version,
         "path": str(model.path), "sha256": model.card.weights_sha256, "load_seconds": load_s},

@@ -27,6 +27,10 @@ def _as_volume(volume_or_path, series=None) -> Volume:
         from napari_medseg.io import read_volume
 
         return read_volume(volume_or_path, series=series)
+    if isinstance(volume_or_path, (list, tuple)):  # several images as channels, in the model's channel order
+        from napari_medseg.inference.channels import stack_channels
+
+        return stack_channels(volume_or_path, series=series)
     if isinstance(volume_or_path, np.ndarray):
         if volume_or_path.ndim == 2:
             raise InputError(f"a 2D image (shape {volume_or_path.shape}) cannot be segmented by a 3D model; "
@@ -91,6 +95,7 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     """Step generator of :func:`segment`: yields `Progress`, returns a `LabelResult`."""
     import torch
 
+    from napari_medseg.inference.multilabel import activate, is_sigmoid, merge_regions
     from napari_medseg.inference.planner import plan_run
     from napari_medseg.inference.postprocess import contained_in, fill_holes, keep_largest
     from napari_medseg.inference.preprocess import model_grid, model_input
@@ -159,7 +164,7 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
             if dims:
                 out = torch.flip(out, dims)
             if len(flips) > 1:
-                out = torch.softmax(out, 0)
+                out = activate(out, card)
                 acc = out if acc is None else acc.add_(out)
             else:
                 acc = out
@@ -168,7 +173,7 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     if len(flips) > 1:
         acc /= len(flips)
     else:  # probabilities are what gets resampled (as MONAI bundles do: Activationsd -> Invertd -> argmax)
-        acc = torch.softmax(acc, 0)
+        acc = activate(acc, card)
     if crop is not None:  # outside the foreground box: zeros, as MONAI's Invertd pads the cropped prediction
         full = torch.zeros((acc.shape[0], *full_shape), dtype=acc.dtype, device=acc.device)
         full[(slice(None), *crop)] = acc
@@ -181,7 +186,16 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
     out_kji = acc.permute(0, 3, 2, 1)  # [C, k, j, i] on the model grid
     lut = _channel_to_value(card)
     probs_vol = unc_vol = None
-    if return_probabilities:
+    direct = is_sigmoid(card)  # labels_idx holds label values, not channel indices
+    if direct:  # sigmoid regions: resample the probabilities, threshold, merge by the card's label rules
+        if return_probabilities:
+            warnings.append("probabilities and uncertainty are not computed for sigmoid (overlapping-region) models")
+        labels_idx = resample(out_kji.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device,
+                              reduce=lambda r: merge_regions(r, card))[0]
+    elif getattr(card, "invert_labels", False) and not return_probabilities:  # AsDiscreted before Invertd
+        labels_idx = resample(out_kji.argmax(0).to(torch.int16).contiguous(), mvol, volume, mode="nearest",
+                              device=plan.stitch_device)
+    elif return_probabilities:
         p_src = resample(out_kji.contiguous(), mvol, volume, mode="linear", device=plan.stitch_device)
         p_src /= np.maximum(p_src.sum(0, keepdims=True), 1e-8)
         labels_idx = p_src.argmax(0)
@@ -197,7 +211,10 @@ def segment_steps(volume_or_path, model=None, device: str = "auto", overlap: flo
             unc_vol = volume.with_array(unc, kind="uncertainty (1 - max probability)")
     del acc, out_kji, x
     dtype = np.uint8 if max(lut) < 256 else np.uint16
-    labels = lut.astype(dtype)[labels_idx] if not np.array_equal(lut, np.arange(len(lut))) else labels_idx.astype(dtype)
+    if direct:
+        labels = labels_idx.astype(np.uint8 if int(labels_idx.max(initial=0)) < 256 else np.uint16)
+    else:
+        labels = lut.astype(dtype)[labels_idx] if not np.array_equal(lut, np.arange(len(lut))) else labels_idx.astype(dtype)
     timings["invert"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -115,6 +115,13 @@ def intensity(array, card) -> np.ndarray:
     """The card's intensity transform; float32. ``ct_window``/``scale_range``, ``zscore`` or ``none``."""
     spec = dict(card.intensity or {"type": "none"})
     kind = spec.get("type", "none")
+    if kind == "chain":  # several transforms in the order of the bundle's preprocessing
+        import dataclasses
+
+        x = array
+        for step in spec.get("steps", []):
+            x = intensity(x, dataclasses.replace(card, intensity=step))
+        return np.asarray(x, dtype=np.float32)
     x = np.asarray(array, dtype=np.float32)
     if kind in ("ct_window", "scale_range"):
         a_min, a_max = float(spec["a_min"]), float(spec["a_max"])

@@ -124,7 +124,7 @@ def resample(array, src, dst, mode: str = "linear", padding: str = "border", dev
             out = out.astype(np.float32, copy=False)
     else:
         axes = _axis_aligned(m)
-        if axes is not None and mode == "linear":
+        if axes is not None:  # per-axis (float64 positions; nearest rounds half to even, as MONAI)
             out = _resample_separable(array, m, axes, dst_shape, mode, padding, device, reduce)
         else:
             out = _resample_torch(array, m, dst_shape, mode, padding, device, reduce)

@@ -57,6 +57,17 @@ class ModelCard:
     #: (e.g. {5: 1}, a liver tumour lies in the liver); JSON keys are strings
     contained_in: dict[int, int] = field(default_factory=dict)
     fill_holes: bool = False
+    #: "softmax" (one class per voxel, argmax) or "sigmoid" (overlapping regions, MONAI bundles such as BraTS:
+    #: each channel thresholded at ``threshold``, then ``label_rules`` [[channel, value], ...] give the label,
+    #: the first matching rule winning; 0 where none matches)
+    activation: str = "softmax"
+    threshold: float = 0.5
+    label_rules: list[list[int]] = field(default_factory=list)
+    #: True when the bundle takes the argmax on its own grid and resamples the labels (nearest) to the image
+    #: (``AsDiscreted`` before ``Invertd``); False: probabilities are resampled linearly, then the argmax taken
+    invert_labels: bool = False
+    #: names of the input channels in the order the network expects them (e.g. ["T1c", "T1", "T2", "FLAIR"])
+    channel_names: list[str] = field(default_factory=list)
     # provenance
     version: str = "1"
     description: str = ""
@@ -68,6 +79,8 @@ class ModelCard:
 
     @property
     def out_channels(self) -> int:
+        if self.activation == "sigmoid":
+            return 1 + max((int(c) for c, _ in self.label_rules), default=len(self.classes) - 1)
         return 1 + len(self.classes) if not self.classes or min(c.value for c in self.classes) > 0 else len(self.classes)
 
     def class_names(self) -> dict[int, str]:

@@ -41,6 +41,26 @@ def network_class(name: str):
     return cls
 
 
+def _dints_components(args: dict, model: str) -> dict:
+    """DiNTS arguments with its ``dints_space`` (a literal TopologyInstance definition) and ``node_a`` built."""
+    import numpy as np
+    import torch
+    from monai.networks.nets import TopologyInstance
+
+    space = dict(args.get("dints_space") or {})
+    if str(space.pop("_target_", "")).rsplit(".", 1)[-1] != "TopologyInstance" or "arch_code" not in space:
+        raise ModelError(f"model {model!r}: DiNTS needs dints_space = {{'_target_': 'TopologyInstance', 'arch_code': ...}}")
+    space.pop("device", None)
+    try:
+        space["arch_code"] = [np.asarray(a) for a in space["arch_code"]]
+        out = dict(args, dints_space=TopologyInstance(**space, device="cpu"))
+        if out.get("node_a") is not None:
+            out["node_a"] = torch.as_tensor(np.asarray(out["node_a"]))
+    except Exception as e:  # noqa: BLE001 - a malformed architecture code
+        raise ModelError(f"model {model!r}: cannot build the DiNTS search space from its arch_code ({e})") from e
+    return out
+
+
 def _arguments(card):
     cls = network_class(card.architecture)
     args = check_literal(dict(card.arch_args), f"arch_args of model {card.name!r}")
@@ -54,6 +74,8 @@ def _arguments(card):
                     f"model {card.name!r}: arch_args.{key}={args[key]} but the card says {value} "
                     f"({'input channels' if key == 'in_channels' else 'classes incl. background'}); fix card.json"
                 )
+    if cls.__name__ == "DiNTS":
+        args = _dints_components(args, card.name)
     return cls, args
 
 

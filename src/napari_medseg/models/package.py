@@ -295,8 +295,14 @@ def load_model_package(path) -> LoadedModel:
 
 
 def read_card(path) -> ModelCard:
-    """The model card of a package without verifying its weights."""
+    """The model card of a package (or MONAI bundle) without verifying its weights."""
     path = Path(path)
+    from napari_medseg.models import is_bundle
+
+    if is_bundle(path):  # e.g. a bundle pulled from the MONAI Model Zoo: <home>/models/<name>/<version>.zip
+        from napari_medseg.models.bundle import bundle_card
+
+        return bundle_card(path)[0]
     folder = path.parent if path.name == CARD_NAME else path
     if (folder / CARD_NAME).is_file():
         return ModelCard.from_json((folder / CARD_NAME).read_text(encoding="utf-8"), str(folder / CARD_NAME))

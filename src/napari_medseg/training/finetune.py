@@ -207,7 +207,8 @@ def finetune_steps(
 ):
     """Step generator behind `finetune` (see there); yields `TrainProgress`, returns `FinetuneResult`."""
     from napari_medseg.models.network import build_network
-    from napari_medseg.models.package import load_model_package, save_model_package
+    from napari_medseg.models import load_model
+    from napari_medseg.models.package import save_model_package
     from napari_medseg.models.registry import models_dir, resolve_model
     from napari_medseg.training import versions
 
@@ -232,9 +233,14 @@ def finetune_steps(
         tcfg = dataclasses.replace(config.train, lr=config.scratch_lr)
     else:
         path = resolve_model(model if model is not None else "default")
-        loaded = load_model_package(path)
+        loaded = load_model(path)  # our packages and MONAI bundles (whose preprocessing the card carries)
         spec = versions.version_spec(path)
         parent = {"spec": spec, "sha256": _file_sha256(path, loaded.card), "path": str(path)}
+        if loaded.card.provenance.get("source") == "MONAI bundle":
+            if loaded.card.activation != "softmax":
+                raise InputError(f"{spec}: fine-tuning bundles with {loaded.card.activation} (overlapping-region) "
+                                 "outputs is not supported; only softmax segmentation bundles can be fine-tuned")
+            parent["bundle"] = {k: loaded.card.provenance.get(f"bundle_{k}") for k in ("name", "version", "sha256")}
         name = name or (spec.split("@")[0] if "@" in spec else loaded.card.name)
         card = copy.deepcopy(loaded.card)
         card.name = name
