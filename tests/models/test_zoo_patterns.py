@@ -275,7 +275,7 @@ def test_cli_channels(brats_bundle, tmp_path, capsys):
     expected = segment(paths, model=brats_bundle, device="cpu").labels.nifti_array()
     assert np.array_equal(np.asarray(nib.load(out).dataobj), expected)
     assert main(["predict", "--channels", ",".join(map(str, paths[:2])), "-o", str(tmp_path / "x.nii.gz"),
-                 "--model", str(brats_bundle), "--quiet"]) == 1
+                 "--model", str(brats_bundle), "--quiet"]) == 2  # a wrong command line, refused before any work
     assert "takes 4 channels (T1c, T1, T2, FLAIR)" in capsys.readouterr().err
 
 

@@ -214,7 +214,8 @@ def run_predict(args) -> int:
                 bar.update(1)
 
         def window_bar(n, case):  # per-window progress of a case run in this process
-            return _Bar(f"[{n}/{len(cases)}] {_case_name(case)}", args.quiet)
+            first = case[0] if isinstance(case, list) else case  # a multi-channel case is named by its first image
+            return _Bar(f"[{n}/{len(cases)}] {_case_name(first)}", args.quiet)
 
         cohort = predict_cohort(cases, outputs, model=spec, settings=settings, client=client, resume=args.resume,
                                 force=args.force, fail_fast=args.fail_fast, on_case=on_case, records=not single or args.resume,
