@@ -40,8 +40,16 @@ def test_medseg_predict_runs_and_loads_no_gui_module(tmp_path):
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {GUI!r})\n"
         "print('RESULT', rc, bad)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    # the measuring CPU planner on: in the plain install (no OpenVINO / ONNX Runtime) it must plan with PyTorch
+    env = {**os.environ, "MEDSEG_CALIBRATE": "1", "MEDSEG_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line == ["RESULT 0 []"], proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "seg_report.json").read_text())
-    assert report["cases"][0]["status"] == "ok" and (tmp_path / "seg.nii.gz").is_file()
+    case = report["cases"][0]
+    assert case["status"] == "ok" and (tmp_path / "seg.nii.gz").is_file()
+    runtimes = {row.get("runtime") for row in case["plan_info"].get("candidates", [])}
+    if os.environ.get("MEDSEG_CORE_ENV") == "1":
+        assert case["plan"].startswith("runtime=torch") and runtimes <= {"torch"}, case["plan_info"]
+    else:
+        assert {"torch", "openvino", "onnxruntime"} <= runtimes, case["plan_info"]
