@@ -40,18 +40,19 @@ def main(argv=None) -> int:
         return [tmp / name / c.name.replace(".nii.gz", "_seg.nii.gz") for c in cases]
 
     torch.set_num_threads(1)
-    predict_cohort(cases[:1], outs("warm"), model=model_path, settings=settings)  # imports, model load
+    predict_cohort(cases[:1], outs("warm")[:1], model=model_path, settings=settings)  # imports, model load
     t = time.perf_counter()
     plain = predict_cohort(cases, outs("plain"), model=model_path, settings=settings)
     plain_s = time.perf_counter() - t
     per_case = plain_s / len(cases)
-    print(f"input: {len(cases)} phantom cases {tuple(kw.get('shape', ()) or 'default shape')}; model {args.model}")
+    print(f"input: {len(cases)} phantom cases of shape {kw.get('shape', 'default')}; model {args.model}")
     print(f"plain loop, 1 thread: {plain_s:.1f} s = {60 * len(cases) / plain_s:.1f} cases/min ({per_case:.2f} s/case)")
     rows = {}
     for workers in (1, 2):
         t = time.perf_counter()
         client = connect(f"local:{workers}")
-        predict_cohort(cases[:workers], outs(f"warm{workers}"), model=model_path, settings=settings, client=client)
+        predict_cohort(cases[:workers], outs(f"warm{workers}")[:workers], model=model_path, settings=settings,
+                       client=client)
         start_s = time.perf_counter() - t
         t = time.perf_counter()
         rep = predict_cohort(cases, outs(f"dask{workers}"), model=model_path, settings=settings, client=client)
