@@ -161,7 +161,8 @@ def connect(address: str, timeout: str = "20s"):
             from dask_cuda import LocalCUDACluster
         except ImportError as e:
             raise InputError("--scheduler local:gpus needs dask-cuda (one worker per GPU): pip install dask-cuda") from e
-        return Client(LocalCUDACluster(threads_per_worker=1))
+        with _numpy_friendly_workers():
+            return Client(LocalCUDACluster(threads_per_worker=1))
     if address == "local" or address.startswith("local:"):
         n = address.partition(":")[2]
         if n and not n.isdigit():
@@ -169,8 +170,21 @@ def connect(address: str, timeout: str = "20s"):
         workers = int(n) if n else default_workers()
         if workers < 1:
             raise InputError(f"--scheduler {address!r}: the number of workers must be at least 1")
-        return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"))
+        with _numpy_friendly_workers():
+            return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"))
     raise InputError(f"--scheduler {address!r}: use local, local:N, local:gpus or tcp://host:port")
+
+
+def _numpy_friendly_workers():
+    """Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which keeps glibc from adapting its mmap
+    threshold: every large numpy temporary becomes an mmap + page faults. A case ran 40 % slower in such a worker
+    (0.95 s against 0.68 s in the plain loop, measured). Our workers start without it, unless the user sets it."""
+    import dask
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        env["MALLOC_TRIM_THRESHOLD_"] = None  # None unsets it (distributed.nanny._get_env_variables)
+    return dask.config.set({"distributed.nanny.pre-spawn-environ": env})
 
 
 def default_workers(per_case_bytes: int = 3 << 30) -> int:
