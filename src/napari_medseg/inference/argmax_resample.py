@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_medseg.inference.resample import SLAB_VOXELS, _axis_aligned, index_map, resample
+from napari_medseg.inference.resample import SLAB_VOXELS, Grid, _axis_aligned, index_map, resample
 
 
 def _cells(pos, n: int):
@@ -94,8 +94,6 @@ def argmax_resample(probs, src, dst, uncertainty: bool = False, device=None):
     unc_full = None
     if uncertainty:
         s = p.sum(0).clamp(min=1e-8)
-        from napari_medseg.inference.resample import Grid
-
         src_perm = Grid((nk, nj, ni), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
         dst_perm = _ScaledGrid(dst_shape, m, axes)
         unc_full = 1.0 - resample((top.values / s)[None], src_perm, dst_perm, mode="linear", device=dev)[0]
@@ -144,8 +142,6 @@ class _DenseSlabs:
     boundary; returns ``(argmax, max of the normalised probabilities)``."""
 
     def __init__(self, p, m, axes, dst_shape, dev):
-        from napari_medseg.inference.resample import Grid
-
         self.p, self.dev = p, dev
         self.src = Grid(tuple(p.shape[1:]), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
         self.dst = _ScaledGrid(dst_shape, m, axes)
