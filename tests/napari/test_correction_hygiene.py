@@ -21,17 +21,17 @@ def test_undo_removes_the_slice_from_edited(make_napari_viewer, small):  # noqa:
     layer.paint((12, 40, 40), 2)
     widget.jump_to(0, 3)
     layer.paint((3, 40, 40), 2)
-    assert widget.tracker.record.edited == {(0, 3), (0, 12)}
+    assert widget.store.record.edited == {(0, 3), (0, 12)}
     layer.undo()  # napari's undo emits no paint event: the widget re-checks the edited slices
     widget.prune_edited()
-    assert widget.tracker.record.edited == {(0, 12)}
+    assert widget.store.record.edited == {(0, 12)}
     assert widget.slice_list.count() == 1 and "= 12" in widget.slice_list.item(0).text()
     assert layer.metadata["medseg_edited_slices"] == [[0, 12]]
     layer.redo()
     layer.undo()
     layer.undo()
     widget.prune_edited()
-    assert widget.tracker.record.edited == set() and widget.slice_list.count() == 0
+    assert widget.store.record.edited == set() and widget.slice_list.count() == 0
 
 
 def test_whole_volume_operations_are_logged_not_listed(make_napari_viewer, small):  # noqa: F811
@@ -41,12 +41,12 @@ def test_whole_volume_operations_are_logged_not_listed(make_napari_viewer, small
     widget.jump_to(0, 8)
     n = widget.run_operation("dilate", scope="volume", distance_mm=1.6)
     assert n > 0
-    assert widget.tracker.record.edited == set() and widget.slice_list.count() == 0
-    entry = widget.tracker.record.log[-1]
+    assert widget.store.record.edited == set() and widget.slice_list.count() == 0
+    entry = widget.store.record.log[-1]
     assert entry["scope"] == "volume" and entry["n_slices_changed"] > 1 and entry["slices"] == []
     assert "not listed as edited" in widget.status.text()
     widget.run_operation("dilate", scope="slice", distance_mm=1.6)  # a slice operation is listed
-    assert widget.tracker.record.edited == {(0, 8)}
+    assert widget.store.record.edited == {(0, 8)}
 
 
 def test_marking_a_slice_names_classes_left_as_the_model_had_them(make_napari_viewer, small):  # noqa: F811
@@ -86,5 +86,5 @@ def test_interpolation_uses_the_painted_slices(make_napari_viewer, small):  # no
         layer.paint((k, 40, 60), 1)
     n = widget.run_operation("interpolate")
     assert n > 0 and all((layer.data[k] == 1).any() for k in range(5, 11))
-    entry = widget.tracker.record.log[-1]
+    entry = widget.store.record.log[-1]
     assert entry["key_slices"] == [4, 11] and "between the painted slices [4, 11]" in widget.status.text()

@@ -109,11 +109,11 @@ def test_tracking_records_painted_slices_and_marks(make_napari_viewer, small):
     widget.set_class("spleen")
     widget.jump_to(0, 12)
     layer.paint((12, 40, 40), 2)  # napari's own brush API
-    assert widget.tracker.record.edited == {(0, 12)}
+    assert widget.store.record.edited == {(0, 12)}
     widget.jump_to(0, 3)
     layer.fill((3, 40, 40), 4)  # napari's fill tool (contiguous in the slice)
-    assert widget.tracker.record.edited == {(0, 3), (0, 12)}
-    assert [e["op"] for e in widget.tracker.record.log] == ["paint", "paint"]
+    assert widget.store.record.edited == {(0, 3), (0, 12)}
+    assert [e["op"] for e in widget.store.record.log] == ["paint", "paint"]
     assert widget.mark_current_slice() == (0, 3)
     assert layer.metadata[CORRECTED_KEY] == [[0, 3]]
     assert widget.slice_list.count() == 2
@@ -148,7 +148,7 @@ def test_autosave_then_restore_in_new_viewer(make_napari_viewer, small, tmp_path
     np.testing.assert_allclose(restored[0].scale, viewer2.layers["ct"].scale)
     np.testing.assert_allclose(restored[0].translate, viewer2.layers["ct"].translate)
     assert restored[0].metadata[CORRECTED_KEY] == [[0, 9]]
-    assert widget2.tracker.record.corrected == {(0, 9)}
+    assert widget2.store.record.corrected == {(0, 9)}
     # File > Save with our NIfTI writer keeps the exact source geometry
     from napari_medseg._napari.writer import write_labels_nifti
     from napari_medseg.io import read_volume

@@ -49,7 +49,7 @@ def test_window_presets_and_shortcuts(make_napari_viewer, small):  # noqa: F811
     assert {"Shift+M", "Shift+N"} <= {str(k) for k in viewer.keymap}
     widget.jump_to(0, 7)
     widget._key_actions["Shift-M"](viewer)  # what the key press runs
-    assert (0, 7) in widget.tracker.record.corrected
+    assert (0, 7) in widget.store.record.corrected
     assert "Shift+M" in widget.mark_button.text() and "Shift+N" in widget.next_button.text()
 
 

@@ -10,6 +10,7 @@ import pytest
 from napari_medseg._napari.correction_widget import CorrectionWidget
 from napari_medseg._napari.finetune_widget import FinetuneWidget, describe_slices
 from napari_medseg._napari.layers import image_layer_data, labels_layer_data
+from napari_medseg._napari.tracking import store_for
 from napari_medseg.errors import InputError
 
 pytestmark = pytest.mark.gui
@@ -102,13 +103,12 @@ def test_finetune_widget_bad_input(make_napari_viewer, phantom, tiny_model):
     assert "no corrected slices" in describe_slices([])
     # a class the model does not know
     layer.data[10, 5:9, 5:9] = 9
-    layer.metadata["medseg_corrected_slices"] = [[0, 10]]
-    widget.refresh_slices()
+    store_for(layer).mark(0, 10)
     with pytest.raises(InputError, match="does not know"):
         widget.start()
     # labels on another grid
     other = viewer.add_labels(np.zeros((10, 20, 20), np.uint8), name="other")
-    other.metadata["medseg_corrected_slices"] = [[0, 1]]
+    store_for(other).mark(0, 1)
     widget.set_layers(viewer.layers["abdomen"], other)
     with pytest.raises(InputError, match="not on the grid"):
         widget.start()
@@ -116,7 +116,8 @@ def test_finetune_widget_bad_input(make_napari_viewer, phantom, tiny_model):
 
 
 def _mark(layer, slices):
-    layer.metadata["medseg_corrected_slices"] = [[0, k] for k in slices]
+    for k in slices:
+        store_for(layer).mark(0, k)
 
 
 def test_stop_and_close_during_a_run(make_napari_viewer, qtbot, phantom, tiny_model):

@@ -1,35 +1,126 @@
-"""napari-side edit tracking: which slices of a labels layer the user painted or changed.
+"""napari side of the `CorrectionStore`: one store per Labels layer, from the moment the layer exists.
 
-A `SliceTracker` listens to a Labels layer's ``paint`` event (emitted by napari for every brush stroke,
-fill, eraser stroke and for our own operations) and keeps a `CorrectionRecord` in the layer's metadata:
-``layer.metadata["medseg_corrected_slices"]`` (slices marked reviewed/corrected, the input of fine-tuning),
-``medseg_edited_slices`` and ``medseg_correction_log``. Slices are ``[axis, index]`` in array order
-(axis 0 = k = "z"); the axis of a brush stroke is the slice axis shown in the viewer.
+`ensure_correction_stores(viewer)` — called by every napari-medseg widget when it is created (whichever
+comes first; later calls do nothing) — attaches a store to each Labels layer already in the viewer and to
+every one inserted later. The adapter
+
+* records each history item of the layer (napari's ``paint`` event: brush, fill, eraser, polygon, and any
+  ``layer.data_setitem`` outside a ``block_history`` group or at its end) as edited slices along the slice
+  axis shown in the viewer;
+* prunes the edited slices when the data changes without a paint event (undo/redo emit ``set_data``);
+* writes the record to ``layer.metadata`` (``medseg_corrected_slices``, ``medseg_edited_slices``,
+  ``medseg_correction_log``) on every change: the metadata is only the store's saved form (it travels with
+  the layer to the writers and to a reopened session).
+
+`apply_edit` applies an `Edit` of :mod:`napari_medseg.editing` as one undo step and records it.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Iterable
 
 import numpy as np
 
-from napari_medseg.session import CorrectionRecord
+from napari_medseg.editing.store import CorrectionStore
 
-#: keep a copy of the labels as first seen (to tell undone and untouched slices) up to this many voxels
-BASELINE_MAX_VOXELS = 300_000_000
-#: a class with fewer voxels than this on a ticked slice is named as a possible stray
-STRAY_VOXELS = 20
-_TRACKERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_STORES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_VIEWERS: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+PAINT_MODES = ("paint", "fill", "erase", "polygon")
 
 
-def tracker_for(layer) -> "SliceTracker | None":
-    """The tracker of a labels layer (created by the correction widget), if any."""
+def _is_labels(layer) -> bool:
+    return layer.__class__.__name__ == "Labels"
+
+
+def ensure_correction_stores(viewer) -> None:
+    """Attach a `CorrectionStore` to every Labels layer of ``viewer``, now and whenever one is added."""
+    if _VIEWERS.get(id(viewer)) is viewer:
+        return
+    _VIEWERS[id(viewer)] = viewer
+    vref = weakref.ref(viewer)
+
+    def on_inserted(event):
+        layer = event.value
+        if _is_labels(layer):
+            attach_store(layer, vref())
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    for layer in list(viewer.layers):
+        if _is_labels(layer):
+            attach_store(layer, viewer)
+
+
+def store_for(layer, create: bool = True) -> CorrectionStore | None:
+    """The store of a Labels layer (attached now, with axis 0 for strokes, if it has none and ``create``)."""
     try:
-        ref = _TRACKERS.get(layer)
+        store = _STORES.get(layer)
     except TypeError:
         return None
-    return None if ref is None else ref()
+    if store is None and create and _is_labels(layer):
+        store = attach_store(layer, None)
+    return store
+
+
+def slice_axis(viewer, layer) -> int:
+    """Layer axis of the slices shown (the last non-displayed axis in 2D view; 0 in 3D view or no viewer)."""
+    if viewer is None or layer is None:
+        return 0
+    dims = viewer.dims
+    if dims.ndisplay != 2:
+        return 0
+    offset = dims.ndim - layer.ndim
+    axis = int(dims.not_displayed[-1]) - offset
+    return axis if 0 <= axis < layer.ndim else 0
+
+
+def attach_store(layer, viewer=None) -> CorrectionStore:
+    """Create the store of ``layer`` (from its metadata) and connect it; returns the existing one if any."""
+    existing = _STORES.get(layer)
+    if existing is not None:
+        return existing
+    lref = weakref.ref(layer)
+    vref = weakref.ref(viewer) if viewer is not None else (lambda: None)
+    try:
+        store = CorrectionStore.from_metadata(lambda: _data_of(lref), layer.metadata)
+    except Exception:  # noqa: BLE001 - a malformed saved record must not stop the layer: start empty
+        store = CorrectionStore(lambda: _data_of(lref))
+    _STORES[layer] = store
+
+    def on_paint(event):
+        l = lref()
+        if l is None or store.suspended:
+            return
+        atoms = list(getattr(event, "value", None) or [])
+        axis = slice_axis(vref(), l)
+        touched: set[int] = set()
+        for atom in atoms:
+            try:
+                touched |= atom_slices(atom, axis)
+            except (IndexError, TypeError, AttributeError):  # an unknown atom type: ignore, never break painting
+                continue
+        if touched:
+            store.capture_baseline(lambda base: revert_atoms(base, atoms))
+            mode = str(getattr(l, "mode", "paint"))
+            store.note_paint(mode if mode in PAINT_MODES else "paint", axis, touched)
+
+    def on_data(event=None):
+        if not store.suspended:
+            store.prune()
+
+    def save_form():
+        l = lref()
+        if l is not None:
+            store.to_metadata(l.metadata)
+
+    layer.events.paint.connect(on_paint)
+    layer.events.set_data.connect(on_data)
+    store.events.changed.connect(save_form)
+    return store
+
+
+def _data_of(lref):
+    layer = lref()
+    return None if layer is None else layer.data
 
 
 def atom_slices(atom, axis: int) -> set[int]:
@@ -48,174 +139,43 @@ def atom_slices(atom, axis: int) -> set[int]:
     return {int(i) for i in np.unique(ix)} if ix.size else set()
 
 
-class SliceTracker:
-    """Keeps a `CorrectionRecord` in sync with one Labels layer (see the module docstring)."""
-
-    def __init__(self, layer, axis_getter: Callable[[], int] | None = None):
-        self.layer = layer
-        self.record = CorrectionRecord.from_metadata(layer.metadata)
-        self._axis_getter = axis_getter or (lambda: 0)
-        self._suspended = 0
-        self.dirty = False
-        self.listeners: list[Callable[[], None]] = []
-        self._set_baseline()
-        layer.events.paint.connect(self._on_paint)
-        try:
-            _TRACKERS[layer] = weakref.ref(self)  # a strong value would keep the (weak) layer key alive
-        except TypeError:
-            pass
-
-    def _set_baseline(self) -> None:
-        """Remember the labels as they are now: slices edited later and then undone are equal to it again.
-
-        Slices already recorded as edited (a restored session) have no known original: they are never pruned.
-        """
-        data = self.layer.data
-        ok = isinstance(data, np.ndarray) and data.size <= BASELINE_MAX_VOXELS
-        self.baseline = np.array(data, copy=True) if ok else None
-        self._pre_edited = set(self.record.edited)
-
-    def disconnect(self) -> None:
-        try:
-            self.layer.events.paint.disconnect(self._on_paint)
-        except (TypeError, ValueError, RuntimeError):
-            pass
-
-    # ---------------------------------------------------------------- recording
-    def _on_paint(self, event) -> None:
-        if self._suspended:
-            return
-        axis = int(self._axis_getter())
-        touched: set[int] = set()
-        for atom in getattr(event, "value", None) or []:
-            try:
-                touched |= atom_slices(atom, axis)
-            except (IndexError, TypeError, AttributeError):  # an unknown atom type: ignore, never break painting
-                continue
-        if touched:
-            mode = str(getattr(self.layer, "mode", "paint"))
-            mode = mode if mode in ("paint", "fill", "erase", "polygon") else "paint"
-            self.record.note_edit(mode, [(axis, i) for i in sorted(touched)])
-            self._changed()
-
-    def note_edit(self, op: str, axis: int, slices: Iterable[int], params: dict | None = None,
-                  whole_volume: bool = False) -> None:
-        """Record one of our own operations (the widget suspends paint tracking while applying it).
-
-        A whole-volume operation is logged with the number of slices it changed but does not list them as
-        edited (they were not painted by the user, and would flood the list).
-        """
-        extra = {k: v for k, v in (params or {}).items() if k not in ("op", "slices", "time")}
-        ids = [(int(axis), int(i)) for i in slices]
-        if whole_volume:
-            self.record.note_edit(op, (), **{**extra, "scope": "volume", "n_slices_changed": len(ids)})
+def revert_atoms(array: np.ndarray, atoms) -> None:
+    """Undo a napari history item on ``array`` in place (its atoms' old values, last atom first)."""
+    for atom in reversed(list(atoms)):
+        slice_key = getattr(atom, "slice_key", None)
+        if slice_key is not None:
+            if atom.mask is None:
+                array[slice_key] = atom.old_values
+            else:
+                region = array[slice_key]
+                region[atom.mask] = atom.old_values
         else:
-            self.record.note_edit(op, ids, **extra)
-        self._changed()
-
-    def painted_slices(self, axis: int) -> list[int]:
-        """Indices along ``axis`` the user painted or filled with napari's tools (still edited, not undone)."""
-        out = set()
-        for entry in self.record.log:
-            if entry.get("op") in ("paint", "fill", "polygon"):
-                out |= {int(i) for a, i in entry.get("slices", []) if int(a) == int(axis)}
-        return sorted(i for i in out if (int(axis), i) in self.record.edited)
-
-    def prune(self) -> bool:
-        """Drop slices from "edited" whose labels equal the baseline again (e.g. after an undo); True if any."""
-        if self.baseline is None or self.baseline.shape != np.shape(self.layer.data):
-            return False
-        gone = [sid for sid in self.record.edited - self._pre_edited
-                if np.array_equal(_take(self.layer.data, sid), _take(self.baseline, sid))]
-        if not gone:
-            return False
-        self.record.edited.difference_update(gone)
-        self._changed()
-        return True
-
-    def review_warnings(self, slices, classes: dict[int, str] | None = None) -> list[str]:
-        """Warnings for ticked ``slices``: classes left exactly as first seen (not reviewed?) and stray bits."""
-        names = classes or {}
-        untouched: dict[str, list[str]] = {}
-        stray: list[str] = []
-        for sid in sorted(slices):
-            cur = np.asarray(_take(self.layer.data, sid))
-            base = None if self.baseline is None or sid in self._pre_edited else np.asarray(_take(self.baseline, sid))
-            values, counts = np.unique(cur, return_counts=True)
-            where = f"{'zyx'[sid[0]]} {sid[1]}"
-            for v, n in zip(values.tolist(), counts.tolist()):
-                if v == 0:
-                    continue
-                name = names.get(int(v), f"label {v}")
-                if n < STRAY_VOXELS:
-                    stray.append(f"{name} ({n} voxels) on {where}")
-                elif base is not None and np.array_equal(cur == v, base == v):
-                    untouched.setdefault(name, []).append(where)
-        out = []
-        if untouched:
-            out.append("left as the model had it on ticked slices (check them: they will be learnt): "
-                       + "; ".join(f"{n} on {', '.join(w)}" for n, w in untouched.items()))
-        if stray:
-            out.append("possible stray labels on ticked slices: " + "; ".join(stray))
-        return out
-
-    def mark(self, axis: int, index: int, corrected: bool = True) -> None:
-        self.record.mark(axis, index, corrected)
-        self._changed()
-
-    def suspend(self):
-        tracker = self
-
-        class _Ctx:
-            def __enter__(self):
-                tracker._suspended += 1
-
-            def __exit__(self, *exc):
-                tracker._suspended -= 1
-
-        return _Ctx()
-
-    def _changed(self) -> None:
-        self.dirty = True
-        self.record.to_metadata(self.layer.metadata)
-        for fn in list(self.listeners):
-            fn()
-
-    def reload(self) -> None:
-        """Re-read the record from the layer metadata (after a restore)."""
-        self.record = CorrectionRecord.from_metadata(self.layer.metadata)
-        self._set_baseline()
-        for fn in list(self.listeners):
-            fn()
+            indices, old, _new = atom
+            array[indices] = old
 
 
-def _take(data, sid):
-    sl = [slice(None)] * np.ndim(data)
-    sl[int(sid[0])] = int(sid[1])
-    return data[tuple(sl)]
-
-
-def apply_edit(layer, edit, tracker: SliceTracker | None = None, axis: int = 0, fast: bool = True,
+def apply_edit(layer, edit, store: CorrectionStore | None = None, axis: int = 0, fast: bool = True,
                whole_volume: bool = False) -> int:
     """Apply an `Edit` to a Labels layer as ONE undoable step of napari's history (``layer.undo()``).
 
     With ``fast`` (and a numpy-backed layer on a napari that has masked history atoms) the edit is stored
     as one masked atom per new value over its bounding box — ~15x faster than ``data_setitem`` for
     millions of voxels (0.09 s vs 1.4 s for 11 M voxels); otherwise ``Labels.data_setitem`` is used.
-    Returns the number of voxels changed; records the changed slices in ``tracker``.
+    Returns the number of voxels changed; records the changed slices in ``store`` (default: the layer's).
     """
     if edit.is_empty:
         return 0
-    ctx = tracker.suspend() if tracker is not None else _null()
-    with ctx:
+    store = store if store is not None else store_for(layer)
+    with store.suspend() if store is not None else _null():
         if not (fast and _apply_masked(layer, edit)):
             idx, values = edit.indices()
             values = values.astype(layer.data.dtype, copy=False)
             with layer.block_history():
                 layer.data_setitem(idx, values)
-    if tracker is not None:
-        tracker.note_edit(edit.params.get("op", edit.description), axis, edit.slices(axis),
-                          {**edit.params, "n_changed": edit.n_changed}, whole_volume=whole_volume)
+    if store is not None:
+        store.capture_baseline(edit.revert)
+        store.note_edit(edit.params.get("op", edit.description), axis, edit.slices(axis),
+                        {**edit.params, "n_changed": edit.n_changed}, whole_volume=whole_volume)
     return edit.n_changed
 
 
