@@ -14,13 +14,13 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
 
+from napari_medseg._napari.correction_grid import GridCheck
 from napari_medseg._napari.correction_ops import BACKGROUND_VOXELS, OperationsPanel  # noqa: F401 - re-exported
 from napari_medseg._napari.correction_review import ReviewPanel
 from napari_medseg._napari.correction_session import AUTOSAVE_ENV, SessionPanel  # noqa: F401 - re-exported
 from napari_medseg._napari.layer_info import class_table, image_layer_for, image_record_for, layers_of  # noqa: F401
-from napari_medseg._napari.layers import volume_from_layer
 from napari_medseg._napari.tracking import ensure_correction_stores, slice_axis, store_for
 from napari_medseg.editing.operations import AXIS_NAMES, OPERATIONS  # noqa: F401 - re-exported
 from napari_medseg.errors import InputError, MedsegError
@@ -83,13 +83,9 @@ class CorrectionWidget(QWidget):
         self.window_combo.currentTextChanged.connect(lambda t: self.guard(lambda: self.set_window(t), "window"))
         form.addRow("CT window", self.window_combo)
         layout.addLayout(form)
-        self.grid_label = QLabel("")
-        self.grid_label.setWordWrap(True)
-        self.resample_button = QPushButton("Resample labels onto the image grid")
-        self.resample_button.clicked.connect(lambda: self.guard(self.resample_to_image, "resample"))
-        self.resample_button.hide()
-        layout.addWidget(self.grid_label)
-        layout.addWidget(self.resample_button)
+        self.grid = GridCheck(self)
+        self.grid_label, self.resample_button = self.grid.grid_label, self.grid.resample_button
+        layout.addWidget(self.grid)
         self.ops = OperationsPanel(self)
         self.buttons = self.ops.buttons
         self.review = ReviewPanel(self)
@@ -255,52 +251,12 @@ class CorrectionWidget(QWidget):
             raise InputError(f"'{layer.name}' is not a 3D labels layer (shape {np.shape(layer.data)}); corrections need a 3D volume")
         return layer
 
-    # ============================================================== grid check / resample
     def _check_grid(self) -> str | None:
-        layer = self.labels_layer
-        msg = None
-        if layer is not None:
-            image = image_layer_for(self.viewer, layer)
-            if np.ndim(layer.data) != 3:
-                msg = f"'{layer.name}' is {np.ndim(layer.data)}D; corrections need 3D labels."
-            elif image is not None:
-                try:
-                    ivol, _ = volume_from_layer(image)
-                    lvol, _ = volume_from_layer(layer)
-                    if not ivol.same_grid(lvol, tol=1e-3):
-                        from napari_medseg.volume import grid_difference
-
-                        msg = (f"'{layer.name}' holds the voxels of image '{image.name}' in another axis order "
-                               f"({lvol.orientation_code()} vs {ivol.orientation_code()}); reorient it (exact, no "
-                               "interpolation)." if lvol.grid_mapping(ivol) else
-                               f"'{layer.name}' is not on the grid of image '{image.name}': "
-                               f"{grid_difference(lvol, ivol)}; resample it first.")
-                except MedsegError as e:
-                    msg = str(e)
-        self.grid_label.setText(msg or "")
-        self.resample_button.setVisible(bool(msg) and layer is not None and np.ndim(layer.data) == 3)
-        return msg
+        return self.grid.check(self.labels_layer)
 
     def resample_to_image(self):
-        """Add a copy of the labels resampled (nearest neighbour) onto the image grid; returns the layer."""
-        from napari_medseg._napari.layers import labels_layer_data, unique_layer_name
-        from napari_medseg.inference.resample import resample
-
-        layer = self.require_layer()
-        image = image_layer_for(self.viewer, layer)
-        if image is None:
-            raise InputError("no 3D image layer to resample the labels onto")
-        ivol, _ = volume_from_layer(image)
-        lvol, _ = volume_from_layer(layer)
-        if lvol.grid_mapping(ivol) is not None:  # same voxels in another axis order: exact transpose/flip
-            arr = lvol.on_grid_of(ivol).array
-        else:
-            arr = resample(lvol.array, lvol, ivol, mode="nearest", padding="zeros", dtype=lvol.array.dtype)
-        data, kwargs, _ = labels_layer_data(ivol.with_array(arr), unique_layer_name(self.viewer, f"{layer.name} (resampled)"),
-                                            classes=class_table(layer), source=ivol)
-        new = self.viewer.add_labels(data, **kwargs)
-        self.set_labels_layer(new)
-        return new
+        """Add a copy of the labels resampled onto the image grid (see `GridCheck`); returns the layer."""
+        return self.grid.resample_to_image()
 
     # ============================================================== slices
     def slice_axis(self) -> int:
