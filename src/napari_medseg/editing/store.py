@@ -4,7 +4,8 @@ One store belongs to one labels array (in napari: one per Labels layer, attached
 :func:`napari_medseg._napari.stores.ensure_correction_stores` from the moment the layer exists). It owns
 
 * ``edited`` — slices ``(axis, index)`` (array axes, 0 = k = "z") the user painted or changed with an
-  operation, still different from the labels as first seen (an undo takes a slice off the list: `prune`);
+  operation, still different from the labels as first seen (an undo takes a slice off the list, a redo puts
+  it back: `prune`, run by the napari adapter whenever the layer's data changes without a paint event);
 * ``corrected`` — slices the user marked reviewed/corrected (one state: "checked" in the Correction widget,
   the input of fine-tuning);
 * the log of every edit and mark (a `napari_medseg.session.CorrectionRecord`);
@@ -176,15 +177,27 @@ class CorrectionStore:
         self._changed()
 
     def prune(self) -> list[SliceId]:
-        """Take off "edited" the slices whose labels equal the baseline again (an undo); returns them."""
+        """Follow an undo/redo: take off "edited" the slices whose labels equal the baseline again (returned),
+        and put back the slices recorded before whose labels differ from it again (a redo)."""
         data = self.data
         if self.baseline is None or self.baseline.shape != np.shape(data):
             return []
-        gone = sorted(sid for sid in self.record.edited - self._pre_edited
-                      if np.array_equal(take_slice(data, sid), take_slice(self.baseline, sid)))
+
+        def same(sid):
+            return np.array_equal(take_slice(data, sid), take_slice(self.baseline, sid))
+
+        gone = sorted(sid for sid in self.record.edited - self._pre_edited if same(sid))
+        logged = {(int(a), int(i)) for e in self.record.log if e.get("op") not in ("mark", "unmark")
+                  for a, i in e.get("slices", [])}
+        back = sorted(sid for sid in logged - self.record.edited - self._pre_edited - set(gone) if not same(sid))
         if gone:
             self.record.edited.difference_update(gone)
             self.events.pruned.emit(gone)
+        if back:
+            self.record.edited.update(back)
+            for axis in sorted({a for a, _ in back}):
+                self.events.edited.emit(axis, [i for a, i in back if a == axis])
+        if gone or back:
             self._changed()
         return gone
 
