@@ -125,7 +125,10 @@ def sample():
     kw = dict(lab_kw, name="liver (painted)", metadata={**lab_kw["metadata"], "classes": {0: "background", 1: "liver"}})
     kw.pop("features", None)
     liver = viewer.add_labels(painted, **kw)
-    liver.metadata["medseg_corrected_slices"] = [[0, k] for k in slices]
+    from napari_medseg._napari.tracking import store_for
+
+    for k in slices:  # the slices the user outlined, marked corrected (the store; metadata is its saved form)
+        store_for(liver).mark(0, k)
     layer.visible = False
     finetune_run(viewer, corr, fine, image_layer, liver, steps=400, budget=240)
     after = fine.after_layer

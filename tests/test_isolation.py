@@ -15,6 +15,11 @@ CORE = [
     "napari_medseg.models",
     "napari_medseg.training",
     "napari_medseg.editing",
+    "napari_medseg.editing.store",
+    "napari_medseg.editing.operations",
+    "napari_medseg.editing.autosave",
+    "napari_medseg.editing.compare",
+    "napari_medseg.editing.training_labels",
     "napari_medseg.cli",
 ]
 GUI_PREFIXES = ("napari.", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy", "superqt", "app_model")

@@ -186,3 +186,18 @@ def test_uncertainty_uses_the_model_that_made_the_labels(make_napari_viewer, qtb
     assert producing_model(layer) == "liver-tuned"
     layer.metadata["medseg_volume"]["meta"].pop("model")
     assert producing_model(layer) is None
+
+
+def test_segment_widget_installs_the_stores(make_napari_viewer, small):  # noqa: F811
+    from napari_medseg._napari.segment_widget import SegmentWidget
+
+    img, lab = small
+    viewer = make_napari_viewer()
+    data, kw, _ = labels_layer_data(lab, "before", classes=lab.meta["classes"], source=img)
+    before = viewer.add_labels(data.copy(), **kw)
+    viewer.window.add_dock_widget(SegmentWidget(viewer))
+    data, kw, _ = labels_layer_data(lab, "after", classes=lab.meta["classes"], source=img)
+    after = viewer.add_labels(data.copy(), **kw)
+    assert store_for(before, create=False) is not None and store_for(after, create=False) is not None
+    before.paint((3, 10, 10), 2)
+    assert store_for(before).edited == {(0, 3)}

@@ -159,6 +159,9 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        from napari_medseg._napari.tracking import ensure_correction_stores
+
+        ensure_correction_stores(napari_viewer)  # every labels layer gets its CorrectionStore from now on
         self.result = None
         self.result_layer = None
         self.uncertainty_layer = None
