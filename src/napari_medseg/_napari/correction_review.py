@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QListWidget, QListWidgetItem,
 from napari_medseg import editing
 from napari_medseg._napari.layer_info import class_table, image_layer_for, producing_model, uncertainty_layer
 from napari_medseg._napari.layers import volume_from_layer
-from napari_medseg._napari.tracking import store_for
+from napari_medseg._napari.tracking import follow_store, store_for
 from napari_medseg.editing.operations import AXIS_NAMES
 from napari_medseg.errors import InputError
 
@@ -78,16 +78,7 @@ class ReviewPanel(QWidget):
     # ------------------------------------------------------------------ the store of the current layer
     def follow(self, layer) -> None:
         """Show the slices of ``layer``'s store and follow its events."""
-        store = store_for(layer) if layer is not None else None
-        if store is not self._store:
-            if self._store is not None:
-                try:
-                    self._store.events.changed.disconnect(self.refresh)
-                except (TypeError, ValueError, RuntimeError):
-                    pass
-            self._store = store
-            if store is not None:
-                store.events.changed.connect(self.refresh)
+        self._store = follow_store(self._store, layer, self.refresh)
         self.refresh()
 
     @property

@@ -32,7 +32,7 @@ from napari_medseg._napari.finetune_versions import VersionsPanel
 from napari_medseg._napari.layer_info import class_table, layers_of
 from napari_medseg._napari.loss_plot import LossPlot
 from napari_medseg._napari.signals import CloseWatcher, models_changed, notify_models_changed
-from napari_medseg._napari.tracking import ensure_correction_stores, store_for
+from napari_medseg._napari.tracking import ensure_correction_stores, follow_store, store_for
 from napari_medseg._napari.layers import (
     check_volume_layer,
     labels_layer_data,
@@ -223,24 +223,10 @@ class FinetuneWidget(QWidget):
         layer = self._layer(self.labels_combo)
         return [] if layer is None else store_for(layer).corrected_slices()
 
-    def _follow(self, layer) -> None:
-        """Refresh the slice list whenever the store of the chosen labels layer changes (no polling)."""
-        store = store_for(layer) if layer is not None else None
-        if store is self._store:
-            return
-        if self._store is not None:
-            try:
-                self._store.events.changed.disconnect(self.refresh_slices)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-        self._store = store
-        if store is not None:
-            store.events.changed.connect(self.refresh_slices)
-
     def refresh_slices(self, *_):
         layer = self._layer(self.labels_combo)
-        try:
-            self._follow(layer)
+        try:  # refresh whenever the store of the chosen labels layer changes (no polling)
+            self._store = follow_store(self._store, layer, self.refresh_slices)
         except RuntimeError:  # the widget was deleted; the store outlives it
             return
         slices = self.corrected_slices()

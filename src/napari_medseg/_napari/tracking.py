@@ -61,6 +61,20 @@ def store_for(layer, create: bool = True) -> CorrectionStore | None:
     return store
 
 
+def follow_store(current: CorrectionStore | None, layer, slot) -> CorrectionStore | None:
+    """Move the subscription of ``slot`` to ``changed`` from the ``current`` store to ``layer``'s; returns it."""
+    store = store_for(layer) if layer is not None else None
+    if store is not current:
+        if current is not None:
+            try:
+                current.events.changed.disconnect(slot)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        if store is not None:
+            store.events.changed.connect(slot)
+    return store
+
+
 def slice_axis(viewer, layer) -> int:
     """Layer axis of the slices shown (the last non-displayed axis in 2D view; 0 in 3D view or no viewer)."""
     if viewer is None or layer is None:
