@@ -48,9 +48,9 @@ def test_window_presets_and_shortcuts(make_napari_viewer, small):  # noqa: F811
     assert tuple(viewer.layers["ct"].contrast_limits) == (-500.0, 1300.0)
     assert {"Shift+M", "Shift+N"} <= {str(k) for k in viewer.keymap}
     widget.jump_to(0, 7)
-    widget._key_actions["Shift-M"](viewer)  # what the key press runs
+    widget.review._key_actions["Shift-M"](viewer)  # what the key press runs
     assert (0, 7) in widget.store.record.corrected
-    assert "Shift+M" in widget.mark_button.text() and "Shift+N" in widget.next_button.text()
+    assert "Shift+M" in widget.review.mark_button.text() and "Shift+N" in widget.review.next_button.text()
 
 
 def test_docks_scroll_instead_of_growing(make_napari_viewer, small):  # noqa: F811
