@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="fast", choices=["fast", "balanced", "best"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--phantom", action="store_true", help="use the sample phantom even when the chest CT is present")
+    ap.add_argument("--input", default=None, metavar="PATH",
+                    help=f"the image to segment (a DICOM folder or image file; default {CHEST} when present)")
     ap.add_argument("--uncertainty", action="store_true", help="tick 'add uncertainty map'")
     ap.add_argument("--vs-cli", action="store_true", help="also time `medseg predict` on the same input and preset")
     ap.add_argument("--cancel-after", type=float, default=None, metavar="S",
@@ -69,9 +71,10 @@ def main(argv=None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-gui-"))
     viewer = napari.Viewer(show=True)
-    if CHEST.is_dir() and not args.phantom:
-        data, kwargs, _ = read_layers(str(CHEST))[0]
-        what, source = f"chest CT {CHEST.name} {data.shape}", CHEST
+    chest = Path(args.input) if args.input else CHEST
+    if chest.exists() and not args.phantom:
+        data, kwargs, _ = read_layers(str(chest))[0]
+        what, source = f"{chest.name} {data.shape}", chest
     else:
         data, kwargs, _ = abdomen_phantom_nifti()[0]
         what, source = f"abdomen phantom {data.shape}", None

@@ -60,12 +60,14 @@ class LabelResult:
     colors: dict[int, tuple] = field(default_factory=dict)
     stats: dict[int, dict] = field(default_factory=dict)
     probabilities: Volume | None = None  # [C, k, j, i] float32 on the source grid (return_probabilities=True)
-    uncertainty: Volume | None = None  # [k, j, i] float32: 1 - max probability
+    uncertainty: Volume | None = None  # [k, j, i] float32: 1 - max probability (source grid; model grid when
+    # the config asks uncertainty="model": then its own exact geometry, see inference/uncertainty.py)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     warnings: list[str] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)  # name, version, path, architecture
     plan: str = ""  # runtime / device / batch / precision actually used (and the measured ms per window)
     plan_info: dict[str, Any] = field(default_factory=dict)  # the CPU planner's candidate table, timings, cache
+    config: Any = None  # the `InferenceConfig` the run used
 
     def stats_table(self) -> list[dict]:
         """One row per foreground class (columns `STAT_COLUMNS`)."""
