@@ -197,7 +197,7 @@ def _vs_cli(args, source, tmp: Path, widget_s: float) -> None:
     import subprocess
     import sys
 
-    from napari_medseg._napari.segment_widget import PRESETS
+    from napari_medseg.inference.config import InferenceConfig
 
     if source is None:
         from napari_medseg.io import write_volume
@@ -205,11 +205,10 @@ def _vs_cli(args, source, tmp: Path, widget_s: float) -> None:
 
         source = tmp / "phantom.nii.gz"
         write_volume(make_phantom()[0], source)
-    overlap, tta = PRESETS[args.preset]
+    cfg = InferenceConfig.preset(args.preset)  # what the widget and `medseg predict --preset` both use
+    overlap, tta = cfg.overlap, cfg.tta
     cmd = [sys.executable, "-m", "napari_medseg.cli", "predict", str(source), "-o", str(tmp / "cli_seg.nii.gz"),
-           "--model", _model(args.model, tmp), "--device", args.device, "--overlap", str(overlap), "--quiet"]
-    if tta:
-        cmd.append("--tta")
+           "--model", _model(args.model, tmp), "--device", args.device, "--preset", args.preset, "--quiet"]
     c0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     cli_s = time.perf_counter() - c0

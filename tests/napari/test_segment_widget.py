@@ -122,7 +122,14 @@ def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tin
     assert labels.data.shape == (48, 64, 64)
     qtbot.waitUntil(lambda: "plain uncertainty" in viewer.layers, timeout=5_000)  # added in the next loop turn
     unc = viewer.layers["plain uncertainty"]
-    assert unc.data.shape == (48, 64, 64) and 0.0 <= float(np.min(unc.data)) <= float(np.max(unc.data)) <= 1.0
+    # on the model grid (1.6 x 1.6 x 2.5 mm voxels of the 1 mm image, reoriented to RAS: the grid starts at the
+    # image's last i and j voxel, as MONAI's Orientationd + Spacingd), placed over it with positive steps
+    assert unc.data.shape == widget.result.uncertainty.shape == (20, 40, 40)
+    assert 0.0 <= float(np.min(unc.data)) <= float(np.max(unc.data)) <= 1.0
+    np.testing.assert_allclose(unc.data_to_world((0, 39, 39)), labels.data_to_world((0, 63, 63)), atol=1e-6)
+    np.testing.assert_allclose(np.subtract(unc.data_to_world((1, 1, 1)), unc.data_to_world((0, 0, 0))), (2.5, 1.6, 1.6),
+                               atol=1e-6)
+    assert unc.metadata["medseg_kind"] == "uncertainty"
     assert any("voxel units" in w for w in warnings)
     assert run_synchronously()
 

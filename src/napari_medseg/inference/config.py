@@ -11,6 +11,7 @@ a run and stay separate arguments.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -62,8 +63,9 @@ class InferenceConfig:
     preset_name: str | None = None
 
     def __post_init__(self):
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        if not isinstance(self.device, str) or not (self.device in DEVICES or self.device == "mps"
+                                                    or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)} (or cuda:N); got {self.device!r}")
         if self.overlap is not None:
             try:
                 ov = float(self.overlap)

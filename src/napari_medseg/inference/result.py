@@ -53,6 +53,17 @@ def class_stats(labels: np.ndarray, image: np.ndarray | None, classes: dict[int,
     return stats
 
 
+def stats_csv(rows: list[dict], columns=STAT_COLUMNS) -> str:
+    """The statistics rows as CSV text (floats with 4 decimals): the one writer behind ``medseg predict
+    --stats``, `LabelResult.to_csv` and the Segment widget's export."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k]) for k in columns})
+    return buf.getvalue()
+
+
 @dataclass
 class LabelResult:
     labels: Volume  # uint8/uint16 on the source grid; meta["classes"] = {value: name}
@@ -74,12 +85,7 @@ class LabelResult:
         return [dict(self.stats[v]) for v in sorted(self.stats)]
 
     def stats_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=STAT_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for row in self.stats_table():
-            w.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k]) for k in STAT_COLUMNS})
-        return buf.getvalue()
+        return stats_csv(self.stats_table())
 
     def to_csv(self, path, force: bool = True):
         """Write the statistics table as CSV (atomically)."""
