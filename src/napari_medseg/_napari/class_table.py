@@ -109,7 +109,11 @@ class ClassTablePanel(QWidget):
         md = getattr(layer, "metadata", None) or {}
         if layer.__class__.__name__ != "Labels" or "classes" not in md or SOURCE_KEY not in md or layer is self.labels_layer:
             return
-        QTimer.singleShot(0, lambda: layer in self.viewer.layers and self.track(layer, self.image_for(layer)))
+        QTimer.singleShot(0, lambda: self._adopt(layer))
+
+    def _adopt(self, layer) -> None:
+        if layer is not self.labels_layer and layer in self.viewer.layers:  # (the Segment widget's own result is
+            self.track(layer, self.image_for(layer))  # tracked with its statistics right after it is added)
 
     def image_for(self, labels_layer):
         """The image layer a labels layer was made from: the same geometry as its recorded source image."""
