@@ -168,7 +168,10 @@ class ClassTablePanel(QWidget):
         if gen != self._generation:  # a newer change, or the layer went away
             return
         self.computations += 1
-        self._show([dict(stats[v]) for v in sorted(stats)])
+        try:
+            self._show([dict(stats[v]) for v in sorted(stats)])
+        except RuntimeError:  # the widget was deleted (viewer closed) while the thread ran
+            pass
 
     @property
     def busy(self) -> bool:
