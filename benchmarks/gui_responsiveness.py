@@ -120,6 +120,15 @@ def main(argv=None) -> int:
         shown.extend([s0, time.perf_counter()])
 
     widget._show_result = timed_show
+    unc_shown: list[float] = []
+    original_unc = widget._add_uncertainty
+
+    def timed_unc(*a):  # the GUI-thread part of the uncertainty map: add its image layer
+        s0 = time.perf_counter()
+        original_unc(*a)
+        unc_shown.extend([s0, time.perf_counter()])
+
+    widget._add_uncertainty = timed_unc
 
     gc_times: list[tuple[int, float]] = []
     gc_start = [0.0]
@@ -182,8 +191,16 @@ def main(argv=None) -> int:
               f"full (gen 2): {len(g2)}" + (f", longest {max(g2):.0f} ms" if g2 else ""))
     worst = np.argsort(gaps)[::-1][:5]
     print("longest gaps (ms, during stage):", ", ".join(f"{gaps[i]:.0f} ({stages[i] if i < len(stages) else 'end'})" for i in worst))
+    if unc_shown:
+        layer = widget.uncertainty_layer
+        print(f"adding the uncertainty layer {tuple(layer.data.shape) if layer is not None else '?'} on the GUI thread: "
+              f"{(unc_shown[1] - unc_shown[0]) * 1000:.0f} ms")
     if widget.info.text():
         print(f"widget: {widget.info.text()}")
+    if widget.result is not None:
+        from napari_medseg._napari.segment_job import stage_profile
+
+        print(f"stages incl. the widget's (layer_data, show, show_uncertainty): {stage_profile(widget.result.timings)}")
     widget_s = (t1 - 0.2 if args.uncertainty else (shown[1] if shown else t1)) - t0  # less the 10 settling turns
     print(f"widget: Run click -> all layers shown{' (incl. the uncertainty layer)' if args.uncertainty else ''}: "
           f"{widget_s:.1f} s")
