@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="fast", choices=["fast", "balanced", "best"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--phantom", action="store_true", help="use the sample phantom even when the chest CT is present")
+    ap.add_argument("--input", default=None, metavar="PATH",
+                    help=f"the image to segment (a DICOM folder or image file; default {CHEST} when present)")
     ap.add_argument("--uncertainty", action="store_true", help="tick 'add uncertainty map'")
     ap.add_argument("--vs-cli", action="store_true", help="also time `medseg predict` on the same input and preset")
     ap.add_argument("--cancel-after", type=float, default=None, metavar="S",
@@ -69,9 +71,10 @@ def main(argv=None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-gui-"))
     viewer = napari.Viewer(show=True)
-    if CHEST.is_dir() and not args.phantom:
-        data, kwargs, _ = read_layers(str(CHEST))[0]
-        what, source = f"chest CT {CHEST.name} {data.shape}", CHEST
+    chest = Path(args.input) if args.input else CHEST
+    if chest.exists() and not args.phantom:
+        data, kwargs, _ = read_layers(str(chest))[0]
+        what, source = f"{chest.name} {data.shape}", chest
     else:
         data, kwargs, _ = abdomen_phantom_nifti()[0]
         what, source = f"abdomen phantom {data.shape}", None
@@ -117,6 +120,15 @@ def main(argv=None) -> int:
         shown.extend([s0, time.perf_counter()])
 
     widget._show_result = timed_show
+    unc_shown: list[float] = []
+    original_unc = widget._add_uncertainty
+
+    def timed_unc(*a):  # the GUI-thread part of the uncertainty map: add its image layer
+        s0 = time.perf_counter()
+        original_unc(*a)
+        unc_shown.extend([s0, time.perf_counter()])
+
+    widget._add_uncertainty = timed_unc
 
     gc_times: list[tuple[int, float]] = []
     gc_start = [0.0]
@@ -179,8 +191,16 @@ def main(argv=None) -> int:
               f"full (gen 2): {len(g2)}" + (f", longest {max(g2):.0f} ms" if g2 else ""))
     worst = np.argsort(gaps)[::-1][:5]
     print("longest gaps (ms, during stage):", ", ".join(f"{gaps[i]:.0f} ({stages[i] if i < len(stages) else 'end'})" for i in worst))
+    if unc_shown:
+        layer = widget.uncertainty_layer
+        print(f"adding the uncertainty layer {tuple(layer.data.shape) if layer is not None else '?'} on the GUI thread: "
+              f"{(unc_shown[1] - unc_shown[0]) * 1000:.0f} ms")
     if widget.info.text():
         print(f"widget: {widget.info.text()}")
+    if widget.result is not None:
+        from napari_medseg._napari.segment_job import stage_profile
+
+        print(f"stages incl. the widget's (layer_data, show, show_uncertainty): {stage_profile(widget.result.timings)}")
     widget_s = (t1 - 0.2 if args.uncertainty else (shown[1] if shown else t1)) - t0  # less the 10 settling turns
     print(f"widget: Run click -> all layers shown{' (incl. the uncertainty layer)' if args.uncertainty else ''}: "
           f"{widget_s:.1f} s")
@@ -194,7 +214,7 @@ def _vs_cli(args, source, tmp: Path, widget_s: float) -> None:
     import subprocess
     import sys
 
-    from napari_medseg._napari.segment_widget import PRESETS
+    from napari_medseg.inference.config import InferenceConfig
 
     if source is None:
         from napari_medseg.io import write_volume
@@ -202,11 +222,10 @@ def _vs_cli(args, source, tmp: Path, widget_s: float) -> None:
 
         source = tmp / "phantom.nii.gz"
         write_volume(make_phantom()[0], source)
-    overlap, tta = PRESETS[args.preset]
+    cfg = InferenceConfig.preset(args.preset)  # what the widget and `medseg predict --preset` both use
+    overlap, tta = cfg.overlap, cfg.tta
     cmd = [sys.executable, "-m", "napari_medseg.cli", "predict", str(source), "-o", str(tmp / "cli_seg.nii.gz"),
-           "--model", _model(args.model, tmp), "--device", args.device, "--overlap", str(overlap), "--quiet"]
-    if tta:
-        cmd.append("--tta")
+           "--model", _model(args.model, tmp), "--device", args.device, "--preset", args.preset, "--quiet"]
     c0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     cli_s = time.perf_counter() - c0

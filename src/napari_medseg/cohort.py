@@ -31,6 +31,8 @@ from napari_medseg.errors import InputError, MedsegError
 DONE_DIR = ".medseg_done"
 #: the settings that change a case's output (part of the done record)
 SETTING_KEYS = ("overlap", "tta", "format", "series", "device", "channel_names")
+#: the keys of ``settings`` that are not inference settings (the rest go into the `InferenceConfig`)
+CASE_KEYS = ("format", "series", "channel_names")
 
 
 # ---------------------------------------------------------------------------------------------- fingerprints
@@ -56,7 +58,7 @@ def done_record_path(output) -> Path:
     return out.parent / DONE_DIR / f"{out.name}.json"
 
 
-def is_done(case, output, model_sha256: str, settings: dict) -> bool:
+def is_done(case, output, model_sha256: str, settings: dict, config=None) -> bool:
     """True when ``output`` exists and its done record names this input, model and settings."""
     rec = done_record_path(output)
     if not Path(output).exists() or not rec.is_file():
@@ -66,11 +68,22 @@ def is_done(case, output, model_sha256: str, settings: dict) -> bool:
     except (OSError, ValueError):
         return False
     return (data.get("input_fingerprint") == fingerprint(case) and data.get("model_sha256") == model_sha256
-            and data.get("settings") == _settings(settings))
+            and data.get("settings") == _settings(settings, config))
 
 
-def _settings(settings: dict) -> dict:
-    return {k: settings.get(k) for k in SETTING_KEYS}
+def inference_config(settings: dict | None, config=None):
+    """The run's `InferenceConfig`: ``config`` (or the defaults) with the inference keys of a ``settings``
+    dict applied (``overlap``, ``tta``, ``device``, any other config field), for callers of the dict API."""
+    from napari_medseg.inference.config import InferenceConfig
+
+    extra = {k: v for k, v in (settings or {}).items() if k not in CASE_KEYS}
+    return InferenceConfig.from_keywords(config, **extra)
+
+
+def _settings(settings: dict, config=None) -> dict:
+    cfg = inference_config(settings, config)
+    case = {k: settings.get(k) for k in CASE_KEYS}
+    return {k: case[k] if k in case else getattr(cfg, k) for k in SETTING_KEYS}
 
 
 # ---------------------------------------------------------------------------------------------- one case
@@ -92,9 +105,11 @@ def _model(spec):
 
 
 def run_case(case, output, model_spec=None, settings: dict | None = None, force: bool = False, record: bool = True,
-             progress=None) -> dict:
+             progress=None, config=None) -> dict:
     """Read ``case``, segment it, write the labels to ``output`` (and, with ``record``, the done record that
-    ``resume`` reads); return the report entry. ``progress``: `segment`'s per-window callback.
+    ``resume`` reads); return the report entry. ``config``: the `InferenceConfig`; ``settings``: the output
+    format, DICOM series and channel names (inference keys there override ``config``, see
+    `inference_config`). ``progress``: `segment`'s per-window callback.
 
     Never raises for a bad case: a `MedsegError`/I/O error is returned as ``status: "failed"`` (so Dask does not
     retry it). Errors of the machinery itself (a bug) still raise.
@@ -104,6 +119,7 @@ def run_case(case, output, model_spec=None, settings: dict | None = None, force:
     from napari_medseg.io import read_volume, write_labels
 
     settings = dict(settings or {})
+    config = inference_config(settings, config)
     t0 = time.perf_counter()
     multi = isinstance(case, (list, tuple))  # a multi-channel case: one image per model input channel
     entry: dict[str, Any] = {"input": str(case[0] if multi else case), "output": str(output), "status": "failed",
@@ -121,8 +137,7 @@ def run_case(case, output, model_spec=None, settings: dict | None = None, force:
         else:
             volume = read_volume(case, series=settings.get("series"))
         read_s = time.perf_counter() - t
-        res = segment(volume, model=model, device=settings.get("device") or "auto", overlap=settings.get("overlap"),
-                      tta=bool(settings.get("tta")), progress=progress)
+        res = segment(volume, model=model, config=config, progress=progress)
         t = time.perf_counter()
         write_labels(res.labels, output, reference=volume, force=force,
                      format="rtstruct" if settings.get("format") == "rtstruct" else None)
@@ -130,7 +145,7 @@ def run_case(case, output, model_spec=None, settings: dict | None = None, force:
         res.timings["write"] = time.perf_counter() - t
         if record:
             done = {"input": str(case), "input_fingerprint": fingerprint(case), "model_sha256": model.card.weights_sha256,
-                    "settings": _settings(settings), "output": str(output)}
+                    "settings": _settings(settings, config), "output": str(output)}
             rec = done_record_path(output)
             rec.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(rec, force=True) as tmp:
@@ -201,11 +216,14 @@ def default_workers(per_case_bytes: int = 3 << 30) -> int:
 # ---------------------------------------------------------------------------------------------- the cohort
 def predict_cohort(cases: Iterable, outputs: Iterable, model=None, settings: dict | None = None, client=None,
                    resume: bool = False, force: bool = False, fail_fast: bool = False,
-                   on_case: Callable[[dict], None] | None = None, records: bool = True, progress=None) -> dict:
+                   on_case: Callable[[dict], None] | None = None, records: bool = True, progress=None,
+                   config=None) -> dict:
     """Segment every case (paths) into its output path, on ``client`` (a Dask `Client`) or in this process.
 
     Returns the report: ``{"cases": [entry, ...], "failed": n, "skipped": n, "seconds": s, "scheduler": ...}``
     with one entry per case in input order (``status`` ``ok``/``failed``/``skipped``, worker, timings, plan).
+    ``config``: the `InferenceConfig` of every case (``settings``: format, series, channel names; its
+    inference keys, the older spelling, override ``config``).
     ``resume`` skips cases already done with the same input, model and settings (see `is_done`).
     ``on_case(entry)`` is called as each case finishes (progress over cases). ``records``: write the done
     records (off for a one-file run). ``progress(n, case)``: a per-window progress callback for each case run
@@ -216,6 +234,8 @@ def predict_cohort(cases: Iterable, outputs: Iterable, model=None, settings: dic
     if len(cases) != len(outputs):
         raise InputError(f"{len(cases)} case(s) but {len(outputs)} output path(s)")
     settings = dict(settings or {})
+    config = inference_config(settings, config)  # bad settings fail here, before any case
+    settings = {k: v for k, v in settings.items() if k in CASE_KEYS}
     from napari_medseg._guard import check_output_paths
 
     flat = [p for c in cases for p in (c if isinstance(c, list) else [c])]
@@ -225,7 +245,7 @@ def predict_cohort(cases: Iterable, outputs: Iterable, model=None, settings: dic
     entries: list[dict | None] = [None] * len(cases)
     todo = []
     for n, (case, out) in enumerate(zip(cases, outputs)):
-        if resume and is_done(case, out, sha, settings):
+        if resume and is_done(case, out, sha, settings, config):
             entries[n] = {"input": str(case[0] if isinstance(case, list) else case), "output": str(out),
                           "status": "skipped", "reason": "done (resume)"}
             if on_case:
@@ -238,7 +258,7 @@ def predict_cohort(cases: Iterable, outputs: Iterable, model=None, settings: dic
         for n in todo:
             bar = progress(n + 1, cases[n]) if progress else None
             try:
-                entries[n] = run_case(cases[n], outputs[n], model, settings, redo_force, records, bar)
+                entries[n] = run_case(cases[n], outputs[n], model, settings, redo_force, records, bar, config)
             finally:
                 if hasattr(bar, "close"):
                     bar.close()
@@ -247,7 +267,8 @@ def predict_cohort(cases: Iterable, outputs: Iterable, model=None, settings: dic
             if fail_fast and entries[n]["status"] == "failed":
                 break
     else:
-        _run_distributed(client, cases, outputs, todo, entries, model, settings, redo_force, records, fail_fast, on_case)
+        _run_distributed(client, cases, outputs, todo, entries, model, settings, redo_force, records, fail_fast, on_case,
+                         config)
     report = {"cases": [e for e in entries if e is not None], "seconds": time.perf_counter() - t0,
               "scheduler": _describe(client)}
     report["failed"] = sum(e["status"] == "failed" for e in report["cases"])
@@ -255,14 +276,14 @@ def predict_cohort(cases: Iterable, outputs: Iterable, model=None, settings: dic
     return report
 
 
-def _run_distributed(client, cases, outputs, todo, entries, model, settings, force, records, fail_fast, on_case):
+def _run_distributed(client, cases, outputs, todo, entries, model, settings, force, records, fail_fast, on_case, config):
     from dask.distributed import as_completed
 
     futures = {}
     for n in todo:
         # pure=False: a case is a side effect (a file), never deduplicated or cached by Dask
         case = [str(p) for p in cases[n]] if isinstance(cases[n], list) else str(cases[n])
-        fut = client.submit(run_case, case, str(outputs[n]), model, settings, force, records, pure=False,
+        fut = client.submit(run_case, case, str(outputs[n]), model, settings, force, records, None, config, pure=False,
                             key=f"medseg-case-{n}-{os.urandom(4).hex()}")
         futures[fut] = n
     for fut in as_completed(list(futures)):

@@ -122,7 +122,14 @@ def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tin
     assert labels.data.shape == (48, 64, 64)
     qtbot.waitUntil(lambda: "plain uncertainty" in viewer.layers, timeout=5_000)  # added in the next loop turn
     unc = viewer.layers["plain uncertainty"]
-    assert unc.data.shape == (48, 64, 64) and 0.0 <= float(np.min(unc.data)) <= float(np.max(unc.data)) <= 1.0
+    # on the model grid (1.6 x 1.6 x 2.5 mm voxels of the 1 mm image, reoriented to RAS: the grid starts at the
+    # image's last i and j voxel, as MONAI's Orientationd + Spacingd), placed over it with positive steps
+    assert unc.data.shape == widget.result.uncertainty.shape == (20, 40, 40)
+    assert 0.0 <= float(np.min(unc.data)) <= float(np.max(unc.data)) <= 1.0
+    np.testing.assert_allclose(unc.data_to_world((0, 39, 39)), labels.data_to_world((0, 63, 63)), atol=1e-6)
+    np.testing.assert_allclose(np.subtract(unc.data_to_world((1, 1, 1)), unc.data_to_world((0, 0, 0))), (2.5, 1.6, 1.6),
+                               atol=1e-6)
+    assert unc.metadata["medseg_kind"] == "uncertainty"
     assert any("voxel units" in w for w in warnings)
     assert run_synchronously()
 
@@ -210,3 +217,113 @@ def test_labels_from_a_dicom_image_save_as_dicom_seg(make_napari_viewer, qtbot, 
     present = {int(v) for v in np.unique(labels.data)} - {0}
     names = dict(zip(labels.features["index"], labels.features["class"]))
     assert present and {names[v] for v in present} <= {str(s.SegmentLabel) for s in seg.SegmentSequence}
+
+
+def test_widget_config_equals_the_cli_and_api_config(make_napari_viewer, qtbot, tiny_model):
+    from napari_medseg.cli import build_parser
+    from napari_medseg.inference.config import PRESETS, InferenceConfig, from_arguments
+
+    viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
+    for preset in PRESETS:
+        widget.preset_combo.setCurrentText(preset)
+        args = build_parser().parse_args(["predict", "x.nii.gz", "-o", "out", "--preset", preset, "--device", "cpu"])
+        assert widget.config() == from_arguments(args) == InferenceConfig.preset(preset, device="cpu")
+    widget.uncertainty_check.setChecked(True)
+    assert widget.config() == InferenceConfig.preset("best", device="cpu", uncertainty="model")
+
+
+def test_widget_csv_equals_the_cli_csv(make_napari_viewer, qtbot, phantom, tiny_model, tmp_path, monkeypatch):
+    from napari_medseg._napari.reader import read_layers
+    from napari_medseg.cli import main
+    from napari_medseg.io import write_volume
+
+    monkeypatch.setenv("MEDSEG_SYNC", "1")
+    path = write_volume(phantom[0], tmp_path / "case.nii.gz")
+    viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model, preset="fast")
+    data, kwargs, _ = read_layers(str(path))[0]
+    image = viewer.add_image(data, **kwargs)
+    widget.set_image(image.name)
+    _run(qtbot, widget)
+    gui = widget.export_csv(tmp_path / "gui.csv").read_text(encoding="utf-8").splitlines()
+    assert main(["predict", str(path), "-o", str(tmp_path / "out"), "--model", str(tiny_model), "--preset", "fast",
+                 "--device", "cpu", "--stats", str(tmp_path / "cli.csv"), "--quiet"]) == 0
+    with open(tmp_path / "cli.csv", newline="") as fh:
+        cli = list(csv.reader(fh))
+    assert cli[0][0] == "case" and all(row[0] == "case" for row in cli[1:])
+    assert [",".join(row[1:]) for row in cli] == gui  # the same table, less the case column
+
+
+def test_class_table_follows_corrections_resegmented_layers_and_removal(make_napari_viewer, qtbot, phantom,
+                                                                          tiny_model, monkeypatch):
+    from napari_medseg._napari.layers import labels_layer_data, volume_from_layer, volume_record
+
+    viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
+    image = _add_phantom(viewer, phantom)
+    _run(qtbot, widget)
+    table = widget.class_table
+    labels = viewer.layers["abdomen labels"]
+    assert table.labels_layer is labels and table.computations == 0  # the run's own statistics
+
+    def voxels(name):
+        return {r["name"]: r["voxels"] for r in widget.stats_rows}[name]
+
+    before = voxels("spleen")
+    labels.selected_label = 2
+    labels.brush_size = 5
+    labels.paint((10, 30, 30), 2)  # a brush stroke (napari's paint event)
+    labels.paint((11, 30, 30), 2)
+    qtbot.waitUntil(lambda: table.computations >= 1 and not table.busy, timeout=10_000)
+    n = int((np.asarray(labels.data) == 2).sum())
+    assert voxels("spleen") == n > before
+    assert table.computations == 1  # debounced: two strokes, one recomputation
+    assert widget.table.item(1, 1).text() == str(n)
+    labels.undo()
+    labels.undo()
+    qtbot.waitUntil(lambda: table.computations >= 2 and not table.busy, timeout=10_000)
+    assert voxels("spleen") == before
+    # a re-segmented / fine-tuned result added later: its statistics are computed and shown
+    vol, _ = volume_from_layer(labels)
+    changed = np.asarray(labels.data).copy()
+    changed[changed == 1] = 0
+    data, kwargs, _ = labels_layer_data(vol.with_array(changed), "abdomen labels (tuned@v1)",
+                                        classes=labels.metadata["classes"], source=volume_record(phantom[0]))
+    tuned = viewer.add_labels(data, **kwargs)
+    qtbot.waitUntil(lambda: table.labels_layer is tuned and table.computations >= 3 and not table.busy, timeout=10_000)
+    assert table.image_layer is image
+    assert voxels("liver") == 0 and voxels("spleen") == before
+    rows = {r["name"]: r for r in widget.stats_rows}
+    mask = changed == 2
+    assert rows["spleen"]["mean_intensity"] == pytest.approx(float(np.asarray(image.data)[mask].mean()), rel=1e-6)
+    # removing the image clears the table (no stale results)
+    viewer.layers.remove(image)
+    assert widget.stats_rows == [] and widget.table.rowCount() == 0 and not widget.export_button.isEnabled()
+
+
+@pytest.mark.parametrize("direction", ["flipped", "permuted"])
+def test_uncertainty_layer_overlays_an_oblique_source_exactly(make_napari_viewer, qtbot, tiny_model, monkeypatch, direction):
+    """The model-grid uncertainty layer sits over the image in napari's world: each of its voxels is drawn at the
+    physical position the core gives it, for a source whose direction is a flip / an axis permutation."""
+    from napari_medseg.volume import Volume
+
+    monkeypatch.setenv("MEDSEG_SYNC", "1")
+    mat = {"flipped": np.diag([-1.0, 1.0, -1.0]), "permuted": np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]])}
+    rng = np.random.default_rng(0)
+    src = Volume(rng.normal(0, 100, (24, 40, 36)).astype(np.float32), (1.0, 0.9, 2.0), (5.0, -7.0, 12.0), mat[direction])
+    viewer, widget = _widget(make_napari_viewer, qtbot, tiny_model)
+    if direction == "permuted":  # napari's 2D slicing cannot draw an axis-permuting affine (singular): a 3D view
+        viewer.dims.ndisplay = 3
+    data, kwargs, _ = image_layer_data(src, name="oblique")
+    image = viewer.add_image(data, **kwargs)
+    widget.set_image("oblique")
+    widget.uncertainty_check.setChecked(True)
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "oblique uncertainty" in viewer.layers, timeout=10_000)
+    layer, unc = viewer.layers["oblique uncertainty"], widget.result.uncertainty
+    assert layer.data.shape == unc.shape and unc.array.size < src.array.size
+    np.testing.assert_allclose(unc.direction, src.direction, atol=1e-12)  # drawn with the image's rotation
+    for kji in [(0, 0, 0), tuple(n - 1 for n in unc.shape), (3, 5, 7)]:
+        phys = unc.index_to_physical(kji[::-1])  # LPS of that model voxel (core geometry)
+        world = np.asarray(layer.data_to_world(kji))  # where napari draws it (world axes are LPS z, y, x)
+        np.testing.assert_allclose(world, phys[::-1], atol=1e-6)
+        # and the image layer maps that world point to the same continuous source index as the core does
+        np.testing.assert_allclose(image.world_to_data(world), src.physical_to_index(phys)[::-1], atol=1e-6)

@@ -8,24 +8,72 @@ zero-argument callable returning a step generator — in a napari ``thread_worke
 are delivered on the GUI thread.
 
 Set the environment variable ``MEDSEG_SYNC=1`` to run the same generator synchronously on the GUI thread
-(tracebacks are then plain and debuggers work), which is also handy in scripts.
+(tracebacks are then plain and debuggers work), which is also handy in scripts. ``start`` returns a
+`PanelRun` in both modes (its ``yielded`` signal carries that run's `Progress`).
+
+Errors: a `MedsegError` (bad input, a model that does not fit, ...) is the user's to fix and becomes a
+readable napari notification (`notify_error`); any other exception is a bug and keeps its traceback: it is
+logged with it and handed to ``sys.excepthook`` (napari's handler, whose notification shows the traceback).
+
+``gc.freeze()`` during runs is reference-counted over all panels (`_gc_hold`/`_gc_release`): two panels
+running at once unfreeze only when the last run ends.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QApplication, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from napari_medseg.errors import CancelledError
+from napari_medseg.errors import CancelledError, MedsegError
 from napari_medseg.progress import Progress, Steps
 
 SYNC_ENV = "MEDSEG_SYNC"
+log = logging.getLogger("napari_medseg")
+
+# ---------------------------------------------------------------------------- gc.freeze, shared by all panels
+_GC_LOCK = threading.Lock()
+_GC_HOLDS = 0
+
+
+def _gc_hold() -> None:
+    """A full garbage collection over napari + torch + MONAI objects holds the GIL for ~0.5 s and freezes the
+    GUI. Freezing the objects that exist now (the long-lived ones) keeps collections during a run short. Each
+    start holds the freeze; it is lifted (objects collectable again) when the last running panel releases it."""
+    global _GC_HOLDS
+    with _GC_LOCK:
+        _GC_HOLDS += 1
+        gc.freeze()  # again for a second panel: also freezes what was made since (harmless)
+
+
+def _gc_release() -> None:
+    global _GC_HOLDS
+    with _GC_LOCK:
+        _GC_HOLDS = max(0, _GC_HOLDS - 1)
+        if _GC_HOLDS == 0:
+            gc.unfreeze()
+
+
+def gc_holds() -> int:
+    """How many runs hold the freeze now."""
+    return _GC_HOLDS
+
+
+class PanelRun(QObject):
+    """One run of a `ProgressPanel` (threaded or synchronous): ``yielded`` carries its `Progress` events."""
+
+    yielded = Signal(object)
+
+    def __init__(self, run_id: int, synchronous: bool, parent=None):
+        super().__init__(parent)
+        self.run_id, self.synchronous = run_id, synchronous
 
 
 def run_synchronously() -> bool:
@@ -120,7 +168,10 @@ class ProgressPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
         layout.addWidget(self.status)
-        self.worker = None
+        self.worker = None  # the napari thread worker of the current threaded run
+        self._sync_running = False
+        self._holds_gc = False
+        self.current_run: PanelRun | None = None
         self._run_id = 0
         self._draining: set = set()
         self._cancel_requested = False
@@ -131,7 +182,7 @@ class ProgressPanel(QWidget):
     # ------------------------------------------------------------------ state
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        return self.worker is not None or self._sync_running
 
     def start(
         self,
@@ -139,8 +190,14 @@ class ProgressPanel(QWidget):
         on_done: Callable[[Any], None],
         on_error: Callable[[BaseException], None] | None = None,
         on_cancelled: Callable[[], None] | None = None,
-    ):
-        """Run ``make_steps()`` in a thread worker (or synchronously with ``MEDSEG_SYNC=1``)."""
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> PanelRun:
+        """Run ``make_steps()`` in a thread worker (or synchronously with ``MEDSEG_SYNC=1``); returns its `PanelRun`.
+
+        ``on_error`` is called with a `MedsegError` (the widget shows it); any other exception is also passed to
+        ``on_error`` (to reset the widget) and then reported with its traceback (see the module docstring).
+        ``on_progress`` gets every `Progress` of the run, in both modes.
+        """
         if self.running:
             raise RuntimeError("a run is already in progress; cancel it first")
         self._callbacks = {"done": on_done, "error": on_error, "cancelled": on_cancelled}
@@ -150,18 +207,20 @@ class ProgressPanel(QWidget):
         self.bar.setRange(0, 0)  # busy until the first Progress arrives
         self.status.setText("starting…")
         self.cancel_button.setEnabled(True)
-        # A full garbage collection over napari + torch + MONAI objects holds the GIL for ~0.5 s and
-        # freezes the GUI. Freezing the objects that exist now (the long-lived ones) keeps collections
-        # during the run short; they are unfrozen (collectable again) when the run ends.
-        gc.freeze()
-        if run_synchronously():
-            return self._run_sync(make_steps)
+        _gc_hold()  # see _gc_hold; released in _finish
+        self._holds_gc = True
+        self._run_id += 1
+        run = self._run_id
+        self.current_run = handle = PanelRun(run, run_synchronously(), self)
+        if on_progress is not None:
+            handle.yielded.connect(on_progress)
+        if handle.synchronous:
+            self._run_sync(make_steps)
+            return handle
 
         from napari.qt.threading import create_worker
 
         worker = create_worker(_drive, make_steps, _start_thread=False, _ignore_errors=True)
-        self._run_id += 1
-        run = self._run_id
         # signals of a run that was cancelled (detached) are ignored: see `cancel`
         worker.yielded.connect(lambda p, run=run: self._current(run) and self._on_progress(p))
         worker.returned.connect(lambda r, run=run: self._current(run) and self._on_returned(r))
@@ -171,7 +230,7 @@ class ProgressPanel(QWidget):
         self._draining.add(worker)
         self.worker = worker
         worker.start()
-        return worker
+        return handle
 
     def _current(self, run: int) -> bool:
         return run == self._run_id and self.worker is not None
@@ -184,7 +243,7 @@ class ProgressPanel(QWidget):
     def _run_sync(self, make_steps):
         from napari_medseg.progress import run_steps
 
-        self.worker = "sync"
+        self._sync_running = True
 
         def progress(p):
             self._on_progress(p)
@@ -211,7 +270,7 @@ class ProgressPanel(QWidget):
             return
         self._cancel_requested = True
         self.cancel_button.setEnabled(False)
-        if self.worker == "sync":
+        if self._sync_running:
             self.status.setText("cancelling…")  # run_steps polls the flag at the next step
             return
         self.worker.quit()
@@ -233,6 +292,8 @@ class ProgressPanel(QWidget):
         if not isinstance(p, Progress):
             return
         self.last_progress = p
+        if self.current_run is not None:
+            self.current_run.yielded.emit(p)
         eta = self._eta.update(p)
         if p.total > 0:
             self.bar.setRange(0, p.total)
@@ -244,6 +305,8 @@ class ProgressPanel(QWidget):
 
     def _finish(self, outcome: str, *args):
         self.worker = None
+        self._sync_running = False
+        self.current_run = None
         self.cancel_button.setEnabled(False)
         self.bar.setRange(0, 1)
         self.bar.setValue(1 if outcome == "done" else 0)
@@ -253,8 +316,12 @@ class ProgressPanel(QWidget):
             if callback is not None:
                 callback(*args)
         finally:
-            gc.unfreeze()
+            if self._holds_gc:
+                self._holds_gc = False
+                _gc_release()
             self.finished.emit(outcome)
+            if outcome == "error" and args and not isinstance(args[0], MedsegError):
+                report_bug(args[0])
 
     def _on_returned(self, result):
         if self._cancel_requested:  # finished between the click and the next step: still honour Cancel
@@ -277,71 +344,31 @@ class ProgressPanel(QWidget):
 
 
 def notify_error(exc: BaseException, what: str = "") -> None:
-    """Show an exception as a napari error notification (a readable message, not a traceback dump)."""
+    """Show a `MedsegError` as a napari error notification (a readable message, not a traceback dump).
+
+    Any other exception is a bug, not the user's to fix: it goes to `report_bug` (once, also when the panel
+    reports it too), so its traceback is kept rather than flattened into a one-line notification.
+    """
+    if not isinstance(exc, MedsegError):
+        report_bug(exc)
+        return
     from napari.utils.notifications import show_error
 
     prefix = f"{what}: " if what else ""
     show_error(f"{prefix}{exc}")
 
 
-# ---------------------------------------------------------------------------- warm-up
-_WARM_MODULES = ("torch", "monai.networks.nets", "napari_medseg.models", "napari_medseg.inference.pipeline")
-
-
-def warm_up_imports() -> threading.Thread:
-    """Import torch/MONAI and the pipeline in a background thread, once per process.
-
-    The first import of torch's C extension holds the GIL for hundreds of milliseconds; doing it when the
-    widget opens (not inside the first run) keeps the GUI responsive while segmenting. The same goes for
-    napari's first Labels layer, which imports pandas and scikit-image's colour module on the spot (about
-    250 ms measured here), and for its polygon overlay, whose vispy line visual computes 13 dash patterns in
-    pure Python the first time (about 100 ms; vispy caches them with ``functools.lru_cache``): a throw-away
-    2x2x2 layer model and a vispy ``DashAtlas`` (numpy only, no GL) built here fill those caches, so
-    showing the result only pays for the layer itself.
-    """
-    global _WARM_THREAD
-    if _WARM_THREAD is None:
-        import importlib
-
-        # Every napari layer asks pint's application registry for its 'pixel' unit. That registry builds
-        # itself lazily on first use (about 0.5 s), and it is not thread-safe: it becomes a UnitRegistry
-        # before its definitions are loaded, so a layer created on the GUI thread meanwhile fails with
-        # "'pixel' is not defined". The throw-away layer is built only when the registry is already built.
-        units_ready = _pint_registry_built()
-
-        def work():
-            for name in _WARM_MODULES:
-                try:
-                    importlib.import_module(name)
-                except Exception:  # noqa: BLE001 - a failing import is reported by the run itself
-                    return
-            try:
-                import numpy as np
-
-                for name in ("pandas", "skimage.color"):  # what napari's first Labels layer imports lazily
-                    importlib.import_module(name)
-                if units_ready:  # never the first use of pint's registry off the GUI thread (see below)
-                    from napari.layers import Labels
-
-                    Labels(np.zeros((2, 2, 2), dtype=np.uint8))  # a model object only: no Qt, no vispy
-                from vispy.visuals.line.dash_atlas import DashAtlas
-
-                DashAtlas()  # fills vispy's lru_cache of dash patterns (numpy only)
-            except Exception:  # noqa: BLE001 - only a warm-up
-                pass
-
-        _WARM_THREAD = threading.Thread(target=work, name="napari-medseg warm-up", daemon=True)
-        _WARM_THREAD.start()
-    return _WARM_THREAD
-
-
-_WARM_THREAD: threading.Thread | None = None
-
-
-def _pint_registry_built() -> bool:
+def report_bug(exc: BaseException) -> None:
+    """Log ``exc`` with its traceback and hand it to ``sys.excepthook`` (napari's handler shows it with the
+    traceback), once per exception."""
+    if getattr(exc, "_medseg_reported", False):
+        return
     try:
-        import pint
-        from pint.registry import LazyRegistry
-    except ImportError:  # napari without pint: nothing to race on
-        return True
-    return not isinstance(pint.get_application_registry().get(), LazyRegistry)
+        exc._medseg_reported = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    log.error("napari-medseg: unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
+    sys.excepthook(type(exc), exc, exc.__traceback__)
+
+
+from napari_medseg._napari.warm_up import warm_up_imports  # noqa: E402,F401 - re-exported (widgets import it from here)

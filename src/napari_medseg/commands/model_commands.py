@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from napari_medseg.errors import InputError
+from napari_medseg.inference.config import add_arguments as add_inference_arguments
 
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
 
@@ -27,9 +28,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (one <case>_seg file per case), or a file name for a single input")
     p.add_argument("--model", default=None, help="model name (default), name@version, package path or MONAI bundle")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (average over flips; slower)")
+    add_inference_arguments(p)  # --device, --preset, --overlap, --tta: the InferenceConfig's, defined once
     p.add_argument("--stats", metavar="CSV", default=None, help="write per-class statistics of every case to this CSV")
     p.add_argument("--format", choices=["nifti", "dicom-seg", "rtstruct"], default="nifti", dest="fmt",
                    help="labels format: nifti (default), dicom-seg or rtstruct (both .dcm; DICOM inputs only)")
@@ -49,7 +48,7 @@ def register(sub) -> None:
     d = sub.add_parser("demo", help="write the sample phantom, segment it, print statistics and Dice vs ground truth")
     d.add_argument("-o", "--output", required=True, metavar="DIR")
     d.add_argument("--model", default=None)
-    d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_inference_arguments(d, presets=False)
     d.add_argument("--force", action="store_true")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=run_demo)
@@ -154,11 +153,13 @@ def _print_warnings(case, warnings) -> None:
 def run_predict(args) -> int:
     from napari_medseg._atomic import atomic_path, check_overwrite
     from napari_medseg.cohort import connect, predict_cohort
+    from napari_medseg.inference.config import from_arguments
     from napari_medseg.inference.planner import resolve_device
     from napari_medseg.models import load_model
 
     t_run = time.perf_counter()
     device = resolve_device(args.device)
+    config = from_arguments(args).replace(device=device)  # bad values: a clear error before any work
     channels = [Path(c.strip()) for c in args.channels.split(",") if c.strip()] if getattr(args, "channels", None) else []
     if bool(channels) == bool(args.inputs):
         raise InputError("give the images to segment either as INPUT... or as --channels A,B,... (one multi-channel case)")
@@ -179,7 +180,7 @@ def run_predict(args) -> int:
     load_s = time.perf_counter() - t
     for w in model.warnings:
         print(f"medseg predict: warning: {w}", file=sys.stderr)
-    settings = {"overlap": args.overlap, "tta": args.tta, "format": args.fmt, "series": args.series, "device": device}
+    settings = {"format": args.fmt, "series": args.series}  # the case's; the inference settings are `config`
     if channels:  # one case, several images as the model's input channels (in the card's channel order)
         names = model.card.channel_names or [f"channel {c}" for c in range(len(channels))]
         if len(channels) != model.card.in_channels:
@@ -192,7 +193,8 @@ def run_predict(args) -> int:
     report = {"command": "predict", "versions": _versions(device), "model": {
         "spec": args.model or "default", "name": model.card.name, "version": model.card.version,
         "path": str(model.path), "sha256": model.card.weights_sha256, "load_seconds": load_s},
-        "settings": {k: settings[k] for k in ("overlap", "tta", "format", "series")}}
+        "settings": {"overlap": config.overlap, "tta": config.tta, "preset": config.preset_name,
+                     "format": args.fmt, "series": args.series}}
     client = connect(args.scheduler) if args.scheduler else None
     bar = None
     try:
@@ -217,7 +219,7 @@ def run_predict(args) -> int:
             first = case[0] if isinstance(case, list) else case  # a multi-channel case is named by its first image
             return _Bar(f"[{n}/{len(cases)}] {_case_name(first)}", args.quiet)
 
-        cohort = predict_cohort(cases, outputs, model=spec, settings=settings, client=client, resume=args.resume,
+        cohort = predict_cohort(cases, outputs, model=spec, settings=settings, config=config, client=client, resume=args.resume,
                                 force=args.force, fail_fast=args.fail_fast, on_case=on_case, records=not single or args.resume,
                                 progress=window_bar if client is None else None)
     finally:
@@ -230,16 +232,10 @@ def run_predict(args) -> int:
     report["failed"] = failed = cohort["failed"]
     stats_rows = [{"case": _case_name(Path(e["input"])), **row} for e in cohort["cases"] for row in e.get("stats", [])]
     if args.stats and stats_rows:
-        import csv
-
-        from napari_medseg.inference.result import STAT_COLUMNS
+        from napari_medseg.inference.result import STAT_COLUMNS, stats_csv
 
         with atomic_path(args.stats, force=args.force) as tmp:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=("case", *STAT_COLUMNS), lineterminator="\n")
-                w.writeheader()
-                for row in stats_rows:
-                    w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+            tmp.write_text(stats_csv(stats_rows, ("case", *STAT_COLUMNS)), encoding="utf-8")
     with atomic_path(report_path, force=args.force or args.resume) as tmp:
         tmp.write_text(json.dumps(_json_safe(report), indent=2), encoding="utf-8")
     if failed:

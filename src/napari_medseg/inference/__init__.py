@@ -15,10 +15,10 @@ _LAZY = {
     "segment": "napari_medseg.inference.pipeline",
     "segment_steps": "napari_medseg.inference.pipeline",
     "LabelResult": "napari_medseg.inference.result",
+    "InferenceConfig": "napari_medseg.inference.config",
     "SlidingWindow": "napari_medseg.inference.sliding",
     "sliding_window_steps": "napari_medseg.inference.sliding",
     "to_model_grid": "napari_medseg.inference.preprocess",
-    "to_source_grid": "napari_medseg.inference.preprocess",
     "model_input": "napari_medseg.inference.preprocess",
     "intensity": "napari_medseg.inference.preprocess",
 }

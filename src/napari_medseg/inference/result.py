@@ -53,6 +53,17 @@ def class_stats(labels: np.ndarray, image: np.ndarray | None, classes: dict[int,
     return stats
 
 
+def stats_csv(rows: list[dict], columns=STAT_COLUMNS) -> str:
+    """The statistics rows as CSV text (floats with 4 decimals): the one writer behind ``medseg predict
+    --stats``, `LabelResult.to_csv` and the Segment widget's export."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k]) for k in columns})
+    return buf.getvalue()
+
+
 @dataclass
 class LabelResult:
     labels: Volume  # uint8/uint16 on the source grid; meta["classes"] = {value: name}
@@ -60,24 +71,21 @@ class LabelResult:
     colors: dict[int, tuple] = field(default_factory=dict)
     stats: dict[int, dict] = field(default_factory=dict)
     probabilities: Volume | None = None  # [C, k, j, i] float32 on the source grid (return_probabilities=True)
-    uncertainty: Volume | None = None  # [k, j, i] float32: 1 - max probability
+    uncertainty: Volume | None = None  # [k, j, i] float32: 1 - max probability (source grid; model grid when
+    # the config asks uncertainty="model": then its own exact geometry, see inference/uncertainty.py)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     warnings: list[str] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)  # name, version, path, architecture
     plan: str = ""  # runtime / device / batch / precision actually used (and the measured ms per window)
     plan_info: dict[str, Any] = field(default_factory=dict)  # the CPU planner's candidate table, timings, cache
+    config: Any = None  # the `InferenceConfig` the run used
 
     def stats_table(self) -> list[dict]:
         """One row per foreground class (columns `STAT_COLUMNS`)."""
         return [dict(self.stats[v]) for v in sorted(self.stats)]
 
     def stats_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=STAT_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for row in self.stats_table():
-            w.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k]) for k in STAT_COLUMNS})
-        return buf.getvalue()
+        return stats_csv(self.stats_table())
 
     def to_csv(self, path, force: bool = True):
         """Write the statistics table as CSV (atomically)."""

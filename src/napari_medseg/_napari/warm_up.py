@@ -1,0 +1,66 @@
+"""Background warm-up when a widget opens: torch/MONAI/pipeline imports and napari/vispy first-use caches."""
+
+from __future__ import annotations
+
+import threading
+
+_WARM_MODULES = ("torch", "monai.networks.nets", "napari_medseg.models", "napari_medseg.inference.pipeline")
+
+
+def warm_up_imports() -> threading.Thread:
+    """Import torch/MONAI and the pipeline in a background thread, once per process.
+
+    The first import of torch's C extension holds the GIL for hundreds of milliseconds; doing it when the
+    widget opens (not inside the first run) keeps the GUI responsive while segmenting. The same goes for
+    napari's first Labels layer, which imports pandas and scikit-image's colour module on the spot (about
+    250 ms measured here), and for its polygon overlay, whose vispy line visual computes 13 dash patterns in
+    pure Python the first time (about 100 ms; vispy caches them with ``functools.lru_cache``): a throw-away
+    2x2x2 layer model and a vispy ``DashAtlas`` (numpy only, no GL) built here fill those caches, so
+    showing the result only pays for the layer itself.
+    """
+    global _WARM_THREAD
+    if _WARM_THREAD is None:
+        import importlib
+
+        # Every napari layer asks pint's application registry for its 'pixel' unit. That registry builds
+        # itself lazily on first use (about 0.5 s), and it is not thread-safe: it becomes a UnitRegistry
+        # before its definitions are loaded, so a layer created on the GUI thread meanwhile fails with
+        # "'pixel' is not defined". The throw-away layer is built only when the registry is already built.
+        units_ready = _pint_registry_built()
+
+        def work():
+            for name in _WARM_MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: BLE001 - a failing import is reported by the run itself
+                    return
+            try:
+                import numpy as np
+
+                for name in ("pandas", "skimage.color"):  # what napari's first Labels layer imports lazily
+                    importlib.import_module(name)
+                if units_ready:  # never the first use of pint's registry off the GUI thread (see below)
+                    from napari.layers import Labels
+
+                    Labels(np.zeros((2, 2, 2), dtype=np.uint8))  # a model object only: no Qt, no vispy
+                from vispy.visuals.line.dash_atlas import DashAtlas
+
+                DashAtlas()  # fills vispy's lru_cache of dash patterns (numpy only)
+            except Exception:  # noqa: BLE001 - only a warm-up
+                pass
+
+        _WARM_THREAD = threading.Thread(target=work, name="napari-medseg warm-up", daemon=True)
+        _WARM_THREAD.start()
+    return _WARM_THREAD
+
+
+_WARM_THREAD: threading.Thread | None = None
+
+
+def _pint_registry_built() -> bool:
+    try:
+        import pint
+        from pint.registry import LazyRegistry
+    except ImportError:  # napari without pint: nothing to race on
+        return True
+    return not isinstance(pint.get_application_registry().get(), LazyRegistry)
