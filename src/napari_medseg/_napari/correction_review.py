@@ -15,6 +15,10 @@ from napari_medseg._napari.layers import volume_from_layer
 from napari_medseg._napari.tracking import follow_store, store_for
 from napari_medseg.editing.operations import AXIS_NAMES
 from napari_medseg.errors import InputError
+from napari_medseg.inference.config import InferenceConfig
+
+#: the uncertainty run: the map on the model grid (the network's own voxels, placed exactly over the image)
+UNCERTAINTY_RUN = InferenceConfig(uncertainty="model")
 
 
 class ReviewPanel(QWidget):
@@ -131,11 +135,19 @@ class ReviewPanel(QWidget):
         unc = uncertainty_layer(host.viewer)
         if unc is None:
             raise InputError("no uncertainty map: click 'Compute uncertainty' (or segment with probabilities) first")
-        if np.shape(unc.data) != np.shape(layer.data):
-            raise InputError(f"uncertainty map shape {np.shape(unc.data)} differs from labels {np.shape(layer.data)}")
+        unc_data = np.asarray(unc.data)
+        if unc_data.shape != np.shape(layer.data):  # a model-grid map: resample it onto the labels' grid
+            from napari_medseg.inference.uncertainty import uncertainty_on
+
+            unc_vol, placed = volume_from_layer(unc)
+            labels_vol, labels_placed = volume_from_layer(layer)
+            if not (placed and labels_placed):
+                raise InputError(f"uncertainty map shape {unc_data.shape} differs from labels {np.shape(layer.data)} "
+                                 "and one of them carries no geometry to resample with; recompute the uncertainty")
+            unc_data = uncertainty_on(unc_vol, labels_vol)
         axis = host.slice_axis()
         reviewed = store_for(layer).corrected_on(axis)
-        index = editing.next_slice_to_check(np.asarray(unc.data), axis, reviewed, labels=np.asarray(layer.data))
+        index = editing.next_slice_to_check(unc_data, axis, reviewed, labels=np.asarray(layer.data))
         return None if index is None else (axis, index)
 
     def go_to_next_slice(self):
@@ -172,14 +184,12 @@ class ReviewPanel(QWidget):
             if unc is None:
                 host.set_status("the model returned no uncertainty map")
                 return
-            from napari_medseg._napari.layers import image_layer_data
+            from napari_medseg._napari.segment_job import uncertainty_layer_data
 
-            data, kwargs, _ = image_layer_data(unc, name=f"{image.name} uncertainty")
-            kwargs.update(colormap="magma", contrast_limits=(0.0, max(float(np.max(unc.array)), 1e-6)), opacity=0.6,
-                          blending="additive")
-            kwargs["metadata"]["medseg_kind"] = "uncertainty"
+            data, kwargs, _ = uncertainty_layer_data(unc)  # the model grid's exact geometry, as the Segment widget
+            kwargs["name"] = f"{image.name} uncertainty"
             host.viewer.add_image(data, **kwargs)
             host.set_status(f"uncertainty map of model '{model or 'default'}' added; use 'Next slice to check'")
 
-        panel.start(lambda: segment_steps(vol, model=model, return_uncertainty=True), on_done=done,
+        panel.start(lambda: segment_steps(vol, model=model, config=UNCERTAINTY_RUN), on_done=done,
                     on_error=lambda e: host.fail("uncertainty", e))

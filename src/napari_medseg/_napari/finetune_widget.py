@@ -31,7 +31,8 @@ from napari_medseg._napari.finetune_settings import TrainingSettings
 from napari_medseg._napari.finetune_versions import VersionsPanel
 from napari_medseg._napari.layer_info import class_table, layers_of
 from napari_medseg._napari.loss_plot import LossPlot
-from napari_medseg._napari.signals import CloseWatcher, models_changed, notify_models_changed
+from napari_medseg._napari.model_watch import ModelListWatcher
+from napari_medseg._napari.signals import CloseWatcher, notify_models_changed
 from napari_medseg._napari.tracking import ensure_correction_stores, follow_store, store_for
 from napari_medseg._napari.layers import (
     check_volume_layer,
@@ -131,7 +132,8 @@ class FinetuneWidget(QWidget):
         napari_viewer.layers.events.inserted.connect(self._refresh_layers)
         napari_viewer.layers.events.removed.connect(self._refresh_layers)
         self._fill_models()
-        models_changed().changed.connect(self.refresh_models)
+        self.models = ModelListWatcher(self, fill=self._fill_models, current=self.model_combo.currentText,
+                                       restore=lambda text: text and self.set_model(text))
         self._refresh_layers()
         self._close_watcher = CloseWatcher(self, self._on_viewer_closing)
 
@@ -169,17 +171,7 @@ class FinetuneWidget(QWidget):
 
     def refresh_models(self, *_):
         """Re-read the installed models (after a fine-tune, an activation, or when shown), keeping the choice."""
-        try:
-            current = self.model_combo.currentText()
-            self._fill_models()
-        except RuntimeError:  # the widget is being deleted
-            return
-        if current:
-            self.set_model(current)
-
-    def showEvent(self, event):  # noqa: N802 - Qt override
-        self.refresh_models()
-        super().showEvent(event)
+        self.models.refresh()
 
     def _browse_model(self):
         path = QFileDialog.getExistingDirectory(self, "Model package or MONAI bundle folder")
