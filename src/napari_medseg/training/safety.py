@@ -125,23 +125,32 @@ def _pct(row) -> str:
     return f"{row['change'] * 100:+.0f} %"
 
 
-def class_verdict(changes: dict[str, dict], config, allow: bool) -> tuple[bool, str]:
-    """``(ok, reason)``: ok when no class is flagged, or when the user allowed class changes."""
+def class_verdict(changes: dict[str, dict], config, allow: bool, others: dict | None = None) -> tuple[bool, str]:
+    """``(ok, reason)``: ok when no class is flagged (on this image, outside the corrected slices, nor on any
+    other checked image ``others = {image name: changes}``), or when the user allowed class changes."""
+    parts = []
     bad = flagged(changes)
-    if not bad:
+    if bad:
+        parts.append(", ".join(_row_text(n, changes[n]) for n in bad) + " outside the corrected slices")
+    for image, rows in (others or {}).items():
+        bad_o = flagged(rows)
+        if bad_o:
+            parts.append(", ".join(_row_text(n, rows[n]) for n in bad_o) + f" on {image}")
+    if not parts:
         return True, ""
-    what = ", ".join(
-        f"{n} {changes[n]['status']} ({changes[n]['before_outside_ml']:.1f} -> {changes[n]['after_outside_ml']:.1f} mL, "
-        f"{_pct(changes[n])})" for n in bad
-    )
-    where = "outside the corrected slices"
+    what = "; ".join(parts)
     if allow:
-        return True, f"class changes allowed by the user: {what} {where}"
+        return True, f"class changes allowed by the user: {what}"
     return False, (
-        f"{what} {where}, where your corrections show nothing (limits: -{config.max_class_shrink * 100:.0f} % / "
+        f"{what}, where your corrections show nothing (limits: -{config.max_class_shrink * 100:.0f} % / "
         f"+{config.max_class_growth * 100:.0f} %): the model may have forgotten or overgrown a class; the parent stays "
         "active (tick 'allow class changes' / --allow-class-change, or activate the new version explicitly)"
     )
+
+
+def _row_text(name: str, row: dict) -> str:
+    return (f"{name} {row['status']} ({row['before_outside_ml']:.1f} -> {row['after_outside_ml']:.1f} mL, "
+            f"{_pct(row)})")
 
 
 def slice_list(slices) -> str:
@@ -188,13 +197,20 @@ def describe(result) -> str:
         for name, row in changes.items():
             mark = "" if row["status"] in ("ok", "too small") else f"  <- {row['status'].upper()}"
             lines.append(f"  {name}: {row['before_ml']:.1f} -> {row['after_ml']:.1f} mL ({_pct(row)}){mark}")
+    for image, rows in (getattr(result, "other_changes", None) or {}).items():
+        lines.append(f"Predicted volume on {image} (another image, at the model's resolution), parent -> new:")
+        for name, row in rows.items():
+            mark = "" if row["status"] in ("ok", "too small") else f"  <- {row['status'].upper()}"
+            lines.append(f"  {name}: {row['before_ml']:.1f} -> {row['after_ml']:.1f} mL ({_pct(row)}){mark}")
+    for note in getattr(result, "check_notes", None) or []:
+        lines.append(f"Note: {note}.")
     t = result.timing or {}
     if t.get("job_s") is not None:
         budget = t.get("budget_s")
         lines.append(
             f"Time: {t['job_s']:.0f} s" + (f" of a {budget:.0f} s budget" if budget else "")
             + f" (training {t.get('train_s', 0):.0f} s, {t.get('steps', 0)} steps; whole-image segmentations "
-            f"{t.get('segment_s', 0):.0f} s)."
+            f"{t.get('segment_s', 0):.0f} s)" + (f"; {t['steps_per_min']:.0f} steps/min." if t.get("steps_per_min") else ".")
         )
         if budget and t["job_s"] > 1.1 * budget:
             lines.append(f"Over budget by {t['job_s'] - budget:.0f} s: the machine was slower than measured at the start "
