@@ -104,7 +104,7 @@ def check_slices(slices: Iterable, shape) -> list[tuple[int, int]]:
     return sorted(out)
 
 
-def _validate(image, labels, slices, model, from_scratch, name, output, force, activate):
+def _validate(image, labels, slices, model, from_scratch, name, output, force, activate, check_images=()):
     """Refusals before any work: arguments, grid, name, outputs."""
     if activate not in ("auto", True, False):
         raise InputError(f"activate must be 'auto', True or False, got {activate!r}")
@@ -112,6 +112,9 @@ def _validate(image, labels, slices, model, from_scratch, name, output, force, a
         raise InputError("finetune needs an image Volume and a labels Volume (read files with read_volume)")
     labels = finetune_preflight(image, labels, model, from_scratch, name, output)  # grid, name, outputs: before work
     slices = check_slices(slices, labels.spatial_shape)
+    for item in check_images:
+        if not isinstance(item, (Volume, tuple)) and not Path(item).exists():
+            raise InputError(f"check image {item} does not exist; give an image file or DICOM folder (--check-image)")
     if output is not None:
         from napari_medseg._atomic import check_overwrite
 
@@ -183,7 +186,8 @@ def finetune_steps(
     from napari_medseg.training import versions
 
     job = JobClock(config.train.time_budget_s, clock)
-    labels, slices = _validate(image, labels, slices, model, from_scratch, name, output, force, activate)
+    check_images = list(check_images or ())
+    labels, slices = _validate(image, labels, slices, model, from_scratch, name, output, force, activate, check_images)
     start = stages.start_model(image, labels, slices, model, from_scratch, classes, config, name)
     split = stages.split_slices(slices, config, start.parent is not None, labels.spatial_shape, check_slices)
 
@@ -202,7 +206,9 @@ def finetune_steps(
     t = clock()
     cases = stages.build_cases(image, labels, slices, start.card, split)
     job.timed("prepare", clock() - t)
-    tcfg = start.tcfg
+    t = clock()
+    tcfg = stages.plan_threads(start.net, start.tcfg)  # a measured stage (first run on a CPU), not hidden in training
+    job.timed("plan", clock() - t)
     if job.budget is not None:
         tcfg = dataclasses.replace(tcfg, time_budget_s=job.training_budget())
     job.start_training()

@@ -244,6 +244,18 @@ def cross_validate(start: Start, cases: Cases, image, slices, tcfg: TrainConfig,
     return pool(befores), pool(afters), list(fold_slices)
 
 
+def plan_threads(net, tcfg: TrainConfig) -> TrainConfig:
+    """Threads and batch from the measuring training planner, fixed in the config so every run of the job
+    (trial runs, the final one) uses them without planning again."""
+    from napari_medseg.inference.calibrate import calibration_enabled
+    from napari_medseg.inference.train_plan import apply_training_plan
+
+    planned = apply_training_plan(net, tcfg)
+    if tcfg.num_threads or not calibration_enabled():
+        return planned
+    return dataclasses.replace(planned, num_threads=torch.get_num_threads())
+
+
 def final_config(tcfg: TrainConfig, config: FinetuneConfig, split: Split) -> TrainConfig:
     cfg = budget_share(tcfg, 1.0 - config.cv_budget_fraction) if split.check == "cv" else tcfg
     return dataclasses.replace(cfg, val_every=tcfg.val_every) if split.check == "holdout" else cfg
