@@ -213,6 +213,9 @@ def describe(result) -> str:
             f"{t.get('segment_s', 0):.0f} s)" + (f"; {t['steps_per_min']:.0f} steps/min." if t.get("steps_per_min") else ".")
         )
         if budget and t["job_s"] > 1.1 * budget:
-            lines.append(f"Over budget by {t['job_s'] - budget:.0f} s: the machine was slower than measured at the start "
-                         "(training keeps at least 10 % of the budget and one step); give a larger budget.")
+            big = sorted((t.get("stages_s") or {}).items(), key=lambda kv: -kv[1])[:3]
+            spent = f" (longest parts: {', '.join(f'{k} {v:.0f} s' for k, v in big)})" if big else ""
+            lines.append(f"Over budget by {t['job_s'] - budget:.0f} s{spent}: training keeps at least 10 % of the "
+                         "budget and one step, and the machine may have become slower than measured; give a larger "
+                         "budget.")
     return "\n".join(lines)
