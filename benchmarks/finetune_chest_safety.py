@@ -19,19 +19,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from _chest_walk import DATA, corrected_walk, cpu_seconds as _cpu
 
 
 def main(argv=None):
@@ -52,27 +44,13 @@ def main(argv=None):
     os.environ["MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg_bench_")
     import torch
 
-    from napari_medseg.inference import segment
-    from napari_medseg.io import read_volume
     from napari_medseg.training.config import FinetuneConfig
     from napari_medseg.training.finetune import finetune
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    vol = read_volume(folder)
-    t = time.perf_counter()
-    start = segment(vol, model="default")
-    print(f"chest CT {vol.spatial_shape} @ {tuple(round(s, 2) for s in vol.spacing)} mm; default model "
-          f"segmented it in {time.perf_counter() - t:.1f} s")
-    ml = vol.voxel_volume_mm3 / 1000
-    lab = start.labels.array.copy()
     ks = [int(k) for k in args.slices.split(",")]
-    erased = 0
-    for k in ks:  # the eraser on the heart's false "liver" (and "liver tumour") on each slice
-        m = (lab[k] == 1) | (lab[k] == 5)
-        erased += int(m.sum())
-        lab[k][m] = 0
-    print(f"erased {erased * ml:.1f} mL of 'liver'/'liver_tumour' on slices {ks}")
+    vol, start, lab = corrected_walk(folder, ks)
     base = FinetuneConfig()
     train = base.train if args.budget is None else dataclasses.replace(base.train, time_budget_s=args.budget)
     if args.threads:
@@ -99,6 +77,9 @@ def main(argv=None):
               f"{cpu:.0f} CPU-s, load average {os.getloadavg()[0]:.2f}; {tm['steps']} steps, "
               f"{tm.get('steps_per_min')} steps/min, slowdown {tm.get('slowdown')}")
         print(f"  stages (s): {tm.get('stages_s')}; reserved (s): {tm.get('reserved_s')}")
+        seg = res.segmentation
+        if seg is not None and getattr(seg, "timings", None):
+            print("  the new model's segmentation (s): " + ", ".join(f"{k} {v:.1f}" for k, v in seg.timings.items()))
     return 0
 
 
