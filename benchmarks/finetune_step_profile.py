@@ -39,7 +39,6 @@ def main(argv=None):
         print(f"no {folder}: nothing to do")
         return 0
     os.environ.setdefault("MEDSEG_HOME", tempfile.mkdtemp(prefix="medseg_bench_"))
-    import numpy as np
     import torch
 
     from napari_medseg.inference import segment

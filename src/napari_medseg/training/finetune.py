@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from napari_medseg.errors import CancelledError, InputError
+from napari_medseg.errors import InputError
 from napari_medseg.models.card import ModelCard
 from napari_medseg.progress import run_steps
 from napari_medseg.training import finetune_stages as stages
@@ -26,7 +26,6 @@ from napari_medseg.training.check_images import new_pass, parent_pass
 from napari_medseg.training.config import FinetuneConfig
 from napari_medseg.training.finetune_stages import slice_mask as _slice_mask, split_holdout, subcase as _subcase
 from napari_medseg.training.job import JobClock, estimate_segment_s, job_progress, timed_segment
-from napari_medseg.training.loop import TrainProgress
 from napari_medseg.training.preflight import finetune_preflight
 from napari_medseg.training.safety import class_verdict, compare_classes, decide
 from napari_medseg.training.train import TrainResult, finish_card
@@ -182,9 +181,6 @@ def finetune_steps(
     before the new version is renamed into place: a Stop pressed while the package was being written saves
     nothing. ``clock`` is the job's time source (tests inject one).
     """
-    from napari_medseg.models.registry import models_dir
-    from napari_medseg.training import versions
-
     job = JobClock(config.train.time_budget_s, clock)
     check_images = list(check_images or ())
     labels, slices = _validate(image, labels, slices, model, from_scratch, name, output, force, activate, check_images)
@@ -250,28 +246,8 @@ def finetune_steps(
 
     # ---- save: staged in a hidden folder, renamed into place only after the last yield (and a last cancel check)
     t = clock()
-    if output is not None:
-        card = dataclasses.replace(card, version="1")
-        target, version = Path(output), None
-    else:
-        version = versions.next_version(start.name)
-        card = dataclasses.replace(card, version=version)
-        target = models_dir() / start.name / version
-    staged = stages.stage_package(start.net, card, target, force=force if output is not None else False)
-    try:
-        # the last cancellation point: a Stop pressed until here (or while the package was written) saves nothing
-        yield TrainProgress(log.steps, log.steps, "save", "saving the new model version", step=log.steps,
-                            elapsed_s=log.elapsed_s)
-        if cancel is not None and cancel():
-            raise CancelledError("cancelled by the user; nothing was saved")
-        path = stages.commit(staged)
-    finally:
-        staged.discard()
-    if output is not None:
-        activated = False
-        reason = f"saved to {path} (outside the models home: nothing activated); " + reason
-    elif activated:
-        versions.activate(start.name, version, reason="fine-tune: " + reason)
+    card, path, version, activated, reason = yield from stages.save_version(start, card, output, force, activated,
+                                                                           reason, log, cancel)
     job.timed("save", clock() - t)
     timing = {**job.timing(), "train_s": round(job.stages.get("train", 0.0), 2), "steps": log.steps,
               "segment_s": round(sum(v for k, v in job.stages.items() if k.startswith(("segment", "check"))), 2)}

@@ -321,3 +321,36 @@ def commit(staged: Staged) -> Path:
     staged.committed = True
     shutil.rmtree(staged.folder, ignore_errors=True)
     return target
+
+
+def save_version(start: Start, card: ModelCard, output, force, activated: bool, reason: str, log, cancel):
+    """Step generator: stage the package, yield the job's last progress, check ``cancel`` once more, rename the
+    package into place and activate it (when decided); returns ``(card, path, version, activated, reason)``."""
+    from napari_medseg.errors import CancelledError
+    from napari_medseg.models.registry import models_dir
+    from napari_medseg.training import versions
+    from napari_medseg.training.loop import TrainProgress
+
+    if output is not None:
+        card = dataclasses.replace(card, version="1")
+        target, version = Path(output), None
+    else:
+        version = versions.next_version(start.name)
+        card = dataclasses.replace(card, version=version)
+        target = models_dir() / start.name / version
+    staged = stage_package(start.net, card, target, force=force if output is not None else False)
+    try:
+        # the last cancellation point: a Stop pressed until here (or while the package was written) saves nothing
+        yield TrainProgress(log.steps, log.steps, "save", "saving the new model version", step=log.steps,
+                            elapsed_s=log.elapsed_s)
+        if cancel is not None and cancel():
+            raise CancelledError("cancelled by the user; nothing was saved")
+        path = commit(staged)
+    finally:
+        staged.discard()
+    if output is not None:
+        activated = False
+        reason = f"saved to {path} (outside the models home: nothing activated); " + reason
+    elif activated:
+        versions.activate(start.name, version, reason="fine-tune: " + reason)
+    return card, path, version, activated, reason
