@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from napari_medseg.training import finetune_stages as stages
 from napari_medseg.training.check_images import new_pass, parent_pass
 from napari_medseg.training.config import FinetuneConfig
 from napari_medseg.training.finetune_stages import slice_mask as _slice_mask, split_holdout, subcase as _subcase
-from napari_medseg.training.job import JobClock, estimate_segment_s, job_progress, timed_segment
+from napari_medseg.training.job import JobClock, estimate_segment_s, timed_segment
 from napari_medseg.training.preflight import finetune_preflight
 from napari_medseg.training.safety import class_verdict, compare_classes, decide
 from napari_medseg.training.train import TrainResult, finish_card
@@ -202,30 +201,8 @@ def finetune_steps(
     t = clock()
     cases = stages.build_cases(image, labels, slices, start.card, split)
     job.timed("prepare", clock() - t)
-    t = clock()
-    tcfg = stages.plan_threads(start.net, start.tcfg)  # a measured stage (first run on a CPU), not hidden in training
-    job.timed("plan", clock() - t)
-    if job.budget is not None:
-        tcfg = dataclasses.replace(tcfg, time_budget_s=job.training_budget())
-    job.start_training()
-    t_train = clock()
-
-    def run(steps):
-        return job_progress(steps, job)
-
-    before = after = None
+    log, before, after, split, final_cfg = yield from stages.train_all(start, cases, split, image, slices, config, job)
     held = split.held
-    if split.check == "cv":
-        before, after, held = yield from stages.cross_validate(start, cases, image, slices, tcfg, config, run)
-        split = dataclasses.replace(split, held=held)
-    final_cfg = stages.final_config(tcfg, config, split)
-    time_left = job.time_left_for_training if job.budget is not None else None
-    log, final_after = yield from stages.train_final(start, cases, split, final_cfg, run, time_left)
-    if split.check == "holdout":
-        before = log.initial_val if start.parent is not None else None
-    if split.check != "cv":
-        after = final_after
-    job.timed("train", clock() - t_train)
 
     # ---- the new model segments the image (class check, re-segmentation) and the other check images
     new_seg, changes = None, {}

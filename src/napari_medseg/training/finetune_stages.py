@@ -276,6 +276,43 @@ def train_final(start: Start, cases: Cases, split: Split, cfg: TrainConfig, run,
     return log, after
 
 
+def train_all(start: Start, cases: Cases, split: Split, image, slices, config: FinetuneConfig, job):
+    """Step generator: plan threads, the trial runs (cross-validation) and the final run, inside the job's budget.
+
+    Returns ``(log, before, after, split, final_cfg)``. Torch's thread count is restored afterwards, so the new
+    model's segmentation runs like its parent's did (and the caller's process keeps its setting)."""
+    from napari_medseg.training.job import job_progress
+
+    threads = torch.get_num_threads()
+    try:
+        t = job.clock()
+        tcfg = plan_threads(start.net, start.tcfg)  # a measured stage (first run on a CPU), not hidden in training
+        job.timed("plan", job.clock() - t)
+        if job.budget is not None:
+            tcfg = dataclasses.replace(tcfg, time_budget_s=job.training_budget())
+        job.start_training()
+        t = job.clock()
+
+        def run(steps):
+            return job_progress(steps, job)
+
+        before = after = None
+        if split.check == "cv":
+            before, after, held = yield from cross_validate(start, cases, image, slices, tcfg, config, run)
+            split = dataclasses.replace(split, held=held)
+        final_cfg = final_config(tcfg, config, split)
+        time_left = job.time_left_for_training if job.budget is not None else None
+        log, final_after = yield from train_final(start, cases, split, final_cfg, run, time_left)
+        if split.check == "holdout":
+            before = log.initial_val if start.parent is not None else None
+        if split.check != "cv":
+            after = final_after
+        job.timed("train", job.clock() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return log, before, after, split, final_cfg
+
+
 # ------------------------------------------------------------------------------------------ saving
 @dataclass
 class Staged:

@@ -143,12 +143,17 @@ def job_progress(steps, clock: JobClock):
 
 
 def segment_whole(image: Volume, net, card: ModelCard, stage: str, clock: JobClock):
-    """Whole-image segmentation with ``net`` exactly as `segment` runs it (post-processing included)."""
+    """Whole-image segmentation with ``net`` as `segment` runs it (post-processing included).
+
+    Both models of a job run the PyTorch reference (``calibrate=False``): a new version would otherwise be
+    converted for its own weights (OpenVINO / ONNX Runtime: 18 s on the loaded 2-core CPU, on top of 8 s of
+    network), a cost its parent's cached run does not show -- the parent's measured time then predicts the new
+    model's, which is what the budget reserves."""
     from napari_medseg.inference import segment_steps
     from napari_medseg.models.package import LoadedModel
 
     total = clock.budget
-    gen = segment_steps(image, model=LoadedModel(net, card, None))
+    gen = segment_steps(image, model=LoadedModel(net, card, None), calibrate=False)
     while True:
         try:
             p = next(gen)
