@@ -210,10 +210,12 @@ def finetune_steps(
         new_seg, _ = yield from timed_segment(image, start.net, start.card, "check: the new model segments the image",
                                               job, "segment (new model)")
     if check_classes:
+        t = clock()
         classes_ = {v: n for v, n in start.card.class_names().items() if int(v) != 0}
         changes = compare_classes(parent_seg.labels.array, new_seg.labels.array, classes_,
                                   float(image.voxel_volume_mm3) / 1000.0, slices, config,
                                   image=str(image.meta.get("source_path") or "image"))
+        job.timed("compare", clock() - t)
     others = yield from new_pass(others_set, start.net, start.card, config, job)
 
     allow = allow_class_change

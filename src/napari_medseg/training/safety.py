@@ -26,13 +26,23 @@ def outside_mask(shape, slices) -> np.ndarray:
     return out
 
 
-def _counts(labels: np.ndarray, values, where: np.ndarray | None = None) -> dict[int, int]:
+def _counts(labels: np.ndarray, values) -> dict[int, int]:
     lab = np.asarray(labels)
-    if where is not None:
-        lab = lab[where]
-    top = max([int(v) for v in values] + [0]) + 1
-    hist = np.bincount(np.clip(lab.ravel().astype(np.int64), 0, top), minlength=top + 1)
-    return {int(v): int(hist[int(v)]) for v in values}
+    return {int(v): int(np.count_nonzero(lab == v)) for v in values}  # no int64 copy of a 37-Mvoxel volume
+
+
+def _on_slices(labels: np.ndarray, values, slices) -> dict[int, int]:
+    """Voxels of each value on the union of the ``(axis, index)`` slices (cheap when they share an axis)."""
+    lab = np.asarray(labels)
+    slices = sorted({(int(a), int(i)) for a, i in slices})
+    if len({a for a, _ in slices}) > 1:  # slices along different axes intersect: count the union once
+        return _counts(lab[~outside_mask(lab.shape, slices)], values)
+    out = dict.fromkeys((int(v) for v in values), 0)
+    for a, i in slices:
+        plane = np.take(lab, i, axis=a)
+        for v in out:
+            out[v] += int(np.count_nonzero(plane == v))
+    return out
 
 
 def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str], voxel_ml: float, slices,
@@ -44,9 +54,10 @@ def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str]
     "vanished", "shrank", "grew", "appeared", "too small" (below ``config.min_class_ml`` in both).
     """
     values = [int(v) for v in classes if int(v) != 0]
-    outside = outside_mask(np.shape(parent), slices)
     whole_b, whole_a = _counts(parent, values), _counts(new, values)
-    out_b, out_a = _counts(parent, values, outside), _counts(new, values, outside)
+    on_b, on_a = _on_slices(parent, values, slices), _on_slices(new, values, slices)
+    out_b = {v: whole_b[v] - on_b[v] for v in values}
+    out_a = {v: whole_a[v] - on_a[v] for v in values}
     rows = {}
     for v in values:
         b, a = out_b[v] * voxel_ml, out_a[v] * voxel_ml
