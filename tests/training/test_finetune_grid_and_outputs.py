@@ -88,7 +88,7 @@ def _files(path):
 
 
 def test_finetune_output_over_its_parent_or_around_its_image_is_refused(tiny_parent, tmp_path, monkeypatch):
-    import napari_medseg.training.finetune as ft
+    import napari_medseg.training.finetune_stages as ft
 
     image, labels = blob_volumes(0)
     img_path = write_volume(image, tmp_path / "data" / "ct.nii.gz")
@@ -103,7 +103,7 @@ def test_finetune_output_over_its_parent_or_around_its_image_is_refused(tiny_par
 
 
 def test_finetune_to_an_unwritable_folder_is_refused_before_training(tiny_parent, tmp_path, monkeypatch):
-    import napari_medseg.training.finetune as ft
+    import napari_medseg.training.finetune_stages as ft
     from tests.test_outputs_over_inputs import unwritable_folder
 
     image, labels = blob_volumes(0)

@@ -169,7 +169,8 @@ def cmd_finetune(args) -> int:
         res = finetune(image, labels, parse_slices(args.slices), model=args.model, from_scratch=args.from_scratch,
                        classes=parse_classes(args.classes), config=fcfg, name=args.name, activate=activate,
                        output=args.output, force=args.force, progress=bar,
-                       allow_class_change=getattr(args, "allow_class_change", False))
+                       allow_class_change=getattr(args, "allow_class_change", False),
+                       check_images=getattr(args, "check_image", None) or ())
     finally:
         bar.close()
     print(res.summary())
@@ -265,6 +266,9 @@ def register(sub) -> None:
     p.add_argument("--activate", choices=("auto", "yes", "no"), default="auto",
                    help="auto: only if not worse than the parent on held-out slices and no class vanishes, "
                         "shrinks by more than half or doubles elsewhere in the image")
+    p.add_argument("--check-image", action="append", default=[], metavar="PATH",
+                   help="another recent image on which the new model must not lose a class either (repeatable; "
+                        "at most 3, within a quarter of the time budget)")
     p.add_argument("--allow-class-change", action="store_true",
                    help="activate (auto) even when a class changes drastically outside the corrected slices")
     g = p.add_mutually_exclusive_group()

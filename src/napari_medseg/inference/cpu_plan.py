@@ -52,6 +52,15 @@ def _memory_batch(card, x) -> int:
     return _cpu_plan(card, voxels, BIG_BATCH, False, True, []).sw_batch_size
 
 
+def architecture_key(net) -> str:
+    """What a plan's speed depends on besides the CPU and libraries: the network's layers (parameter and buffer
+    names, shapes, dtypes), not its weights' values."""
+    import hashlib
+
+    blob = "|".join(f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in net.state_dict().items())
+    return "architecture:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
 def load_plan(path):
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -78,7 +87,13 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
     fixed = {"batch": int(sw_batch_size) if sw_batch_size else None, "amp": amp, "runtimes": runtimes}
     key = plan_key(identity, versions, sha, roi, in_ch, fixed)
     path = plan_path(card.name, key)
+    # another version of the same network (a fine-tune: same layers, new weights) reuses its measured choice;
+    # only a conversion for the new weights (OpenVINO / ONNX Runtime) is redone
+    arch_path = plan_path(card.name, plan_key(identity, versions, architecture_key(net), roi, in_ch, fixed))
     saved = None if recalibrate else load_plan(path)
+    reused = None
+    if saved is None and not recalibrate:
+        reused = saved = load_plan(arch_path)
     notes: list[str] = []
     conv, nets = None, {False: folded}
 
@@ -100,6 +115,12 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
                 if not conv.usable(chosen.runtime):
                     raise RuntimeError("; ".join(conv.notes) or f"{chosen.runtime} is not usable")
             pred = torch_net(chosen.channels_last) if chosen.runtime == "torch" else build(chosen)
+            if reused is not None:  # measured for another version of this network: saved for these weights too
+                saved = dict(reused, key=key, weights_sha256=sha, reused_from=reused.get("weights_sha256"),
+                             notes=[*reused.get("notes", []), "the plan measured for another version of this network "
+                                    "(same layers, other weights) was reused"])
+                with atomic_path(path, force=True) as tmp:
+                    tmp.write_text(json.dumps(saved, indent=1), encoding="utf-8")
             info = dict(saved, cached=True, calibration_s=0.0, convert_s=conv.seconds if conv else 0.0,
                         prepare_s=time.perf_counter() - t0, path=str(path))
             return pred, info
@@ -150,8 +171,9 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
             "calibration_windows": int(len(windows)), "calibration_s": cal_s, "convert_s": convert_s,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, force=True) as tmp:
-        tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    for target in (path, arch_path):
+        with atomic_path(target, force=True) as tmp:
+            tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
     info.update(cached=False, prepare_s=time.perf_counter() - t0, path=str(path))
     return pred, info
 

@@ -12,28 +12,26 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
-import torch
-
 from napari_medseg.errors import InputError
 from napari_medseg.models.card import ModelCard
 from napari_medseg.progress import run_steps
-from napari_medseg.training.config import FinetuneConfig, TrainConfig
-from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case, value_to_channel
+from napari_medseg.training import finetune_stages as stages
+from napari_medseg.training.check_images import new_pass, parent_pass
+from napari_medseg.training.config import FinetuneConfig
+from napari_medseg.training.finetune_stages import slice_mask as _slice_mask, split_holdout, subcase as _subcase
+from napari_medseg.training.job import JobClock, estimate_segment_s, timed_segment
 from napari_medseg.training.preflight import finetune_preflight
-from napari_medseg.training.job import estimate_segment_s, job_progress, segment_whole
-from napari_medseg.training.safety import decide as _decide, pool as _pool
-from napari_medseg.training.loop import TrainProgress, evaluate_cases, training_steps
-from napari_medseg.training.train import TrainResult, class_names, finish_card, unet_card
+from napari_medseg.training.safety import class_verdict, compare_classes, decide
+from napari_medseg.training.train import TrainResult, finish_card
 from napari_medseg.volume import Volume
+
+__all__ = ["FinetuneResult", "finetune", "finetune_steps", "parse_slices", "check_slices", "split_holdout",
+           "_slice_mask", "_subcase"]
 
 AXIS_LETTERS = {0: "z", 1: "y", 2: "x"}
 
@@ -54,7 +52,9 @@ class FinetuneResult:
     check: str = "holdout"  # "holdout", "cv" or "none"
     class_changes: dict = field(default_factory=dict)  # class name -> volumes before/after (safety.compare_classes)
     segmentation: Any = None  # the new model's whole-image `LabelResult` (the re-segmentation), when computed
-    timing: dict = field(default_factory=dict)  # job_s, budget_s, train_s, segment_s, steps
+    timing: dict = field(default_factory=dict)  # job_s, budget_s, train_s, segment_s, steps, stages_s, reserved_s
+    other_changes: dict = field(default_factory=dict)  # other checked image -> class name -> compare_classes row
+    check_notes: list = field(default_factory=list)  # other images not checked, and why
 
     def summary(self) -> str:
         """The result in plain words: decision and why, held-out slices, per-class changes, time."""
@@ -102,92 +102,58 @@ def check_slices(slices: Iterable, shape) -> list[tuple[int, int]]:
     return sorted(out)
 
 
-def split_holdout(slices: list[tuple[int, int]], n_hold: int) -> tuple[list, list]:
-    """Hold out ``n_hold`` slices spread over the sorted list (avoiding its ends when possible)."""
-    n = len(slices)
-    if n_hold <= 0:
-        return list(slices), []
-    pos = sorted({min(n - 1, int((i + 0.5) * n / n_hold)) for i in range(n_hold)})
-    held = [slices[p] for p in pos]
-    return [s for s in slices if s not in held], held
+def _validate(image, labels, slices, model, from_scratch, name, output, force, activate, check_images=()):
+    """Refusals before any work: arguments, grid, name, outputs."""
+    if activate not in ("auto", True, False):
+        raise InputError(f"activate must be 'auto', True or False, got {activate!r}")
+    if not isinstance(image, Volume) or not isinstance(labels, Volume):
+        raise InputError("finetune needs an image Volume and a labels Volume (read files with read_volume)")
+    labels = finetune_preflight(image, labels, model, from_scratch, name, output)  # grid, name, outputs: before work
+    slices = check_slices(slices, labels.spatial_shape)
+    for item in check_images:
+        if not isinstance(item, (Volume, tuple)) and not Path(item).exists():
+            raise InputError(f"check image {item} does not exist; give an image file or DICOM folder (--check-image)")
+    if output is not None:
+        from napari_medseg._atomic import check_overwrite
+
+        check_overwrite(output, force)
+    return labels, slices
 
 
-def _slice_mask(shape, slices) -> np.ndarray:
-    """int16 mask: slice number (1-based, in ``slices`` order) on each slice, 0 elsewhere."""
-    m = np.zeros(shape, dtype=np.int16)
-    for n, (axis, index) in enumerate(slices, start=1):
-        sl = [slice(None)] * 3
-        sl[axis] = index
-        m[tuple(sl)] = np.where(m[tuple(sl)] == 0, n, m[tuple(sl)])
-    return m
+def _decide_activation(activate, split, start, before, after, changes, others, config, allow) -> tuple[bool, str]:
+    """Held-out Dice against the parent, then the class check (this image and the other checked images)."""
+    activated, reason = decide(activate, split.check, start.parent, before, after, config.tolerance)
+    if changes or others:
+        ok, why = class_verdict(changes, config, allow or activate is True, others)
+        if activate == "auto" and activated and not ok:
+            activated, reason = False, why
+        elif why:
+            reason = f"{reason}; {why}"
+    return activated, reason
 
 
-def _subcase(case: Case, ids: list[int], thin_axis) -> Case:
-    m = torch.zeros_like(case.mask)
-    for i in ids:
-        m[case.mask == i] = 1.0
-    return Case(case.name, case.image, case.target, m, thin_axis)
-
-
-def _file_sha256(path: Path, card: ModelCard) -> str:
-    if card.weights_sha256:
-        return card.weights_sha256
-    p = Path(path)
-    w = p / card.weights_file if p.is_dir() else p
-    return hashlib.sha256(w.read_bytes()).hexdigest() if w.is_file() else ""
-
-
-def _scratch_card(image: Volume, labels: Volume, slices, classes, config: FinetuneConfig, name: str) -> ModelCard:
-    arr = np.asarray(labels.array)
-    mask = _slice_mask(arr.shape, slices) > 0
-    values = sorted(int(v) for v in np.unique(arr[mask]) if int(v) != 0)
-    known = {int(k): str(v) for k, v in (labels.meta.get("classes") or {}).items()}
-    if classes is None:
-        if not values:
-            raise InputError("the corrected slices hold no foreground label; paint the structure you want to learn")
-        classes = {v: known.get(v, f"class_{v}") for v in values}
-    else:
-        classes = {int(k): str(v) for k, v in dict(classes).items() if int(k) != 0}
-        extra = sorted(set(values) - set(classes))
-        if extra:
-            raise InputError(f"the corrected slices hold label values {extra} that are not in classes {sorted(classes)}")
-    normals = {a for a, _ in slices}
-    spacing = [0.0, 0.0, 0.0]
-    d = np.abs(image.direction)
-    for p in range(3):  # RAS model axis p runs along the source axis that mostly points along p
-        s = int(np.argmax(d[p]))
-        keep = (2 - s) in normals  # an axis normal to corrected slices keeps its native spacing
-        spacing[p] = image.spacing[s] if keep else max(image.spacing[s], config.min_spacing)
-    is_ct = str(image.meta.get("modality", "CT")).upper() == "CT" and float(np.min(image.array)) < -500
-    inten = (
-        {"type": "ct_window", "a_min": -175.0, "a_max": 250.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
-        if is_ct
-        else {"type": "zscore", "nonzero": False}
-    )
-    # inference windows shaped like the training patches (instance-norm statistics then match)
-    roi = list(config.train.patch_size)
-    if len(normals) == 1:
-        a = next(iter(normals))
-        thin = int(np.argmax(d[:, 2 - a]))
-        small = int(np.argmin(roi))
-        roi[small], roi[thin] = roi[thin], roi[small]
-    card = unet_card(
-        name, classes, spacing=tuple(spacing), channels=config.scratch_channels, strides=config.scratch_strides,
-        num_res_units=config.scratch_res_units, roi_size=tuple(roi), intensity=inten,
-        description=f"Trained from scratch on {len(slices)} corrected slice(s) of {image.meta.get('source_path') or 'an image'}",
-    )
-    if config.scratch_keep_largest:
-        card.keep_largest = sorted(int(v) for v in classes)
-    return card
-
-
-def _budget(cfg: TrainConfig, fraction: float) -> TrainConfig:
-    return dataclasses.replace(
-        cfg,
-        steps=max(1, int(round(cfg.steps * fraction))),
-        time_budget_s=None if cfg.time_budget_s is None else cfg.time_budget_s * fraction,
-        val_every=10**9,
-    )
+def _provenance(start, image, slices, split, config, log, final_cfg, before, after, activated, reason, changes,
+                others, allow) -> ModelCard:
+    result_train = TrainResult(start.net, start.card, log, metrics={})
+    result_train.metrics = {"check": split.check, "before": before, "after": after,
+                            "heldout_slices": [list(s) for s in split.held]}
+    mode = "scratch" if start.parent is None else ("finetune-frozen-encoder" if start.tcfg.freeze_encoder else "finetune")
+    source = str(image.meta.get("source_path") or "")
+    extra = {
+        "mode": mode,
+        "parent": start.parent,
+        "slices": {"train": [list(s) for s in split.train], "heldout": [list(s) for s in split.held],
+                   "axis_order": "array (z, y, x)"},
+        "source_image": source,
+        "finetune_config": {k: v for k, v in config.to_dict().items() if k != "train"},
+        "activation": {"activated": activated, "reason": reason},
+        "class_check": {"changes": changes, "allowed": bool(allow), "image": source or "the fine-tuned image",
+                        "other_images": others,
+                        "thresholds": {k: getattr(config, k) for k in ("max_class_shrink", "max_class_growth", "min_class_ml")}},
+    }
+    card = start.card
+    card.provenance = {}
+    return finish_card(card, result_train, final_cfg, {"image": source, "corrected_slices": len(slices)}, extra)
 
 
 def finetune_steps(
@@ -204,200 +170,71 @@ def finetune_steps(
     force: bool = False,
     allow_class_change: bool = False,
     resegment: bool = False,
+    check_images=(),
+    cancel=None,
+    clock=time.perf_counter,
 ):
-    """Step generator behind `finetune` (see there); yields `TrainProgress`, returns `FinetuneResult`."""
-    from napari_medseg.models.network import build_network
-    from napari_medseg.models import load_model
-    from napari_medseg.models.package import save_model_package
-    from napari_medseg.models.registry import models_dir, resolve_model
-    from napari_medseg.training import versions
+    """Step generator behind `finetune` (see there); yields `TrainProgress`, returns `FinetuneResult`.
 
-    t_job = time.perf_counter()
-    if activate not in ("auto", True, False):
-        raise InputError(f"activate must be 'auto', True or False, got {activate!r}")
-    if not isinstance(image, Volume) or not isinstance(labels, Volume):
-        raise InputError("finetune needs an image Volume and a labels Volume (read files with read_volume)")
-    labels = finetune_preflight(image, labels, model, from_scratch, name, output)  # grid, name, outputs: before work
-    slices = check_slices(slices, labels.spatial_shape)
-    if output is not None:
-        from napari_medseg._atomic import check_overwrite
+    ``cancel`` (a predicate, e.g. the Stop button's flag) is checked once more after the last yield, just
+    before the new version is renamed into place: a Stop pressed while the package was being written saves
+    nothing. ``clock`` is the job's time source (tests inject one).
+    """
+    job = JobClock(config.train.time_budget_s, clock)
+    check_images = list(check_images or ())
+    labels, slices = _validate(image, labels, slices, model, from_scratch, name, output, force, activate, check_images)
+    start = stages.start_model(image, labels, slices, model, from_scratch, classes, config, name)
+    split = stages.split_slices(slices, config, start.parent is not None, labels.spatial_shape, check_slices)
 
-        check_overwrite(output, force)
-
-    # ---- parent model or a new card
-    parent = None
-    if from_scratch:
-        name = name or "custom"
-        card = _scratch_card(image, labels, slices, classes, config, name)
-        net = build_network(card)
-        tcfg = dataclasses.replace(config.train, lr=config.scratch_lr)
-    else:
-        path = resolve_model(model if model is not None else "default")
-        loaded = load_model(path)  # our packages and MONAI bundles (whose preprocessing the card carries)
-        spec = versions.version_spec(path)
-        parent = {"spec": spec, "sha256": _file_sha256(path, loaded.card), "path": str(path)}
-        if loaded.card.provenance.get("source") == "MONAI bundle":
-            if loaded.card.activation != "softmax":
-                raise InputError(f"{spec}: fine-tuning bundles with {loaded.card.activation} (overlapping-region) "
-                                 "outputs is not supported; only softmax segmentation bundles can be fine-tuned")
-            parent["bundle"] = {k: loaded.card.provenance.get(f"bundle_{k}") for k in ("name", "version", "sha256")}
-        name = name or (spec.split("@")[0] if "@" in spec else loaded.card.name)
-        card = copy.deepcopy(loaded.card)
-        card.name = name
-        net = loaded.network
-        parent_net = copy.deepcopy(net).eval()
-        tcfg = config.train
-        present = {int(v) for v in np.unique(np.asarray(labels.array)[_slice_mask(labels.spatial_shape, slices) > 0])}
-        unknown = sorted(present - set(value_to_channel(card)) - {0})
-        if unknown:
-            raise InputError(
-                f"the corrected slices hold label values {unknown} that model {spec!r} does not know "
-                f"({sorted(value_to_channel(card))}); train a new model with from_scratch=True (--from-scratch)"
-            )
-
-    # ---- which slices train and which check
-    n = len(slices)
-    if config.holdout_slices is not None:
-        held = check_slices(config.holdout_slices, labels.spatial_shape)
-        missing = [s for s in held if s not in slices]
-        if missing:
-            raise InputError(f"held-out slices {missing} are not among the corrected slices")
-        train_sl, check = [s for s in slices if s not in held], "holdout"
-    elif config.holdout == "auto":
-        if n >= 4:
-            train_sl, held = split_holdout(slices, max(1, round(n / 4)))
-            check = "holdout"
-        elif n >= 2 and parent is not None:
-            train_sl, held, check = slices, [], "cv"
-        else:
-            train_sl, held, check = slices, [], "none"
-    else:
-        if config.holdout >= n:
-            raise InputError(f"cannot hold out {config.holdout} of {n} corrected slices; at least one must train")
-        train_sl, held = split_holdout(slices, int(config.holdout))
-        check = "holdout" if held else "none"
-    if not train_sl:
-        raise InputError("every corrected slice is held out; nothing left to train on")
-
-    # ---- the parent segments the whole image (the class check's reference); the budget bounds the whole job
-    check_classes = parent is not None and config.class_check
-    parent_seg, seg_s = None, 0.0
+    # ---- the parent segments the image and the other check images: references, and the measured cost of the
+    # same passes by the new model after training (the budget bounds the whole job)
+    check_classes = start.parent is not None and config.class_check
+    parent_seg = None
     if check_classes:
-        t = time.perf_counter()
-        parent_seg = yield from segment_whole(image, parent_net, loaded.card, "check: the parent segments the image", t_job, tcfg)
-        seg_s = time.perf_counter() - t
+        parent_seg, s = yield from timed_segment(image, start.parent_net, start.parent_card,
+                                                 "check: the parent segments the image", job, "segment (parent)")
+        job.reserve["segment (new model)"] = s
+    elif resegment:
+        job.reserve["segment (new model)"] = estimate_segment_s(start.net, start.card, image)
+    others_set = yield from parent_pass(check_images, start, config, job)
 
-    # ---- one model-space case, slice ids in its mask
-    order = list(slices)
-    case = prepare_case(image, labels, card, mask=_slice_mask(labels.spatial_shape, order), name=str(image.meta.get("source_path") or "image"))
-    ids = {s: i for i, s in enumerate(order, start=1)}
-    normals = {a for a, _ in train_sl}
-    thin = model_axis_of_array_axis(image, card, next(iter(normals))) if len(normals) == 1 else None
-    train_case = _subcase(case, [ids[s] for s in train_sl], thin)
-    names = class_names(card)
-    nc = card.out_channels
-    roi = tcfg.patch_size
-    budget = tcfg.time_budget_s
-    if budget is not None:  # what is left once the new model's segmentation and saving are set aside
-        after_s = (seg_s if check_classes else (estimate_segment_s(net, card, image) if resegment else 0.0)) * 1.1 + 1.0
-        left = budget - (time.perf_counter() - t_job) - after_s
-        tcfg = dataclasses.replace(tcfg, time_budget_s=max(left, 0.1 * budget, 1.0))
-    t_train = time.perf_counter()
+    t = clock()
+    cases = stages.build_cases(image, labels, slices, start.card, split)
+    job.timed("prepare", clock() - t)
+    log, before, after, split, final_cfg = yield from stages.train_all(start, cases, split, image, slices, config, job)
+    held = split.held
 
-    metrics_before = metrics_after = None
-    remaining = 1.0
-    if check == "cv":
-        folds = min(n, max(1, config.cv_folds))
-        _, fold_slices = split_holdout(slices, folds)
-        frac = config.cv_budget_fraction / folds
-        befores, afters = [], []
-        for f, hs in enumerate(fold_slices):
-            tr = [s for s in slices if s != hs]
-            fnet = copy.deepcopy(parent_net)
-            tc = _subcase(case, [ids[s] for s in tr], thin)
-            vc = _subcase(case, [ids[hs]], model_axis_of_array_axis(image, card, hs[0]))
-            log = yield from job_progress(training_steps(fnet, [tc], dataclasses.replace(_budget(tcfg, frac), seed=tcfg.seed + f), nc, [vc], names, stage=f"trial run {f + 1}/{folds} (held-out check)"), t_job, budget)
-            befores.append(log.initial_val)
-            afters.append(log.final_val)
-        metrics_before, metrics_after = _pool(befores), _pool(afters)
-        held = list(fold_slices)
-        remaining = 1.0 - config.cv_budget_fraction
-    val_cases = [_subcase(case, [ids[s] for s in held], thin)] if check == "holdout" else []
-    final_cfg = _budget(tcfg, remaining) if remaining < 1.0 else tcfg
-    if val_cases:
-        final_cfg = dataclasses.replace(final_cfg, val_every=tcfg.val_every)
-    log = yield from job_progress(training_steps(net, [train_case], final_cfg, nc, val_cases, names, stage="fine-tune: training",
-                                         initial_validation=parent is not None), t_job, budget)
-    train_s = time.perf_counter() - t_train
-    if check == "holdout":
-        metrics_before = log.initial_val if parent is not None else None
-        metrics_after = log.final_val
-    elif check == "none":
-        metrics_after = evaluate_cases(net, [train_case], nc, roi, names)
-        metrics_after["on"] = "training slices (no held-out slice available)"
-    net.eval()
-
-    # ---- the new model segments the whole image: class check against the parent, and the re-segmentation
+    # ---- the new model segments the image (class check, re-segmentation) and the other check images
     new_seg, changes = None, {}
     if check_classes or resegment:
-        t = time.perf_counter()
-        new_seg = yield from segment_whole(image, net, card, "check: the new model segments the image", t_job, tcfg, budget)
-        seg_s += time.perf_counter() - t
+        new_seg, _ = yield from timed_segment(image, start.net, start.card, "check: the new model segments the image",
+                                              job, "segment (new model)")
     if check_classes:
-        from napari_medseg.training.safety import compare_classes
-
-        classes_ = {v: n for v, n in card.class_names().items() if int(v) != 0}
+        t = clock()
+        classes_ = {v: n for v, n in start.card.class_names().items() if int(v) != 0}
         changes = compare_classes(parent_seg.labels.array, new_seg.labels.array, classes_,
                                   float(image.voxel_volume_mm3) / 1000.0, slices, config,
                                   image=str(image.meta.get("source_path") or "image"))
+        job.timed("compare", clock() - t)
+    others = yield from new_pass(others_set, start.net, start.card, config, job)
 
-    # ---- activation decision
-    activated, reason = _decide(activate, check, parent, metrics_before, metrics_after, config.tolerance)
-    if changes:
-        from napari_medseg.training.safety import class_verdict
+    allow = allow_class_change
+    activated, reason = _decide_activation(activate, split, start, before, after, changes, others, config, allow)
+    card = _provenance(start, image, slices, split, config, log, final_cfg, before, after, activated, reason, changes,
+                       others, allow)
 
-        ok, why = class_verdict(changes, config, allow_class_change or activate is True)
-        if activate == "auto" and activated and not ok:
-            activated, reason = False, why
-        elif why:
-            reason = f"{reason}; {why}"
-    result_train = TrainResult(net, card, log, metrics={})
-    metrics = {"check": check, "before": metrics_before, "after": metrics_after, "heldout_slices": [list(s) for s in held]}
-    result_train.metrics = metrics
-    mode = "scratch" if from_scratch else ("finetune-frozen-encoder" if tcfg.freeze_encoder else "finetune")
-    extra = {
-        "mode": mode,
-        "parent": parent,
-        "slices": {"train": [list(s) for s in train_sl], "heldout": [list(s) for s in held], "axis_order": "array (z, y, x)"},
-        "source_image": str(image.meta.get("source_path") or ""),
-        "finetune_config": {k: v for k, v in config.to_dict().items() if k != "train"},
-        "activation": {"activated": activated, "reason": reason},
-        "class_check": {"changes": changes, "allowed": bool(allow_class_change), "image": str(image.meta.get("source_path") or "the fine-tuned image"),
-                        "thresholds": {k: getattr(config, k) for k in ("max_class_shrink", "max_class_growth", "min_class_ml")}},
-    }
-    card.provenance = {}
-    card = finish_card(card, result_train, final_cfg, {"image": extra["source_image"], "corrected_slices": len(slices)}, extra)
-    # last cancellation point: a Stop pressed during the final validation leaves no new version behind
-    yield TrainProgress(log.steps, log.steps, "save", "saving the new model version", step=log.steps,
-                        elapsed_s=log.elapsed_s)
-    if output is not None:
-        card = dataclasses.replace(card, version="1")
-        path = save_model_package(net, card, output, force=force)
-        version, activated = None, False
-        reason = f"saved to {path} (outside the models home: nothing activated); " + reason
-    else:
-        version = versions.next_version(name)
-        card = dataclasses.replace(card, version=version)
-        path = save_model_package(net, card, models_dir() / name / version, force=False)
-        if activated:
-            versions.activate(name, version, reason="fine-tune: " + reason)
-    timing = {"job_s": round(time.perf_counter() - t_job, 2), "budget_s": budget, "train_s": round(train_s, 2),
-              "segment_s": round(seg_s, 2), "steps": log.steps}
+    # ---- save: staged in a hidden folder, renamed into place only after the last yield (and a last cancel check)
+    t = clock()
+    card, path, version, activated, reason = yield from stages.save_version(start, card, output, force, activated,
+                                                                           reason, log, cancel)
+    job.timed("save", clock() - t)
+    timing = {**job.timing(), "train_s": round(job.stages.get("train", 0.0), 2), "steps": log.steps,
+              "segment_s": round(sum(v for k, v in job.stages.items() if k.startswith(("segment", "check"))), 2)}
     return FinetuneResult(
-        model_path=path, version=version, name=name, card=card, metrics_before=metrics_before,
-        metrics_after=metrics_after, history=log.history, activated=activated, reason=reason,
-        network=net, heldout_slices=list(held), check=check, class_changes=changes, segmentation=new_seg,
-        timing=timing,
+        model_path=path, version=version, name=start.name, card=card, metrics_before=before,
+        metrics_after=after, history=log.history, activated=activated, reason=reason,
+        network=start.net, heldout_slices=list(held), check=split.check, class_changes=changes,
+        segmentation=new_seg, timing=timing, other_changes=others, check_notes=list(others_set.notes),
     )
 
 
@@ -417,6 +254,7 @@ def finetune(
     cancel=None,
     allow_class_change: bool = False,
     resegment: bool = False,
+    check_images=(),
 ) -> FinetuneResult:
     """Fine-tune ``model`` (or train a new one with ``from_scratch``) on the corrected ``slices`` of ``labels``.
 
@@ -429,11 +267,14 @@ def finetune(
     result's ``class_changes``) — unless ``allow_class_change``. ``config.train.time_budget_s`` bounds the
     whole job (both whole-image segmentations, training, validation, saving). ``resegment`` also returns the
     new model's segmentation of the image when there is no parent to check (``result.segmentation``).
+    ``check_images``: other recent images (`Volume`, path, or ``(name, Volume)``) on which the class check
+    also compares the parent and the new model (see `check_images`; at most three, within a quarter of the
+    budget; ``result.other_changes``, skipped ones in ``result.check_notes``).
     A cancelled run (``cancel`` returning True) writes nothing.
     """
     return run_steps(
         finetune_steps(image, labels, slices, model, from_scratch, classes, config, name, activate, output, force,
-                       allow_class_change, resegment),
+                       allow_class_change, resegment, check_images, cancel),
         progress,
         cancel,
     )

@@ -73,8 +73,11 @@ def predict_case(net, case: Case, roi_size, sw_batch_size: int = 2, overlap: flo
         if bbox_only:
             nz = torch.nonzero(case.mask > 0)
             lo, hi = nz.min(0).values.tolist(), nz.max(0).values.tolist()
+            # (r - 1) // 2 of context on each side: a single slice then fits one window along a thin axis
+            # (15 <= 16, not 17 > 16), which halves the windows -- and the cost -- of a held-out validation
             sl = tuple(
-                slice(max(0, a - r // 2), min(n, b + 1 + r // 2)) for a, b, r, n in zip(lo, hi, roi_size, case.shape)
+                slice(max(0, a - (r - 1) // 2), min(n, b + 1 + (r - 1) // 2))
+                for a, b, r, n in zip(lo, hi, roi_size, case.shape)
             )
         img = case.image[(slice(None), *sl)]
         device = str(next(net.parameters()).device)
@@ -151,11 +154,13 @@ def training_steps(
     class_names: dict[int, str] | None = None,
     stage: str = "train",
     initial_validation: bool = True,
+    time_left=None,
 ):
     """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`.
 
     ``initial_validation=False`` skips validating the untrained weights (nothing to compare with, e.g. a
-    new model from scratch).
+    new model from scratch). ``time_left()`` (optional) gives the seconds the caller still allows for
+    training, re-read before every step (a fine-tune job reserves time for what follows training).
     """
     from napari_medseg.inference.train_plan import apply_training_plan
 
@@ -176,6 +181,10 @@ def training_steps(
     step, losses, step_cost = 0, [], 0.0
     val_cost = [0.0]  # seconds of the last validation: the final one must fit in the budget too
 
+    def out_of_time(elapsed: float) -> bool:  # the next step and the final validation would not fit
+        need = step_cost + val_cost[0]
+        return (budget is not None and elapsed + need >= budget) or (time_left is not None and time_left() < need)
+
     def validate():
         tv = time.perf_counter()
         res = evaluate_cases(net, val_cases, n_classes, roi, class_names)
@@ -190,7 +199,7 @@ def training_steps(
     while step < config.steps:
         elapsed = time.perf_counter() - t0
         # stop when the next step and the final validation would not fit (after at least one step)
-        if budget is not None and step > 0 and elapsed + step_cost + val_cost[0] >= budget:
+        if step > 0 and out_of_time(elapsed):
             log.stopped_by = "time"
             break
         frac = max(step / config.steps, elapsed / budget if budget else 0.0)
@@ -212,7 +221,7 @@ def training_steps(
         step_cost = time.perf_counter() - t_step
         elapsed = time.perf_counter() - t0
         val = None
-        last = step >= config.steps or (budget is not None and elapsed + step_cost + val_cost[0] >= budget)
+        last = step >= config.steps or out_of_time(elapsed)
         if val_cases and (step % config.val_every == 0 or last):
             res = validate()
             val = res["dice_mean"]

@@ -26,13 +26,23 @@ def outside_mask(shape, slices) -> np.ndarray:
     return out
 
 
-def _counts(labels: np.ndarray, values, where: np.ndarray | None = None) -> dict[int, int]:
+def _counts(labels: np.ndarray, values) -> dict[int, int]:
     lab = np.asarray(labels)
-    if where is not None:
-        lab = lab[where]
-    top = max([int(v) for v in values] + [0]) + 1
-    hist = np.bincount(np.clip(lab.ravel().astype(np.int64), 0, top), minlength=top + 1)
-    return {int(v): int(hist[int(v)]) for v in values}
+    return {int(v): int(np.count_nonzero(lab == v)) for v in values}  # no int64 copy of a 37-Mvoxel volume
+
+
+def _on_slices(labels: np.ndarray, values, slices) -> dict[int, int]:
+    """Voxels of each value on the union of the ``(axis, index)`` slices (cheap when they share an axis)."""
+    lab = np.asarray(labels)
+    slices = sorted({(int(a), int(i)) for a, i in slices})
+    if len({a for a, _ in slices}) > 1:  # slices along different axes intersect: count the union once
+        return _counts(lab[~outside_mask(lab.shape, slices)], values)
+    out = dict.fromkeys((int(v) for v in values), 0)
+    for a, i in slices:
+        plane = np.take(lab, i, axis=a)
+        for v in out:
+            out[v] += int(np.count_nonzero(plane == v))
+    return out
 
 
 def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str], voxel_ml: float, slices,
@@ -44,9 +54,10 @@ def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str]
     "vanished", "shrank", "grew", "appeared", "too small" (below ``config.min_class_ml`` in both).
     """
     values = [int(v) for v in classes if int(v) != 0]
-    outside = outside_mask(np.shape(parent), slices)
     whole_b, whole_a = _counts(parent, values), _counts(new, values)
-    out_b, out_a = _counts(parent, values, outside), _counts(new, values, outside)
+    on_b, on_a = _on_slices(parent, values, slices), _on_slices(new, values, slices)
+    out_b = {v: whole_b[v] - on_b[v] for v in values}
+    out_a = {v: whole_a[v] - on_a[v] for v in values}
     rows = {}
     for v in values:
         b, a = out_b[v] * voxel_ml, out_a[v] * voxel_ml
@@ -125,23 +136,32 @@ def _pct(row) -> str:
     return f"{row['change'] * 100:+.0f} %"
 
 
-def class_verdict(changes: dict[str, dict], config, allow: bool) -> tuple[bool, str]:
-    """``(ok, reason)``: ok when no class is flagged, or when the user allowed class changes."""
+def class_verdict(changes: dict[str, dict], config, allow: bool, others: dict | None = None) -> tuple[bool, str]:
+    """``(ok, reason)``: ok when no class is flagged (on this image, outside the corrected slices, nor on any
+    other checked image ``others = {image name: changes}``), or when the user allowed class changes."""
+    parts = []
     bad = flagged(changes)
-    if not bad:
+    if bad:
+        parts.append(", ".join(_row_text(n, changes[n]) for n in bad) + " outside the corrected slices")
+    for image, rows in (others or {}).items():
+        bad_o = flagged(rows)
+        if bad_o:
+            parts.append(", ".join(_row_text(n, rows[n]) for n in bad_o) + f" on {image}")
+    if not parts:
         return True, ""
-    what = ", ".join(
-        f"{n} {changes[n]['status']} ({changes[n]['before_outside_ml']:.1f} -> {changes[n]['after_outside_ml']:.1f} mL, "
-        f"{_pct(changes[n])})" for n in bad
-    )
-    where = "outside the corrected slices"
+    what = "; ".join(parts)
     if allow:
-        return True, f"class changes allowed by the user: {what} {where}"
+        return True, f"class changes allowed by the user: {what}"
     return False, (
-        f"{what} {where}, where your corrections show nothing (limits: -{config.max_class_shrink * 100:.0f} % / "
+        f"{what}, where your corrections show nothing (limits: -{config.max_class_shrink * 100:.0f} % / "
         f"+{config.max_class_growth * 100:.0f} %): the model may have forgotten or overgrown a class; the parent stays "
         "active (tick 'allow class changes' / --allow-class-change, or activate the new version explicitly)"
     )
+
+
+def _row_text(name: str, row: dict) -> str:
+    return (f"{name} {row['status']} ({row['before_outside_ml']:.1f} -> {row['after_outside_ml']:.1f} mL, "
+            f"{_pct(row)})")
 
 
 def slice_list(slices) -> str:
@@ -188,15 +208,25 @@ def describe(result) -> str:
         for name, row in changes.items():
             mark = "" if row["status"] in ("ok", "too small") else f"  <- {row['status'].upper()}"
             lines.append(f"  {name}: {row['before_ml']:.1f} -> {row['after_ml']:.1f} mL ({_pct(row)}){mark}")
+    for image, rows in (getattr(result, "other_changes", None) or {}).items():
+        lines.append(f"Predicted volume on {image} (another image, at the model's resolution), parent -> new:")
+        for name, row in rows.items():
+            mark = "" if row["status"] in ("ok", "too small") else f"  <- {row['status'].upper()}"
+            lines.append(f"  {name}: {row['before_ml']:.1f} -> {row['after_ml']:.1f} mL ({_pct(row)}){mark}")
+    for note in getattr(result, "check_notes", None) or []:
+        lines.append(f"Note: {note}.")
     t = result.timing or {}
     if t.get("job_s") is not None:
         budget = t.get("budget_s")
         lines.append(
             f"Time: {t['job_s']:.0f} s" + (f" of a {budget:.0f} s budget" if budget else "")
             + f" (training {t.get('train_s', 0):.0f} s, {t.get('steps', 0)} steps; whole-image segmentations "
-            f"{t.get('segment_s', 0):.0f} s)."
+            f"{t.get('segment_s', 0):.0f} s)" + (f"; {t['steps_per_min']:.0f} steps/min." if t.get("steps_per_min") else ".")
         )
         if budget and t["job_s"] > 1.1 * budget:
-            lines.append(f"Over budget by {t['job_s'] - budget:.0f} s: the machine was slower than measured at the start "
-                         "(training keeps at least 10 % of the budget and one step); give a larger budget.")
+            big = sorted((t.get("stages_s") or {}).items(), key=lambda kv: -kv[1])[:3]
+            spent = f" (longest parts: {', '.join(f'{k} {v:.0f} s' for k, v in big)})" if big else ""
+            lines.append(f"Over budget by {t['job_s'] - budget:.0f} s{spent}: training keeps at least 10 % of the "
+                         "budget and one step, and the machine may have become slower than measured; give a larger "
+                         "budget.")
     return "\n".join(lines)
