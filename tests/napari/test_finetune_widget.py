@@ -77,7 +77,7 @@ def test_finetune_widget_end_to_end(make_napari_viewer, qtbot, phantom, tiny_mod
     # the budget bounds the whole job (training, checks, re-segmentation, saving): its parts are reported
     t = result.timing
     assert t["budget_s"] == 60 and t["job_s"] >= t["train_s"] and t["segment_s"] > 0
-    assert f"of a 60 s budget" in text
+    assert "of a 60 s budget" in text
     # the re-segmentation is the class check's whole-image prediction of the new model (not a second run)
     assert finetune.segmentation is result.segmentation
     # both widgets list the new version at once
@@ -144,3 +144,24 @@ def test_stop_and_close_during_a_run(make_napari_viewer, qtbot, phantom, tiny_mo
     qtbot.waitUntil(lambda: widget.panel.last_progress is not None, timeout=60_000)
     viewer.close()
     assert not widget.panel.running
+
+
+def test_other_open_images_are_class_checks_and_stop_reaches_the_job(make_napari_viewer, phantom):
+    viewer, layer = open_sample(make_napari_viewer, phantom)
+    finetune = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(finetune)
+    image, _ = phantom
+    data, kw, _ = image_layer_data(image, name="second scan")
+    viewer.add_image(data[::-1].copy(), **kw)
+    viewer.add_image(np.zeros((4, 4), np.float32), name="a 2D picture")
+    unc = viewer.add_image(np.zeros_like(data, dtype=np.float32), name="abdomen uncertainty")
+    unc.metadata["medseg_kind"] = "uncertainty"
+    others = finetune.check_images(viewer.layers["abdomen"])
+    assert [name for name, _ in others] == ["second scan"]
+    assert others[0][1].spatial_shape == image.spatial_shape
+    # the Stop flag the job checks right before saving: bound to its own run, true once cancelled or replaced
+    panel = finetune.panel
+    check = panel.cancel_check()
+    assert check() is False
+    panel._run_id += 1  # a later run started: the earlier job must not save either
+    assert check() is True

@@ -235,6 +235,13 @@ class ProgressPanel(QWidget):
     def _current(self, run: int) -> bool:
         return run == self._run_id and self.worker is not None
 
+    def cancel_check(self) -> Callable[[], bool]:
+        """A predicate for the run now starting (call it inside ``make_steps``): True once that run was cancelled
+        or detached, also after a later run has started. Jobs check it right before committing their result (a
+        fine-tune renames its new version into place only if it is False)."""
+        run = self._run_id
+        return lambda: run != self._run_id or self._cancel_requested
+
     @property
     def draining(self) -> bool:
         """True while a worker thread (possibly a cancelled, detached one) has not ended yet."""

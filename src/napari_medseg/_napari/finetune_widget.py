@@ -52,7 +52,7 @@ from napari_medseg.progress import Progress
 
 
 def finetune_job(image, labels, slices, model, from_scratch: bool, config, resegment: bool = True, name=None,
-                 allow_class_change: bool = False):
+                 allow_class_change: bool = False, cancel=None, check_images=()):
     """Step generator run by the widget: fine-tune and re-segment the image with the new model.
 
     The new model's whole-image segmentation is part of the fine-tune (its class check, inside the time
@@ -62,7 +62,8 @@ def finetune_job(image, labels, slices, model, from_scratch: bool, config, reseg
     from napari_medseg.training import finetune_steps
 
     result = yield from finetune_steps(image, labels, slices, model=model, from_scratch=from_scratch, config=config,
-                                       name=name, allow_class_change=allow_class_change, resegment=resegment)
+                                       name=name, allow_class_change=allow_class_change, resegment=resegment,
+                                       cancel=cancel, check_images=check_images)
     seg = result.segmentation if resegment else None
     if resegment and seg is None:
         yield Progress(0, 1, "re-segment", "segmenting the volume with the new model")
@@ -300,14 +301,28 @@ class FinetuneWidget(QWidget):
         self.start_button.setEnabled(False)
         allow = self.allow_class_change.isChecked()
         self._close_watcher.attach()
-        worker = self.panel.start(
+        others = self.check_images(image_layer)
+        panel = self.panel
+        return panel.start(
             lambda: finetune_job(image, labels, slices, None if scratch else model, scratch, config, name=name,
-                                 allow_class_change=allow),
+                                 allow_class_change=allow, cancel=panel.cancel_check(), check_images=others),
             on_done=self._on_done, on_error=self._on_error, on_cancelled=self._on_cancelled,
+            on_progress=self._on_progress,
         )
-        if worker is not None and worker != "sync":
-            worker.yielded.connect(self._on_progress)
-        return worker
+
+    def check_images(self, image_layer, limit: int = 3) -> list:
+        """The other 3D images open in the viewer (at most ``limit``): the new model must not lose a class on
+        them either (see ``finetune(check_images=...)``)."""
+        out = []
+        for layer in layers_of(self.viewer, "Image"):
+            if layer is image_layer or (layer.metadata or {}).get("medseg_kind") == "uncertainty" or layer.ndim != 3:
+                continue
+            if getattr(layer, "rgb", False) or getattr(layer, "multiscale", False):
+                continue
+            out.append((layer.name, volume_from_layer(layer)[0]))
+            if len(out) >= limit:
+                break
+        return out
 
     def stop(self):
         self.panel.cancel()
