@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_medseg.errors import GeometryError, InputError
-from napari_medseg.volume import Volume
+from napari_medseg.volume import Geometry, Volume, geometry_volume
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation Storage (DICOM 2024)
@@ -122,9 +122,7 @@ def derived_info(path, kind: str, reference=None):
 # ---------------------------------------------------------------------------------------------- references
 def blank_from_record(record: dict) -> Volume:
     """A geometry-only `Volume` from a record {shape, spacing, origin, direction, meta} (a layer's or a SEG's)."""
-    shape = tuple(record["shape"])[-3:]
-    blank = np.broadcast_to(np.zeros((), np.uint8), shape)
-    return Volume(blank, record["spacing"], record["origin"], np.asarray(record["direction"]), dict(record["meta"]))
+    return geometry_volume(Geometry.from_record(record), dict(record["meta"]))
 
 
 def _series_uid(vol: Volume) -> str:
@@ -299,8 +297,7 @@ def own_grid_volume(affine_khji: np.ndarray, shape, meta: dict) -> Volume:
     if flip:
         origin = origin + cols[:, 2] * (shape[0] - 1)
         direction[:, 2] *= -1
-    blank = np.broadcast_to(np.zeros((), np.uint8), tuple(shape))
-    return Volume(blank, tuple(spacing), tuple(origin), direction, meta)
+    return geometry_volume(Geometry(tuple(shape), tuple(spacing), tuple(origin), direction), meta)
 
 
 # ---------------------------------------------------------------------------------------------- painting
@@ -346,8 +343,6 @@ def labels_volume(target: Volume, labels, names, colors, meta, warnings, ref) ->
     if ref is not None:
         meta["reference_series_uid"] = str(ref.meta.get("series_uid", ""))
         meta["reference"] = {  # the source image's geometry and DICOM references, so the labels can be re-saved
-            "shape": list(ref.spatial_shape), "spacing": list(ref.spacing), "origin": list(ref.origin),
-            "direction": np.asarray(ref.direction).tolist(),
-            "meta": {k: v for k, v in ref.meta.items() if k != "warnings"},
+            **ref.geometry.to_record(), "meta": {k: v for k, v in ref.meta.items() if k != "warnings"},
         }  # fmt: skip
-    return Volume(labels, target.spacing, target.origin, target.direction.copy(), meta)
+    return Volume.from_geometry(labels, target.geometry, meta)

@@ -26,7 +26,8 @@ import numpy as np
 from napari_medseg._atomic import atomic_path, check_overwrite
 from napari_medseg._guard import check_outputs
 from napari_medseg.errors import GeometryError, InputError
-from napari_medseg.io.formats import CLASS_TABLE_KEY, NIFTI_ECODE_COMMENT
+from napari_medseg.io.nifti import CLASS_TABLE_KEY, NIFTI_ECODE_COMMENT
+from napari_medseg.io.suffixes import DETACHED_SUFFIXES, write_kind
 from napari_medseg.volume import Volume
 
 NIFTI_INTENT_LABEL = 1002
@@ -46,14 +47,10 @@ def _kind(path: Path, format: str | None = None) -> str:
             raise InputError(f"cannot write {path}: a {format} file is DICOM; name it *.dcm")
         if kind == "rtstruct":
             return kind
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    if name.endswith((".nrrd", ".mha")):
-        return "itk"
-    if name.endswith(".dcm"):
-        return "dicom"
-    if name.endswith((".nhdr", ".mhd")):
+    kind = write_kind(path)
+    if kind is not None:
+        return kind
+    if path.name.lower().endswith(DETACHED_SUFFIXES):
         raise InputError(
             f"{path}: detached-header formats are not written (two files cannot be written atomically); "
             "use .nrrd or .mha"
