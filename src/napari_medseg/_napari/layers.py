@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medseg.classes import ClassTable, meta_colors
 from napari_medseg.errors import InputError
 from napari_medseg.volume import Geometry, Volume, geometry_volume
 
@@ -195,17 +196,19 @@ def labels_layer_data(
 ) -> tuple:
     """``(data, kwargs, "labels")`` for a labels Volume with class names (hover) and colours.
 
-    ``source`` (the image Volume or its record) is kept in metadata for DICOM SEG references.
+    ``classes`` (any `ClassTable` form; default: the labels' metadata) and ``colors`` ({value: rgba}, which
+    win) give the table; classes still without a colour take the metadata's (``class_colors`` or the older
+    ``colors``), then the default table's. ``source`` (the image Volume or its record) is kept in metadata
+    for DICOM SEG references.
     """
-    classes = {int(k): str(v) for k, v in (classes or labels.meta.get("classes") or {}).items()}
-    colors = colors or labels.meta.get("colors")
-    if not colors and classes:
-        from napari_medseg.classes import ABDOMEN_CLASSES
-
-        colors = {v: ABDOMEN_CLASSES[v][1] for v in classes if v in ABDOMEN_CLASSES and ABDOMEN_CLASSES[v][0] == classes[v]}
-    meta = dict(labels.meta)
+    given = classes or labels.meta.get("classes") or {}
+    table = ClassTable.from_any(given).with_colors(colors).fill_colors(meta_colors(labels.meta)).with_default_colors()
+    background = {0: str(v) for k, v in dict(given).items() if int(k) == 0} if isinstance(given, dict) else {}
+    classes = {**background, **table.names()}  # a background name given is kept
+    colors = table.colors()
+    meta = table.to_meta(dict(labels.meta))
     meta["classes"] = classes
-    vol = Volume(labels.array, labels.spacing, labels.origin, labels.direction, meta)
+    vol = Volume.from_geometry(labels.array, labels.geometry, meta)
     metadata: dict[str, Any] = {META_KEY: volume_record(vol), "classes": classes}
     if source is not None:
         metadata[SOURCE_KEY] = source if isinstance(source, dict) else volume_record(source)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_medseg.classes import ClassTable
 from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.volume import Geometry, Volume, geometry_volume
 
@@ -335,10 +336,7 @@ def check_target(reference: Volume, path: Path, what: str) -> None:
 
 def labels_volume(target: Volume, labels, names, colors, meta, warnings, ref) -> Volume:
     """The labels `Volume` on ``target`` with class names/colours, and the reference's record for re-saving."""
-    meta = dict(meta)
-    meta["classes"] = dict(sorted(names.items()))
-    if colors:
-        meta["class_colors"] = dict(sorted(colors.items()))
+    meta = ClassTable.from_any(names, colors).to_meta(dict(meta))
     meta["warnings"] = list(warnings)
     if ref is not None:
         meta["reference_series_uid"] = str(ref.meta.get("series_uid", ""))

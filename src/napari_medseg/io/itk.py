@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_medseg._limits import MAX_DEFLATE_RATIO, check_allocation, human_bytes
+from napari_medseg.classes import ClassTable
 from napari_medseg.errors import InputError
 from napari_medseg.geometry import Geometry
 from napari_medseg.io._single_file import file_error as _file_error
@@ -113,11 +114,10 @@ def _check_itk_size(reader, path: Path, size) -> int:
     return needed
 
 
-def _itk_classes(reader_or_image) -> tuple[dict[int, str], dict[int, tuple]]:
+def _itk_classes(reader_or_image) -> ClassTable:
     """Slicer ``SegmentN_Name`` / ``SegmentN_LabelValue`` / ``SegmentN_Color`` metadata, if present."""
     keys = set(reader_or_image.GetMetaDataKeys())
-    names: dict[int, str] = {}
-    colors: dict[int, tuple] = {}
+    entries: dict[int, tuple] = {}
     n = 0
     while f"Segment{n}_Name" in keys:
         value_key = f"Segment{n}_LabelValue"
@@ -125,14 +125,15 @@ def _itk_classes(reader_or_image) -> tuple[dict[int, str], dict[int, tuple]]:
             value = int(reader_or_image.GetMetaData(value_key)) if value_key in keys else n + 1
         except ValueError:
             value = n + 1
-        names[value] = reader_or_image.GetMetaData(f"Segment{n}_Name")
+        color = None
         if f"Segment{n}_Color" in keys:
             try:
-                colors[value] = tuple(float(c) for c in reader_or_image.GetMetaData(f"Segment{n}_Color").split())
+                color = tuple(float(c) for c in reader_or_image.GetMetaData(f"Segment{n}_Color").split())
             except ValueError:
                 pass
+        entries[value] = {"name": reader_or_image.GetMetaData(f"Segment{n}_Name"), "color": color}
         n += 1
-    return names, colors
+    return ClassTable.from_any(entries)
 
 
 def _itk_format(path: Path) -> str:
@@ -174,11 +175,9 @@ def read_itk(path) -> Volume:
     }
     if arr.ndim == 4:
         meta["channel_names"] = [f"{'component' if ncomp > 1 else 'volume'} {n}" for n in range(arr.shape[0])]
-    names, colors = _itk_classes(reader)
-    if names:
-        meta["classes"] = names
-        if colors:
-            meta["class_colors"] = colors
+    table = _itk_classes(reader)
+    if table:
+        table.to_meta(meta)
     return Volume.from_geometry(arr, geometry, meta)
 
 
@@ -193,7 +192,7 @@ def itk_info(path: Path) -> SeriesInfo:
         arr_shape = (ncomp,) + arr_shape
     elif len(size) == 4:
         arr_shape = (size[3],) + arr_shape
-    names, _ = _itk_classes(reader)
+    names = _itk_classes(reader).names()
     extra = {"pixel_type": reader.GetPixelIDTypeAsString() if hasattr(reader, "GetPixelIDTypeAsString") else ""}
     if names:
         extra["classes"] = names

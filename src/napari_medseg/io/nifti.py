@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_medseg._limits import MAX_DEFLATE_RATIO, check_allocation, human_bytes
 from napari_medseg._messages import one_line_error
+from napari_medseg.classes import ClassTable
 from napari_medseg.errors import GeometryError, InputError
 from napari_medseg.geometry import Geometry
 from napari_medseg.io._single_file import file_error as _file_error
@@ -170,9 +171,8 @@ def _nifti_geometry_warnings(img, path: Path, shape) -> list[str]:
     return warnings
 
 
-def _read_class_table_nifti(img) -> tuple[dict[int, str], dict[int, tuple]]:
-    names: dict[int, str] = {}
-    colors: dict[int, tuple] = {}
+def _read_class_table_nifti(img) -> ClassTable:
+    """Our class table from the header extension (ecode 6 JSON under ``CLASS_TABLE_KEY``); empty if none."""
     for ext in img.header.extensions:
         if ext.get_code() != NIFTI_ECODE_COMMENT:
             continue
@@ -183,18 +183,17 @@ def _read_class_table_nifti(img) -> tuple[dict[int, str], dict[int, tuple]]:
         table = doc.get(CLASS_TABLE_KEY) if isinstance(doc, dict) else None
         if not isinstance(table, dict):
             continue
+        entries = {}
         for key, entry in table.items():
             try:
-                value = int(key)
+                entries[int(key)] = entry
             except ValueError:
                 continue
-            if isinstance(entry, dict):
-                names[value] = str(entry.get("name", value))
-                if entry.get("color") is not None:
-                    colors[value] = tuple(float(c) for c in entry["color"])
-            else:
-                names[value] = str(entry)
-    return names, colors
+        try:
+            return ClassTable.from_any(entries)
+        except (TypeError, ValueError, KeyError):
+            continue
+    return ClassTable()
 
 
 def _read_gz_voxels(img, path: Path) -> np.ndarray:
@@ -295,11 +294,9 @@ def read_nifti(path) -> Volume:
     descrip = hdr["descrip"].tobytes().rstrip(b"\x00").decode("latin-1").strip()
     if descrip:
         meta["description"] = descrip
-    names, colors = _read_class_table_nifti(img)
-    if names:
-        meta["classes"] = names
-        if colors:
-            meta["class_colors"] = colors
+    table = _read_class_table_nifti(img)
+    if table:
+        table.to_meta(meta)
     if len(shape) == 4:
         meta["channel_names"] = [f"volume {n}" for n in range(shape[3])]
     vol = Volume.from_nifti(arr, _nifti_affine(img, path), meta)
@@ -318,7 +315,7 @@ def nifti_info(path: Path) -> SeriesInfo:
     geo = Geometry.from_nifti(_nifti_affine(img, path), arr_shape, str(path))
     if len(shape) == 4:
         arr_shape = (shape[3],) + arr_shape
-    names, _ = _read_class_table_nifti(img)
+    names = _read_class_table_nifti(img).names()
     descrip = img.header["descrip"].tobytes().rstrip(b"\x00").decode("latin-1").strip()
     extra = {"dtype": str(img.get_data_dtype())}
     if names:
