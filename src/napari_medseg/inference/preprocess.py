@@ -4,7 +4,7 @@
 orientation logic, as MONAI's ``Orientationd``) and resamples it to ``card.spacing`` keeping the direction
 (MONAI's ``Spacingd`` geometry: ``n_out = round((n - 1) * s_in / s_out + 1)``, the first voxel kept for
 axis-aligned images and the centres aligned for oblique ones). The
-returned `Volume` carries that exact geometry, so `to_source_grid` is one resample back onto the source
+returned `Volume` carries that exact geometry, so going back is one `resample` onto the source
 grid. Networks see ``[N, C, i, j, k]``: `model_input` returns ``[C, i, j, k]``.
 """
 
@@ -17,7 +17,7 @@ from napari_medseg.errors import InputError, ModelError
 from napari_medseg.inference.resample import Grid, resample
 from napari_medseg.volume import LPS_TO_RAS, Volume
 
-__all__ = ["model_grid", "to_model_grid", "antialias", "intensity", "model_input", "to_source_grid", "Grid"]
+__all__ = ["model_grid", "to_model_grid", "antialias", "intensity", "model_input", "Grid"]
 
 
 def _ras_affine(g) -> np.ndarray:
@@ -181,9 +181,3 @@ def model_input(volume: Volume, card, device=None):
         arr = arr[None]
     mv = Volume(arr, mv.spacing, mv.origin, mv.direction, mv.meta)
     return torch.from_numpy(arr).permute(0, 3, 2, 1), mv
-
-
-def to_source_grid(array_or_probs, model_vol, source_vol, interpolation: str = "linear", device=None) -> np.ndarray:
-    """Resample model-grid data (``[k, j, i]`` or ``[C, k, j, i]`` in ``model_vol``'s array order) onto
-    ``source_vol``'s grid. Use ``"linear"`` for probabilities/logits, ``"nearest"`` for labels."""
-    return resample(array_or_probs, model_vol, source_vol, mode=interpolation, padding="border", device=device)
