@@ -16,21 +16,11 @@ import argparse
 import dataclasses
 import os
 import tempfile
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _recipe():
-    """``research/default_recipe.py`` (a research script outside the installed package) as a module."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "research" / "default_recipe.py"
-    spec = importlib.util.spec_from_file_location("default_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def dice(a, b) -> float:
@@ -50,7 +40,8 @@ def main(argv=None):
     from napari_medseg.inference import segment
     from napari_medseg.sample import make_phantom
     from napari_medseg.training.config import FinetuneConfig
-    ADULT = _recipe().ADULT
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))  # research/default_recipe.py
+    from default_recipe import ADULT
     from napari_medseg.training.finetune import finetune
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,21 +12,11 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _recipe():
-    """``research/default_recipe.py`` (a research script outside the installed package) as a module."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "research" / "default_recipe.py"
-    spec = importlib.util.spec_from_file_location("default_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv=None):
@@ -97,7 +87,8 @@ def main(argv=None):
 def heldout_in_context(data: Path, model: str) -> None:
     from napari_medseg.inference import segment
     from napari_medseg.io import read_volume
-    REAL_HELDOUT_BLOCK, TS_MAP = _recipe().REAL_HELDOUT_BLOCK, _recipe().TS_MAP
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))  # research/default_recipe.py
+    from default_recipe import REAL_HELDOUT_BLOCK, TS_MAP
 
     folder = data / "ct_abdomen_3mm"
     if not folder.is_dir():
