@@ -111,12 +111,11 @@ def derived_info(path, kind: str, reference=None):
 
     vol = read_derived(path, reference=reference, kind=kind)
     classes = ", ".join(f"{v}={n}" for v, n in vol.meta.get("classes", {}).items())
-    return SeriesInfo(
-        uid=str(vol.meta.get("series_uid", "")), description=str(vol.meta.get("series_description", "")),
+    return SeriesInfo.from_geometry(
+        vol.geometry, uid=str(vol.meta.get("series_uid", "")), description=str(vol.meta.get("series_description", "")),
         number=vol.meta.get("series_number"), modality="SEG" if kind == "seg" else "RTSTRUCT",
-        format="dicom-seg" if kind == "seg" else "rtstruct", shape=vol.shape, spacing=vol.spacing,
-        origin=vol.origin, direction=tuple(float(v) for v in vol.direction.reshape(-1)),
-        orientation=vol.orientation_code(), warnings=[f"classes: {classes}", *vol.warnings], files=[Path(path)],
+        format="dicom-seg" if kind == "seg" else "rtstruct", shape=vol.shape,
+        warnings=[f"classes: {classes}", *vol.warnings], files=[Path(path)],
     )  # fmt: skip
 
 
