@@ -16,7 +16,9 @@ import argparse
 import dataclasses
 import os
 import tempfile
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -38,7 +40,8 @@ def main(argv=None):
     from napari_medseg.inference import segment
     from napari_medseg.sample import make_phantom
     from napari_medseg.training.config import FinetuneConfig
-    from napari_medseg.training.default_recipe import ADULT
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))  # research/default_recipe.py
+    from default_recipe import ADULT
     from napari_medseg.training.finetune import finetune
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def main(argv=None):
 def heldout_in_context(data: Path, model: str) -> None:
     from napari_medseg.inference import segment
     from napari_medseg.io import read_volume
-    from napari_medseg.training.default_recipe import REAL_HELDOUT_BLOCK, TS_MAP
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))  # research/default_recipe.py
+    from default_recipe import REAL_HELDOUT_BLOCK, TS_MAP
 
     folder = data / "ct_abdomen_3mm"
     if not folder.is_dir():

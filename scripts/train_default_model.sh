@@ -12,9 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
-nice -n 5 python -m napari_medseg.training.default_recipe --steps 2400 --time-budget 2100 --threads 1 --seed 0 -o "$work/stage1"
-nice -n 5 python -m napari_medseg.training.default_recipe --init "$work/stage1" --thorax 4 --lr 1e-3 \
+nice -n 5 python research/default_recipe.py --steps 2400 --time-budget 2100 --threads 1 --seed 0 -o "$work/stage1"
+nice -n 5 python research/default_recipe.py --init "$work/stage1" --thorax 4 --lr 1e-3 \
     --steps 700 --time-budget 540 --threads 1 --seed 1 -o "$work/stage2"
-exec nice -n 5 python -m napari_medseg.training.default_recipe --init "$work/stage2" --thorax 4 --lateral-muscles \
+exec nice -n 5 python research/default_recipe.py --init "$work/stage2" --thorax 4 --lateral-muscles \
     --thoracoabdominal 6 --composite-heart column --real-weight 5 --antialias --lr 1e-3 \
     --steps 1200 --time-budget 900 --threads 1 --seed 2 "$@"

@@ -12,7 +12,7 @@ Importing this package loads neither napari, Qt nor torch: public functions are 
 
 from __future__ import annotations
 
-import importlib
+from napari_medseg._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -24,7 +24,7 @@ from napari_medseg.errors import (  # noqa: E402
     ModelError,
     SeriesSelectionError,
 )
-from napari_medseg.volume import Volume  # noqa: E402
+from napari_medseg.volume import Geometry, Volume  # noqa: E402
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
@@ -43,6 +43,7 @@ _LAZY = {
 __all__ = [
     "__version__",
     "Volume",
+    "Geometry",
     "MedsegError",
     "InputError",
     "GeometryError",
@@ -53,7 +54,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'napari_medseg' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,12 +23,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from napari_medseg._atomic import atomic_path
+from napari_medseg._home import HOME_ENV, data_dir  # noqa: F401 - public names of this module
 from napari_medseg.errors import GeometryError, InputError
+from napari_medseg.geometry import Geometry
 
 CORRECTED_KEY = "medseg_corrected_slices"
 EDITED_KEY = "medseg_edited_slices"
 LOG_KEY = "medseg_correction_log"
-HOME_ENV = "MEDSEG_HOME"
 _FORMAT = "napari-medseg-session/1"
 
 SliceId = tuple[int, int]
@@ -113,31 +113,16 @@ def _jsonable(v):
 
 
 # -------------------------------------------------------------------------------------------- sessions
-def data_dir() -> Path:
-    """``$MEDSEG_HOME`` or the per-user data directory of napari-medseg."""
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("napari-medseg"))
-
-
 def sessions_root() -> Path:
     return data_dir() / "sessions"
 
 
 def _record_of(image) -> dict:
-    """Geometry record of a Volume or a ``volume_record`` dict (shape, spacing, origin, direction, meta)."""
+    """Geometry record of a Volume or a ``volume_record`` dict (shape, spacing, origin, direction, meta):
+    `Geometry.to_record` with the full array shape and the metadata."""
     if isinstance(image, dict):
         return image
-    return {
-        "shape": list(image.shape),
-        "spacing": list(image.spacing),
-        "origin": list(image.origin),
-        "direction": np.asarray(image.direction, dtype=float).tolist(),
-        "meta": dict(image.meta),
-    }
+    return {**image.geometry.to_record(), "shape": list(image.shape), "meta": dict(image.meta)}
 
 
 def session_key(image) -> str:
@@ -146,13 +131,14 @@ def session_key(image) -> str:
     rec = _record_of(image)
     meta = rec.get("meta") or {}
     src = meta.get("source_path")
-    ident = {
+    geometry = Geometry.from_record(rec, "the session's image record")
+    ident = {  # keep these keys and roundings: they name the session folders already on disk
         "source": str(Path(str(src)).expanduser().resolve()) if src else "",
         "series_uid": str(meta.get("series_uid") or ""),
-        "shape": [int(v) for v in list(rec["shape"])[-3:]],
-        "spacing": [round(float(v), 3) for v in rec["spacing"]],
-        "origin": [round(float(v), 3) for v in rec["origin"]],
-        "direction": [round(float(v), 4) for v in np.asarray(rec["direction"], dtype=float).ravel()],
+        "shape": list(geometry.shape),
+        "spacing": [round(float(v), 3) for v in geometry.spacing],
+        "origin": [round(float(v), 3) for v in geometry.origin],
+        "direction": [round(float(v), 4) for v in geometry.direction.ravel()],
     }
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     stem = Path(str(src)).name if src else (meta.get("series_description") or "image")
@@ -199,7 +185,7 @@ class Session:
         """
         arr = np.asarray(labels)
         if self.image_record is not None:
-            shape = tuple(int(v) for v in list(self.image_record["shape"])[-3:])
+            shape = Geometry.from_record(self.image_record, "the session's image record").shape
             if tuple(arr.shape) != shape:
                 raise GeometryError(
                     f"labels '{name}' have shape {arr.shape} but the image has {shape}; "

@@ -26,38 +26,14 @@ from typing import Any
 import numpy as np
 
 from napari_medseg.errors import GeometryError, InputError
-
-#: RAS <-> LPS: negate the first two physical axes.
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-_ORTHO_TOL = 1e-4
-
-
-def _as3(values, name: str) -> tuple[float, float, float]:
-    arr = np.asarray(values, dtype=float).reshape(-1)
-    if arr.shape != (3,):
-        raise GeometryError(f"{name} must have 3 values (i, j, k order), got {arr.tolist()}")
-    if not np.all(np.isfinite(arr)):
-        raise GeometryError(f"{name} has non-finite values: {arr.tolist()}")
-    return tuple(float(v) for v in arr)  # type: ignore[return-value]
-
-
-def check_direction(direction, source: str = "") -> np.ndarray:
-    """Return ``direction`` as a float 3×3 array, raising `GeometryError` unless it is orthonormal."""
-    d = np.asarray(direction, dtype=float)
-    if d.size == 9:
-        d = d.reshape(3, 3)
-    where = f" in {source}" if source else ""
-    if d.shape != (3, 3) or not np.all(np.isfinite(d)):
-        raise GeometryError(f"direction cosines{where} must be a finite 3x3 matrix, got {d.tolist()}")
-    err = np.abs(d.T @ d - np.eye(3)).max()
-    if err > _ORTHO_TOL:
-        raise GeometryError(
-            f"direction cosines{where} are not orthonormal (max |DᵀD - I| = {err:.3g}); "
-            "the file's orientation header is corrupt or sheared. Fix the header (e.g. re-export it) "
-            "or resample the image with a tool that handles shear."
-        )
-    return d
+from napari_medseg.geometry import (  # noqa: F401 - re-exported: Geometry lives with Volume
+    LPS_TO_RAS,
+    Geometry,
+    _as3,
+    check_direction,
+    nifti_frame,
+    orientation_code,
+)
 
 
 @dataclass
@@ -123,38 +99,38 @@ class Volume:
         return float(np.prod(self.spacing))
 
     # ------------------------------------------------------------------ geometry
+    @property
+    def geometry(self) -> Geometry:
+        """The voxel grid of this volume without its voxels (spatial shape ``(k, j, i)``)."""
+        return Geometry(self.spatial_shape, self.spacing, self.origin, self.direction)
+
+    @classmethod
+    def from_geometry(cls, array, geometry: Geometry, meta: dict | None = None) -> "Volume":
+        """``array`` on ``geometry`` (its last three axes must match the geometry's shape)."""
+        arr = np.asarray(array)
+        if tuple(arr.shape[-3:]) != geometry.shape:
+            raise GeometryError(f"array shape {arr.shape} does not match the grid shape {geometry.shape}")
+        return cls(arr, geometry.spacing, geometry.origin, np.array(geometry.direction), dict(meta or {}))
+
     def affine_lps(self) -> np.ndarray:
         """4×4 matrix mapping ``(i, j, k, 1)`` to LPS millimetres."""
-        a = np.eye(4)
-        a[:3, :3] = self.direction @ np.diag(self.spacing)
-        a[:3, 3] = self.origin
-        return a
+        return self.geometry.affine_lps()
 
     def nifti_affine(self) -> np.ndarray:
         """The NIfTI (RAS) affine of this volume when its array is written as ``array.T`` (``[i, j, k]``)."""
-        a = self.affine_lps()
-        a[:3, :] = LPS_TO_RAS @ a[:3, :]
-        return a
+        return self.geometry.nifti_affine()
 
     def index_to_physical(self, ijk) -> np.ndarray:
         """LPS position(s) of continuous index ``(i, j, k)`` (shape (..., 3))."""
-        ijk = np.asarray(ijk, dtype=float)
-        return ijk @ (self.direction @ np.diag(self.spacing)).T + np.asarray(self.origin)
+        return self.geometry.index_to_physical(ijk)
 
     def physical_to_index(self, xyz) -> np.ndarray:
         """Continuous ``(i, j, k)`` index of LPS position(s) (shape (..., 3))."""
-        xyz = np.asarray(xyz, dtype=float) - np.asarray(self.origin)
-        m = np.linalg.inv(self.direction @ np.diag(self.spacing))
-        return xyz @ m.T
+        return self.geometry.physical_to_index(xyz)
 
-    def same_grid(self, other: "Volume", tol: float = 1e-4) -> bool:
+    def same_grid(self, other, tol: float = 1e-4) -> bool:
         """True when ``other`` has the same spatial shape, spacing, origin and direction (within ``tol`` mm)."""
-        return (
-            self.spatial_shape == other.spatial_shape
-            and np.allclose(self.spacing, other.spacing, atol=tol)
-            and np.allclose(self.origin, other.origin, atol=tol)
-            and np.allclose(self.direction, other.direction, atol=tol)
-        )
+        return self.geometry.same_grid(other, tol)
 
     def grid_mapping(self, other: "Volume", tol: float = 1e-3) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]] | None:
         """How this grid maps onto ``other``'s when both are the same voxels up to a signed axis permutation.
@@ -212,17 +188,11 @@ class Volume:
 
         An identity direction gives ``"LPS"``; a standard RAS NIfTI gives ``"RAS"``.
         """
-        letters = (("L", "R"), ("P", "A"), ("S", "I"))
-        code = ""
-        for col in self.direction.T:
-            ax = int(np.argmax(np.abs(col)))
-            code += letters[ax][0] if col[ax] > 0 else letters[ax][1]
-        return code
+        return orientation_code(self.direction)
 
     def is_axis_aligned(self, tol: float = 1e-6) -> bool:
         """True when direction is a signed permutation matrix (no obliquity)."""
-        d = np.abs(self.direction)
-        return bool(np.all((d < tol) | (np.abs(d - 1) < tol)))
+        return self.geometry.is_axis_aligned(tol)
 
     # ------------------------------------------------------------------ NIfTI
     @classmethod
@@ -232,16 +202,7 @@ class Volume:
         The affine may contain shear-free rotation/scaling only; a sheared affine raises `GeometryError`.
         """
         meta = dict(meta or {})
-        aff = np.asarray(affine_ras, dtype=float)
-        if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
-            raise GeometryError(f"NIfTI affine must be a finite 4x4 matrix{_src(meta)}")
-        lps = aff.copy()
-        lps[:3, :] = LPS_TO_RAS @ aff[:3, :]
-        m = lps[:3, :3]
-        spacing = np.linalg.norm(m, axis=0)
-        if np.any(spacing <= 0):
-            raise GeometryError(f"NIfTI affine has a zero-length axis{_src(meta)}: {aff.tolist()}")
-        direction = m / spacing
+        spacing, origin, direction = nifti_frame(affine_ras, str(meta.get("source_path") or ""))
         arr = np.asarray(array_ijk)
         if arr.ndim == 3:
             data = arr.transpose(2, 1, 0)
@@ -251,7 +212,7 @@ class Volume:
             raise InputError(f"NIfTI array must be 3D or 4D, got shape {arr.shape}{_src(meta)}")
         # Keep memory layout C-contiguous for fast slicing in [k, j, i] order.
         data = np.ascontiguousarray(data)
-        return cls(data, tuple(spacing), tuple(lps[:3, 3]), direction, meta)
+        return cls(data, spacing, origin, direction, meta)
 
     def nifti_array(self) -> np.ndarray:
         """Array in NIfTI order ``[i, j, k(, t)]`` (a view)."""
@@ -265,40 +226,20 @@ class Volume:
         ``translate`` (origin); otherwise ``scale`` is the spacing and ``affine`` carries the rotation
         and the origin. For 4D volumes the leading channel axis gets scale 1 and translate 0.
         """
-        scale = list(reversed(self.spacing))
-        if np.allclose(self.direction, np.eye(3), atol=1e-9):
-            kwargs: dict[str, Any] = {"scale": scale, "translate": list(reversed(self.origin))}
-        else:
-            rev = np.eye(3)[::-1]  # reverses (x, y, z) <-> (z, y, x)
-            aff = np.eye(4)
-            aff[:3, :3] = rev @ self.direction @ rev
-            aff[:3, 3] = list(reversed(self.origin))
-            kwargs = {"scale": scale, "translate": [0.0, 0.0, 0.0], "affine": aff}
-        if self.is_4d:
-            kwargs["scale"] = [1.0] + kwargs["scale"]
-            kwargs["translate"] = [0.0] + list(kwargs["translate"])
-            if "affine" in kwargs:
-                a5 = np.eye(5)
-                a5[1:, 1:] = kwargs["affine"]
-                kwargs["affine"] = a5
-        return kwargs
+        return self.geometry.napari_kwargs(leading=1 if self.is_4d else 0)
 
     @classmethod
     def from_napari(cls, data, scale=None, translate=None, affine=None, meta: dict | None = None) -> "Volume":
         """Inverse of :meth:`napari_kwargs` for 3D data (plain arrays get unit spacing, zero origin)."""
         data = np.asarray(data)
-        nd = data.ndim
-        scale = np.ones(nd) if scale is None else np.asarray(scale, dtype=float)
-        translate = np.zeros(nd) if translate is None else np.asarray(translate, dtype=float)
-        aff = np.eye(nd + 1) if affine is None else np.asarray(affine, dtype=float)
-        s3, t3, a3 = scale[-3:], translate[-3:], aff[-4:, -4:]
-        rev = np.eye(3)[::-1]
-        lin = a3[:3, :3]  # world(zyx) = lin @ (t3 + s3 * idx) + a3[:3, 3]
-        sp_zyx = np.linalg.norm(lin @ np.diag(s3), axis=0)
-        dir_zyx = (lin @ np.diag(s3)) / sp_zyx
-        origin_zyx = lin @ t3 + a3[:3, 3]
-        direction = rev @ dir_zyx @ rev
-        return cls(data, tuple(sp_zyx[::-1]), tuple(origin_zyx[::-1]), direction, meta or {})
+        meta = dict(meta or {})
+        if data.ndim not in (3, 4):
+            return cls(data, meta=meta)  # raises the InputError naming the shape
+        try:
+            g = Geometry.from_napari(data.shape, scale, translate, affine)
+        except GeometryError as e:
+            raise GeometryError(f"{e}{_src(meta)}") from e
+        return cls.from_geometry(data, g, meta)
 
     # ------------------------------------------------------------------ helpers
     def with_array(self, array: np.ndarray, **meta_updates) -> "Volume":
@@ -315,6 +256,13 @@ class Volume:
             + (f", source={self.meta.get('source_path')!r}" if self.meta.get("source_path") else "")
             + ")"
         )
+
+
+def geometry_volume(geometry, meta: dict | None = None) -> Volume:
+    """A `Volume` on ``geometry`` (a `Geometry` or a record) whose array is a read-only broadcast of zeros:
+    nothing is allocated. For code that needs a Volume's geometry and metadata only (references, writers)."""
+    g = Geometry.of(geometry)
+    return Volume.from_geometry(g.blank(), g, meta)
 
 
 def _fmt3(values) -> str:

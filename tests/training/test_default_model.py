@@ -1,10 +1,27 @@
 """The shipped default model: a verified package whose card says what it was trained on, and that works."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from napari_medseg.classes import class_names
 from napari_medseg.models.registry import builtin_default_path
+
+RECIPE = Path(__file__).resolve().parents[2] / "research" / "default_recipe.py"
+
+
+def recipe():
+    """The research script ``research/default_recipe.py`` (not part of the installed package) as a module."""
+    import importlib.util
+    import sys
+
+    if "default_recipe" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("default_recipe", RECIPE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["default_recipe"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["default_recipe"]
 
 
 def test_default_package_loads_and_documents_itself():
@@ -26,7 +43,7 @@ def test_default_package_loads_and_documents_itself():
 def test_default_model_segments_an_unseen_phantom(tmp_path, monkeypatch):
     from napari_medseg.inference import segment
     from napari_medseg.sample import make_phantom
-    from napari_medseg.training.default_recipe import ADULT
+    ADULT = recipe().ADULT
 
     monkeypatch.setenv("MEDSEG_HOME", str(tmp_path))
     image, gt = make_phantom(seed=301, **ADULT)
@@ -38,7 +55,7 @@ def test_default_model_segments_an_unseen_phantom(tmp_path, monkeypatch):
 
 def test_thoracoabdominal_phantom_puts_the_chest_above_the_organs():
     """The recipe's synthetic phantom: liver and spleen end under lungs and heart, which are background."""
-    from napari_medseg.training.default_recipe import THORAX_SLICES, thoracoabdominal
+    THORAX_SLICES, thoracoabdominal = recipe().THORAX_SLICES, recipe().thoracoabdominal
 
     image, labels = thoracoabdominal(501)
     hu, lab = image.array.astype(float), labels.array
@@ -53,3 +70,20 @@ def test_thoracoabdominal_phantom_puts_the_chest_above_the_organs():
     assert (hu[above] < -600).mean() > 0.2  # lungs (and air): a chest, not an abdomen
     inside_body = hu[above] > -300
     assert np.median(hu[above][inside_body]) > -150  # heart, chest wall and mediastinum are there too
+
+
+def test_recipe_is_a_research_script_outside_the_package():
+    """The recipe left the installed package (it defaults to a repo-relative ../shared/data) and still runs."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    assert importlib.util.find_spec("napari_medseg.training.default_recipe") is None
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(RECIPE), "--help"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "--thoracoabdominal" in proc.stdout and "--data" in proc.stdout
+    script = (RECIPE.parents[1] / "scripts" / "train_default_model.sh").read_text()
+    assert script.count("python research/default_recipe.py") == 3 and "napari_medseg.training.default_recipe" not in script

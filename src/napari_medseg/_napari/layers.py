@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_medseg.classes import ClassTable, meta_colors
 from napari_medseg.errors import InputError
-from napari_medseg.volume import Volume
+from napari_medseg.volume import Geometry, Volume, geometry_volume
 
 META_KEY = "medseg_volume"
 #: metadata key on labels layers: the record of the source image (DICOM SEG needs its references)
@@ -23,13 +24,15 @@ CT_WINDOW = (-160.0, 240.0)
 
 # ---------------------------------------------------------------------------- metadata records
 def volume_record(volume: Volume) -> dict[str, Any]:
-    """Geometry + metadata of ``volume`` without the voxels (plain lists; JSON-friendly except meta)."""
+    """Geometry + metadata of ``volume`` without the voxels (plain lists; JSON-friendly except meta).
+
+    The geometry keys are `Geometry.to_record`'s, except that ``shape`` is the full array shape (a 4D
+    volume keeps its channel axis); `Geometry.from_record` reads both.
+    """
     return {
+        **volume.geometry.to_record(),
         "shape": list(volume.shape),
         "dtype": str(volume.array.dtype),
-        "spacing": list(volume.spacing),
-        "origin": list(volume.origin),
-        "direction": np.asarray(volume.direction, dtype=float).tolist(),
         "meta": copy.deepcopy(volume.meta),
     }
 
@@ -43,7 +46,26 @@ def volume_from_record(array, record: dict[str, Any]) -> Volume:
             f"layer data shape {array.shape} does not match its recorded volume shape {shape}; "
             "the layer was resized or resampled. Re-open the source image or save it as a plain image."
         )
-    return Volume(array, record["spacing"], record["origin"], np.asarray(record["direction"]), copy.deepcopy(record.get("meta", {})))
+    geometry = Geometry.from_record({**record, "shape": array.shape}, "the layer's napari-medseg record")
+    return Volume.from_geometry(array, geometry, copy.deepcopy(record.get("meta", {})))
+
+
+def blank_volume(record: dict[str, Any]) -> Volume:
+    """A geometry-only `Volume` of a `volume_record`: its array is a read-only broadcast of zeros, nothing is
+    allocated (instead of ``volume_from_record(np.zeros(shape), record)``)."""
+    return geometry_volume(Geometry.from_record(record), copy.deepcopy(record.get("meta", {})))
+
+
+def geometry_of_layer(layer) -> Geometry:
+    """The `Geometry` of a napari layer without touching its voxels: its ``medseg_volume`` record when that
+    matches the data's shape, else its scale/translate/affine (voxel units for plain arrays)."""
+    shape = tuple(int(s) for s in np.shape(layer.data))
+    record = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    if record is not None and shape[-3:] == tuple(record.get("shape", ()))[-3:]:
+        return Geometry.from_record(record, f"layer '{getattr(layer, 'name', '')}'")
+    if len(shape) != 3:
+        raise InputError(f"need a 3D layer to rebuild its geometry, got shape {shape}")
+    return Geometry.from_napari(shape, layer.scale, layer.translate, layer.affine)
 
 
 def _has_layer_geometry(scale, translate, affine) -> bool:
@@ -120,11 +142,9 @@ def series_name(volume: Volume, fallback: str = "image") -> str:
     if src:
         from pathlib import Path
 
-        base = Path(str(src)).name
-        for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".zip", ".dcm"):
-            if base.lower().endswith(suffix):
-                return base[: -len(suffix)] or base
-        return base
+        from napari_medseg.io.suffixes import strip_suffix
+
+        return strip_suffix(Path(str(src)).name)
     return fallback
 
 
@@ -176,17 +196,19 @@ def labels_layer_data(
 ) -> tuple:
     """``(data, kwargs, "labels")`` for a labels Volume with class names (hover) and colours.
 
-    ``source`` (the image Volume or its record) is kept in metadata for DICOM SEG references.
+    ``classes`` (any `ClassTable` form; default: the labels' metadata) and ``colors`` ({value: rgba}, which
+    win) give the table; classes still without a colour take the metadata's (``class_colors`` or the older
+    ``colors``), then the default table's. ``source`` (the image Volume or its record) is kept in metadata
+    for DICOM SEG references.
     """
-    classes = {int(k): str(v) for k, v in (classes or labels.meta.get("classes") or {}).items()}
-    colors = colors or labels.meta.get("colors")
-    if not colors and classes:
-        from napari_medseg.classes import ABDOMEN_CLASSES
-
-        colors = {v: ABDOMEN_CLASSES[v][1] for v in classes if v in ABDOMEN_CLASSES and ABDOMEN_CLASSES[v][0] == classes[v]}
-    meta = dict(labels.meta)
+    given = classes or labels.meta.get("classes") or {}
+    table = ClassTable.from_any(given).with_colors(colors).fill_colors(meta_colors(labels.meta)).with_default_colors()
+    background = {0: str(v) for k, v in dict(given).items() if int(k) == 0} if isinstance(given, dict) else {}
+    classes = {**background, **table.names()}  # a background name given is kept
+    colors = table.colors()
+    meta = table.to_meta(dict(labels.meta))
     meta["classes"] = classes
-    vol = Volume(labels.array, labels.spacing, labels.origin, labels.direction, meta)
+    vol = Volume.from_geometry(labels.array, labels.geometry, meta)
     metadata: dict[str, Any] = {META_KEY: volume_record(vol), "classes": classes}
     if source is not None:
         metadata[SOURCE_KEY] = source if isinstance(source, dict) else volume_record(source)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_medseg._napari.layers import image_layer_data, labels_layer_data, series_name
+from napari_medseg.classes import ClassTable
 from napari_medseg.volume import Volume
 
 _LABEL_WORDS = ("label", "seg", "mask")
@@ -46,20 +47,16 @@ def get_reader(path):
         return None
 
 
-def _sidecar_classes(path: Path) -> dict[int, str] | None:
-    """A ``classes.json`` ({value: name}) beside a labels file, when there is a valid one."""
+def _sidecar_classes(path: Path) -> ClassTable | None:
+    """The class table of a ``classes.json`` beside a labels file (``{"1": "spleen"}``,
+    ``{"1": {"name": "spleen", "color": [r, g, b(, a)]}}`` or ``[{"value", "name", "color"}]``), when valid."""
     side = path.parent / "classes.json"
     if not side.is_file() or side.stat().st_size > 1_000_000:
         return None
     try:
-        raw = json.loads(side.read_text(encoding="utf-8"))
-        if isinstance(raw, dict):
-            return {int(k): str(v if not isinstance(v, dict) else v.get("name", k)) for k, v in raw.items()}
-        if isinstance(raw, list):
-            return {int(item["value"]): str(item["name"]) for item in raw}
+        return ClassTable.from_json(json.loads(side.read_text(encoding="utf-8"))) or None
     except (ValueError, KeyError, TypeError, OSError):
         return None
-    return None
 
 
 def is_label_volume(volume: Volume, path: Path | None = None) -> bool:
@@ -84,9 +81,10 @@ def layers_for_volumes(volumes: list[Volume], path: Path | None = None) -> list[
             name, n = f"{base} ({n})", n + 1
         used.add(name)
         if is_label_volume(vol, path):
-            classes = vol.meta.get("classes") or (_sidecar_classes(path) if path else None) or {}
-            layers.append(labels_layer_data(vol, name, classes=classes, colors=vol.meta.get("class_colors"),
-                                            source=vol.meta.get("reference")))
+            table = ClassTable.from_meta(vol.meta)
+            if not table and path is not None:
+                table = _sidecar_classes(path) or table
+            layers.append(labels_layer_data(vol, name, classes=table, source=vol.meta.get("reference")))
         else:
             layers.append(image_layer_data(vol, name))
     return layers

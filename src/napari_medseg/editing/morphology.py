@@ -64,6 +64,26 @@ def _paint(region: np.ndarray, label: int, add: np.ndarray, remove: np.ndarray, 
     return new
 
 
+def filled(mask: np.ndarray, per_slice_axis: int | None = None) -> np.ndarray:
+    """``mask`` with its holes filled (3D, or 2D on every slice along ``per_slice_axis``). Shared by
+    `fill_holes` and the pipeline's post-processing (:mod:`napari_medseg.inference.postprocess`)."""
+    if per_slice_axis is not None and mask.ndim == 3:
+        f = np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(mask, per_slice_axis, 0)])
+        return np.moveaxis(f, 0, per_slice_axis)
+    return ndi.binary_fill_holes(mask)
+
+
+def outside_largest(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` outside its largest fully connected piece (ties: the first found); none when it has
+    at most one piece. Shared by `keep_largest` and the pipeline's post-processing."""
+    lab, n = _components(mask)
+    if n <= 1:
+        return np.zeros_like(mask)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = -1
+    return (lab != int(np.argmax(sizes))) & (lab > 0)
+
+
 def fill_holes(labels, label: int, *, where: Scope = None, spacing=None, per_slice_axis: int | None = None,
                overwrite: bool = False) -> Edit:
     """Fill the holes of class ``label`` (background voxels enclosed by it).
@@ -77,15 +97,10 @@ def fill_holes(labels, label: int, *, where: Scope = None, spacing=None, per_sli
     def fn(region, sp):
         mask = region == label
         box = bbox_of(mask)
-        filled = np.zeros_like(mask)
+        out = np.zeros_like(mask)
         if box is not None:
-            sub = mask[box]
-            if per_slice_axis is not None and region.ndim == 3:
-                f = np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(sub, per_slice_axis, 0)])
-                filled[box] = np.moveaxis(f, 0, per_slice_axis)
-            else:
-                filled[box] = ndi.binary_fill_holes(sub)
-        return _paint(region, label, filled, np.zeros_like(mask), overwrite)
+            out[box] = filled(mask[box], per_slice_axis)
+        return _paint(region, label, out, np.zeros_like(mask), overwrite)
 
     return run_scoped(labels, where, spacing, fn, "fill holes",
                       {"op": "fill_holes", "label": label, "per_slice_axis": per_slice_axis, "overwrite": overwrite})
@@ -129,13 +144,11 @@ def keep_largest(labels, label: int, *, where: Scope = None, spacing=None) -> Ed
         box = bbox_of(mask)
         if box is None:
             return region.copy()
-        lab, n = _components(mask[box])
-        if n <= 1:
+        drop = outside_largest(mask[box])
+        if not drop.any():
             return region.copy()
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = -1
         remove = np.zeros_like(mask)
-        remove[box] = (lab != int(np.argmax(sizes))) & (lab > 0)
+        remove[box] = drop
         return _paint(region, label, np.zeros_like(mask), remove, False)
 
     return run_scoped(labels, where, spacing, fn, "keep largest component", {"op": "keep_largest", "label": label})

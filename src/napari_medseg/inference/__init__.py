@@ -9,7 +9,7 @@ Quick start::
 
 from __future__ import annotations
 
-import importlib
+from napari_medseg._lazy import lazy_getattr
 
 _LAZY = {
     "segment": "napari_medseg.inference.pipeline",
@@ -26,7 +26,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'napari_medseg.inference' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -7,23 +7,21 @@ import numpy as np
 from scipy import ndimage
 
 from napari_medseg.editing.edit import bbox_of
+from napari_medseg.editing.morphology import filled, outside_largest
 
 
 def keep_largest(labels: np.ndarray, values) -> np.ndarray:
-    """Voxels of each class in ``values`` outside its largest 26-connected component become background."""
+    """Voxels of each class in ``values`` outside its largest 26-connected component become background
+    (the component rule of `napari_medseg.editing.morphology.keep_largest`, on each class's bounding box)."""
     out = labels
     for v in values:
         mask = out == v
         box = bbox_of(mask)
         if box is None:
             continue
-        sub = mask[box]
-        lab, n = ndimage.label(sub, structure=np.ones((3, 3, 3), bool))
-        if n <= 1:
+        drop = outside_largest(mask[box])
+        if not drop.any():
             continue
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        drop = sub & (lab != int(np.argmax(sizes)))
         if out is labels:
             out = labels.copy()
         out[box][drop] = 0
@@ -31,7 +29,8 @@ def keep_largest(labels: np.ndarray, values) -> np.ndarray:
 
 
 def fill_holes(labels: np.ndarray, values=None) -> np.ndarray:
-    """Background voxels fully enclosed by one class (3D) take that class."""
+    """Background voxels fully enclosed by one class (3D) take that class (the hole rule of
+    `napari_medseg.editing.morphology.fill_holes`, on each class's bounding box)."""
     values = [int(v) for v in np.unique(labels) if v != 0] if values is None else values
     out = labels
     for v in values:
@@ -39,8 +38,7 @@ def fill_holes(labels: np.ndarray, values=None) -> np.ndarray:
         box = bbox_of(mask)
         if box is None:
             continue
-        filled = ndimage.binary_fill_holes(mask[box])
-        add = filled & (out[box] == 0)
+        add = filled(mask[box]) & (out[box] == 0)
         if add.any():
             if out is labels:
                 out = labels.copy()

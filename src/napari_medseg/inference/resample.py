@@ -1,7 +1,7 @@
 """Resampling an array from one voxel grid onto another, exactly where possible and on the device otherwise.
 
 A *grid* is anything with ``spatial_shape`` (array order ``k, j, i``), ``spacing``, ``origin`` and
-``direction`` (a `Volume`, or a `Grid`). The map from destination to source voxel indices is the affine
+``direction`` (a `Volume`, or a `Geometry`, also known here as `Grid`). The map from destination to source voxel indices is the affine
 ``inv(A_src) @ A_dst``. When it is a signed permutation with integer offsets (reorientation only, the same
 spacing) the result is plain array indexing: bit-exact, no interpolation. Otherwise `torch.nn.functional.
 grid_sample` runs on the chosen device, one slab of destination slices at a time to bound memory.
@@ -9,38 +9,17 @@ grid_sample` runs on the chosen device, one slab of destination slices at a time
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from napari_medseg.errors import InputError
+from napari_medseg.geometry import Geometry
 
 #: voxels per grid_sample call (bounds the temporary sampling grid: 3 floats per voxel)
 SLAB_VOXELS = 4_000_000
 
 
-@dataclass
-class Grid:
-    """Geometry without data (same conventions as `Volume`)."""
-
-    spatial_shape: tuple[int, int, int]  # k, j, i
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
-
-    @classmethod
-    def of(cls, vol) -> "Grid":
-        return cls(tuple(int(s) for s in vol.spatial_shape), tuple(vol.spacing), tuple(vol.origin), np.asarray(vol.direction, float))
-
-    def affine_lps(self) -> np.ndarray:
-        a = np.eye(4)
-        a[:3, :3] = np.asarray(self.direction) @ np.diag(self.spacing)
-        a[:3, 3] = self.origin
-        return a
-
-    @property
-    def size_ijk(self) -> tuple[int, int, int]:
-        return tuple(reversed(self.spatial_shape))  # type: ignore[return-value]
+#: A grid without voxels: the one `Geometry` type (kept under this name for existing callers).
+Grid = Geometry
 
 
 def _affine(g) -> np.ndarray:

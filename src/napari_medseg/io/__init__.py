@@ -17,8 +17,7 @@ from pathlib import Path
 
 from napari_medseg.io.series import SeriesInfo
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+from napari_medseg.io.suffixes import ITK_SUFFIXES, NIFTI_SUFFIXES, read_format  # noqa: F401 - public names
 
 __all__ = ["SeriesInfo", "detect_format", "list_series", "read_volume", "read_all", "write_labels", "write_volume"]
 
@@ -38,10 +37,9 @@ def detect_format(path) -> str | None:
             return "dicom" if folder_has_dicom(p) else None
         if not p.is_file():
             return None
-        if name.endswith(NIFTI_SUFFIXES):
-            return "nifti"
-        if name.endswith(ITK_SUFFIXES):
-            return "itk"
+        fmt = read_format(p)
+        if fmt is not None:
+            return "nifti" if fmt == "nifti" else "itk"
         if name.endswith(".zip"):
             return "dicom"  # a damaged archive gets its own error from the DICOM reader
         from napari_medseg.io.dicom import is_dicom_file

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_medseg.classes import ClassTable
 from napari_medseg.errors import GeometryError, InputError
-from napari_medseg.volume import Volume
+from napari_medseg.volume import Geometry, Volume, geometry_volume
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation Storage (DICOM 2024)
@@ -110,21 +111,18 @@ def derived_info(path, kind: str, reference=None):
 
     vol = read_derived(path, reference=reference, kind=kind)
     classes = ", ".join(f"{v}={n}" for v, n in vol.meta.get("classes", {}).items())
-    return SeriesInfo(
-        uid=str(vol.meta.get("series_uid", "")), description=str(vol.meta.get("series_description", "")),
+    return SeriesInfo.from_geometry(
+        vol.geometry, uid=str(vol.meta.get("series_uid", "")), description=str(vol.meta.get("series_description", "")),
         number=vol.meta.get("series_number"), modality="SEG" if kind == "seg" else "RTSTRUCT",
-        format="dicom-seg" if kind == "seg" else "rtstruct", shape=vol.shape, spacing=vol.spacing,
-        origin=vol.origin, direction=tuple(float(v) for v in vol.direction.reshape(-1)),
-        orientation=vol.orientation_code(), warnings=[f"classes: {classes}", *vol.warnings], files=[Path(path)],
+        format="dicom-seg" if kind == "seg" else "rtstruct", shape=vol.shape,
+        warnings=[f"classes: {classes}", *vol.warnings], files=[Path(path)],
     )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- references
 def blank_from_record(record: dict) -> Volume:
     """A geometry-only `Volume` from a record {shape, spacing, origin, direction, meta} (a layer's or a SEG's)."""
-    shape = tuple(record["shape"])[-3:]
-    blank = np.broadcast_to(np.zeros((), np.uint8), shape)
-    return Volume(blank, record["spacing"], record["origin"], np.asarray(record["direction"]), dict(record["meta"]))
+    return geometry_volume(Geometry.from_record(record), dict(record["meta"]))
 
 
 def _series_uid(vol: Volume) -> str:
@@ -299,8 +297,7 @@ def own_grid_volume(affine_khji: np.ndarray, shape, meta: dict) -> Volume:
     if flip:
         origin = origin + cols[:, 2] * (shape[0] - 1)
         direction[:, 2] *= -1
-    blank = np.broadcast_to(np.zeros((), np.uint8), tuple(shape))
-    return Volume(blank, tuple(spacing), tuple(origin), direction, meta)
+    return geometry_volume(Geometry(tuple(shape), tuple(spacing), tuple(origin), direction), meta)
 
 
 # ---------------------------------------------------------------------------------------------- painting
@@ -338,16 +335,11 @@ def check_target(reference: Volume, path: Path, what: str) -> None:
 
 def labels_volume(target: Volume, labels, names, colors, meta, warnings, ref) -> Volume:
     """The labels `Volume` on ``target`` with class names/colours, and the reference's record for re-saving."""
-    meta = dict(meta)
-    meta["classes"] = dict(sorted(names.items()))
-    if colors:
-        meta["class_colors"] = dict(sorted(colors.items()))
+    meta = ClassTable.from_any(names, colors).to_meta(dict(meta))
     meta["warnings"] = list(warnings)
     if ref is not None:
         meta["reference_series_uid"] = str(ref.meta.get("series_uid", ""))
         meta["reference"] = {  # the source image's geometry and DICOM references, so the labels can be re-saved
-            "shape": list(ref.spatial_shape), "spacing": list(ref.spacing), "origin": list(ref.origin),
-            "direction": np.asarray(ref.direction).tolist(),
-            "meta": {k: v for k, v in ref.meta.items() if k != "warnings"},
+            **ref.geometry.to_record(), "meta": {k: v for k, v in ref.meta.items() if k != "warnings"},
         }  # fmt: skip
-    return Volume(labels, target.spacing, target.origin, target.direction.copy(), meta)
+    return Volume.from_geometry(labels, target.geometry, meta)

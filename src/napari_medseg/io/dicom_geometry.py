@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_medseg.errors import GeometryError
+from napari_medseg.geometry import orientation_code
 from napari_medseg.io.dicom_scan import BUCKETS, Frame, ScanResult
 from napari_medseg.io.series import SeriesInfo
 
@@ -67,15 +68,6 @@ def _orientation_key(f: Frame) -> tuple:
         tuple(np.round(f.pixel_spacing, 4)),
         f.key if f.n_frames > 1 else "",
     )
-
-
-def _orientation_code(direction: np.ndarray) -> str:
-    letters = (("L", "R"), ("P", "A"), ("S", "I"))
-    code = ""
-    for col in direction.T:
-        ax = int(np.argmax(np.abs(col)))
-        code += letters[ax][0] if col[ax] > 0 else letters[ax][1]
-    return code
 
 
 def _axes(frames: list[Frame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -204,7 +196,7 @@ def build_series(frames: list[Frame], uid: str, warnings: list[str]) -> SeriesIn
         spacing=(float(f0.pixel_spacing[1]), float(f0.pixel_spacing[0]), spacing_k),
         origin=tuple(float(v) for v in positions[0]),
         direction=tuple(float(v) for v in direction.reshape(-1)),
-        orientation=_orientation_code(direction),
+        orientation=orientation_code(direction),
         warnings=warnings,
         files=[Path(k) for k in dict.fromkeys(f.key for f in frames)],  # zip members: "archive.zip::name"
         extra={**extra, "n_files": n_files, "series_uid": frames[0].series_uid, "study_uid": info["study_uid"]},

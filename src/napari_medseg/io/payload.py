@@ -22,6 +22,7 @@ import zlib
 from pathlib import Path
 
 from napari_medseg.errors import InputError
+from napari_medseg.io.suffixes import is_nrrd
 
 CHUNK = 1 << 20
 _HEADER_LIMIT = 1 << 20  # a header longer than 1 MiB is not a header
@@ -68,7 +69,7 @@ def _mha_header(path: Path) -> tuple[dict[str, str], int]:
 
 def _locate(path: Path) -> tuple[str, Path, int, int] | None:
     """(encoding, data file, offset, byte skip) of the payload, or None when it cannot be located."""
-    if path.name.lower().endswith((".nrrd", ".nhdr")):
+    if is_nrrd(path):
         fields, end = _nrrd_header(path)
         enc = fields.get("encoding", "raw").lower()
         enc = {"gz": "gzip", "bz2": "bzip2", "txt": "text", "ascii": "text"}.get(enc, enc)
@@ -177,7 +178,7 @@ def check_itk_header(path) -> None:
     spacing/offset/matrix fields with the right number of values.
     """
     path = Path(path)
-    if path.name.lower().endswith((".nrrd", ".nhdr")):
+    if is_nrrd(path):
         with open(path, "rb") as f:
             if not f.read(4) == b"NRRD":
                 raise InputError(f"{path}: not a NRRD file (it does not start with 'NRRD'); the file is damaged or misnamed")

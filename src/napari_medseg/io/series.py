@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from napari_medseg.geometry import Geometry
+
 
 @dataclass
 class SeriesInfo:
@@ -22,6 +26,24 @@ class SeriesInfo:
     warnings: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list, repr=False)  # DICOM: files of this series, any order
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_geometry(cls, geometry: Geometry, **fields) -> "SeriesInfo":
+        """A SeriesInfo whose spacing, origin, direction and orientation are ``geometry``'s (``shape``
+        defaults to its spatial shape; pass the full array shape for 4D)."""
+        fields.setdefault("shape", geometry.shape)
+        return cls(
+            spacing=geometry.spacing,
+            origin=geometry.origin,
+            direction=tuple(float(v) for v in geometry.direction.reshape(-1)),
+            orientation=geometry.orientation_code(),
+            **fields,
+        )
+
+    @property
+    def geometry(self) -> Geometry:
+        """The series' voxel grid (spatial shape ``(k, j, i)``)."""
+        return Geometry(tuple(self.shape)[-3:], self.spacing, self.origin, np.asarray(self.direction, float).reshape(3, 3))
 
     @property
     def label(self) -> str:

@@ -26,7 +26,8 @@ import numpy as np
 from napari_medseg._atomic import atomic_path, check_overwrite
 from napari_medseg._guard import check_outputs
 from napari_medseg.errors import GeometryError, InputError
-from napari_medseg.io.formats import CLASS_TABLE_KEY, NIFTI_ECODE_COMMENT
+from napari_medseg.io.nifti import CLASS_TABLE_KEY, NIFTI_ECODE_COMMENT
+from napari_medseg.io.suffixes import DETACHED_SUFFIXES, write_kind
 from napari_medseg.volume import Volume
 
 NIFTI_INTENT_LABEL = 1002
@@ -46,14 +47,10 @@ def _kind(path: Path, format: str | None = None) -> str:
             raise InputError(f"cannot write {path}: a {format} file is DICOM; name it *.dcm")
         if kind == "rtstruct":
             return kind
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    if name.endswith((".nrrd", ".mha")):
-        return "itk"
-    if name.endswith(".dcm"):
-        return "dicom"
-    if name.endswith((".nhdr", ".mhd")):
+    kind = write_kind(path)
+    if kind is not None:
+        return kind
+    if path.name.lower().endswith(DETACHED_SUFFIXES):
         raise InputError(
             f"{path}: detached-header formats are not written (two files cannot be written atomically); "
             "use .nrrd or .mha"
@@ -63,25 +60,12 @@ def _kind(path: Path, format: str | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------------- class tables
 def _class_table(classes, labels: Volume) -> dict[int, tuple[str, tuple | None]]:
-    """{value: (name, rgba or None)} from ``classes`` ({value: name} or {value: (name, colour)}) or meta."""
-    from napari_medseg.classes import ABDOMEN_CLASSES
+    """{value: (name, rgba or None)} from ``classes`` (any `ClassTable` form) or the labels' metadata; classes
+    without a colour take the metadata's, then the default table's (same value and name)."""
+    from napari_medseg.classes import ClassTable, meta_colors
 
-    if classes is None:
-        classes = labels.meta.get("classes") or {}
-    colors = {int(k): tuple(v) for k, v in (labels.meta.get("class_colors") or {}).items()}
-    table: dict[int, tuple[str, tuple | None]] = {}
-    for key, entry in dict(classes).items():
-        value = int(key)
-        if value == 0:
-            continue
-        if isinstance(entry, (tuple, list)) and len(entry) == 2 and not isinstance(entry[1], (int, float)):
-            name, color = str(entry[0]), tuple(float(c) for c in entry[1])
-        else:
-            name, color = str(entry), colors.get(value)
-        if color is None and value in ABDOMEN_CLASSES and ABDOMEN_CLASSES[value][0] == name:
-            color = ABDOMEN_CLASSES[value][1]
-        table[value] = (name, color)
-    return table
+    table = ClassTable.from_meta(labels.meta) if classes is None else ClassTable.from_any(classes)
+    return table.fill_colors(meta_colors(labels.meta)).with_default_colors().pairs()
 
 
 def _label_array(labels: Volume, path: Path) -> np.ndarray:

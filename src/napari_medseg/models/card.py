@@ -13,16 +13,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from napari_medseg.classes import ClassInfo, ClassTable
 from napari_medseg.errors import ModelError
 
 CARD_FORMAT = "napari-medseg-model/1"
-
-
-@dataclass
-class ClassInfo:
-    value: int
-    name: str
-    color: tuple[float, float, float, float] | None = None  # RGBA in 0..1
 
 
 @dataclass
@@ -83,7 +77,14 @@ class ModelCard:
             return 1 + max((int(c) for c, _ in self.label_rules), default=len(self.classes) - 1)
         return 1 + len(self.classes) if not self.classes or min(c.value for c in self.classes) > 0 else len(self.classes)
 
+    @property
+    def class_table(self) -> ClassTable:
+        """The card's classes as a `ClassTable` (value -> name, colour)."""
+        return ClassTable(tuple(self.classes))
+
     def class_names(self) -> dict[int, str]:
+        """``{value: name}`` with ``0: "background"`` (label values are the keys, as `classes.class_names`; a
+        class of value 0 names the background). For channel index -> name see `ClassTable.by_channel`."""
         return {0: "background", **{int(c.value): c.name for c in self.classes}}
 
     def to_dict(self) -> dict[str, Any]:

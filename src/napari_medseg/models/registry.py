@@ -15,10 +15,10 @@ default model is the package folder ``napari_medseg/models/default/`` (version i
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from napari_medseg._home import data_dir
 from napari_medseg.errors import ModelError
 
 BUILTIN_VERSION = "builtin"
@@ -56,12 +56,9 @@ def model_folder(name: str) -> Path:
 
 
 def models_home() -> Path:
-    env = os.environ.get("MEDSEG_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("napari-medseg"))
+    """The napari-medseg data folder (``$MEDSEG_HOME`` or the per-user data directory): the same folder as
+    `napari_medseg.session.data_dir`."""
+    return data_dir()
 
 
 def models_dir() -> Path:

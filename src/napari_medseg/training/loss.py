@@ -45,13 +45,6 @@ def dice_per_class(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor 
 
     Classes absent from both prediction and target in the mask are left out (no 0/0 and no free 1.0).
     """
-    if mask is not None:
-        mask = mask.bool()
-        pred, target = pred[mask], target[mask]
-    out: dict[int, float] = {}
-    for c in range(1, n_classes):
-        p, t = pred == c, target == c
-        denom = int(p.sum() + t.sum())
-        if denom:
-            out[c] = float(2 * (p & t).sum()) / denom
-    return out
+    from napari_medseg.metrics import dice_per_class as dice
+
+    return dice(pred, target, range(1, n_classes), mask)

@@ -121,9 +121,13 @@ def train_steps(
     return TrainResult(net, card, log, metrics=metrics)
 
 
-def class_names(card: ModelCard) -> dict[int, str]:
-    """Channel index -> class name (the order `value_to_channel` uses)."""
-    return {n: c.name for n, c in enumerate(sorted(card.classes, key=lambda c: c.value), start=1)}
+def channel_class_names(card: ModelCard) -> dict[int, str]:
+    """Network channel index -> class name (the order `value_to_channel` uses; `ClassTable.by_channel`). Not
+    to be confused with ``card.class_names()``/`napari_medseg.classes.class_names`, keyed by label value."""
+    return card.class_table.by_channel()
+
+
+class_names = channel_class_names  # the former name, kept for callers
 
 
 def describe_sources(items) -> list[str]:

@@ -1,4 +1,5 @@
-"""The recipe of the shipped default model (run by ``scripts/train_default_model.sh``).
+"""The recipe of the shipped default model (run by ``scripts/train_default_model.sh``; a research script, not
+part of the installed package: ``python research/default_recipe.py --help``).
 
 Training data (all resampled to the model grid: RAS, 3 mm isotropic):
 
@@ -98,8 +99,8 @@ def main(argv=None) -> int:
     from napari_medseg.models.network import build_network
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3].parent / "shared" / "data")
-    ap.add_argument("-o", "--output", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "default")
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    ap.add_argument("-o", "--output", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "napari_medseg" / "models" / "default")
     ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--time-budget", type=float, default=2100.0)
     ap.add_argument("--threads", type=int, default=1)
