@@ -81,10 +81,7 @@ def producing_model(layer) -> str | None:
 
 
 def image_grid_from_record(record: dict):
-    """A Volume with the image's geometry (for shape / `with_array` / `volume_record`).
+    """A geometry-only Volume of the image (for shape / `with_array` / `volume_record`); allocates nothing."""
+    from napari_medseg._napari.layers import blank_volume
 
-    It allocates a full-size dummy array: the one place to switch to `volume.Geometry` when it lands.
-    """
-    from napari_medseg._napari.layers import volume_from_record
-
-    return volume_from_record(np.zeros(tuple(record["shape"])[-3:], np.uint8), record)
+    return blank_volume(record)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari_medseg._napari.layers import labels_layer_data, volume_record
+from napari_medseg.classes import ClassTable
 from napari_medseg.progress import Progress
 
 
@@ -35,7 +36,7 @@ def segment_job(volume, model_spec, config):
     labels = result.labels
     classes = {int(k): str(v) for k, v in (result.classes or labels.meta.get("classes") or {}).items()}
     t = time.perf_counter()
-    colors = result.colors or labels.meta.get("colors")
+    colors = result.colors or ClassTable.from_meta(labels.meta).colors()
     layer_data = labels_layer_data(labels, "labels", classes=classes, colors=colors, source=volume_record(volume))
     unc = uncertainty_layer_data(result.uncertainty) if result.uncertainty is not None else None
     result.timings["layer_data"] = time.perf_counter() - t

@@ -53,7 +53,7 @@ def difference_map(a, b) -> np.ndarray:
 
 def compare_labels(a, b, classes: dict[int, str] | None = None) -> Comparison:
     """Per-class Dice of A against B (NaN where a class is in neither) and voxel counts."""
-    from napari_medseg.commands.model_commands import dice_per_class  # the one Dice of the package
+    from napari_medseg.metrics import dice_per_class  # the one Dice of the package
 
     a, b = np.asarray(a), np.asarray(b)
     check_same_shape(a, b)
@@ -61,7 +61,7 @@ def compare_labels(a, b, classes: dict[int, str] | None = None) -> Comparison:
     cb = np.bincount(b.ravel().astype(np.int64, copy=False))
     values = sorted(({int(v) for v in np.nonzero(ca)[0]} | {int(v) for v in np.nonzero(cb)[0]}
                      | {int(v) for v in (classes or {})}) - {0})
-    dice = dice_per_class(a, b, values)
+    dice = dice_per_class(a, b, values, absent=float("nan"))
     names = classes or {}
     rows = {v: {"name": names.get(v, f"label {v}"), "voxels_a": int(ca[v]) if v < ca.size else 0,
                 "voxels_b": int(cb[v]) if v < cb.size else 0, "dice": dice[v]} for v in values}

@@ -327,13 +327,15 @@ def _result(run: _Run, labels, probs_vol, unc_vol):
 
     card, loaded, volume = run.card, run.loaded, run.volume
     with run.timed("stats"):
-        classes = card.class_names()
-        colors = {int(c.value): tuple(c.color) for c in card.classes if c.color is not None}
+        classes = card.class_names()  # with 0: "background", as LabelResult.classes has always been
+        class_meta = card.class_table.to_meta({})  # the one class table's stored form (names and colours)
+        class_meta["classes"] = classes
+        colors = dict(class_meta.get("class_colors", {}))
         image = volume.array if not volume.is_4d else volume.array[0]
         stats = class_stats(labels, image, classes, volume.voxel_volume_mm3)
     model_info = {"name": card.name, "version": card.version, "path": str(loaded.path) if loaded.path else "",
                   "architecture": card.architecture, "sha256": card.weights_sha256}
-    lab_vol = volume.with_array(labels, classes=classes, colors=colors, model=model_info, modality="SEG")
+    lab_vol = volume.with_array(labels, **class_meta, model=model_info, modality="SEG")
     lab_vol.meta["warnings"] = list(run.warnings)
     return LabelResult(labels=lab_vol, classes=classes, colors=colors, stats=stats, probabilities=probs_vol,
                        uncertainty=unc_vol, timings=run.timings, warnings=run.warnings, model=model_info,
