@@ -1,0 +1,31 @@
+"""Turning a prompt result into a labels edit (pure numpy: the napari widget writes it as one undoable step)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def merge_indices(labels: np.ndarray, mask: np.ndarray, value: int, refine: bool = False, overwrite: bool = False):
+    """``(indices, values)`` of the voxels of ``labels`` that change when ``mask`` becomes class ``value``.
+
+    New object: mask voxels that are background (or any class, with ``overwrite``) become ``value``.
+    Refine: additionally the voxels of ``value`` outside the mask become background, so the class equals the
+    mask (other classes are kept unless ``overwrite``). The indices are full-array fancy indices, ready for
+    napari's ``Labels.data_setitem``.
+    """
+    labels = np.asarray(labels)
+    mask = np.asarray(mask, bool)
+    if mask.shape != labels.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the labels {labels.shape}")
+    value = int(value)
+    target = np.where(mask & ((labels == 0) | (labels == value) | bool(overwrite)), value, labels)
+    if refine:
+        target = np.where((labels == value) & ~mask, 0, target)
+    changed = target != labels
+    idx = np.nonzero(changed)
+    return idx, target[idx].astype(labels.dtype, copy=False)
+
+
+def touched_slices(indices, axis: int = 0) -> list[int]:
+    ix = np.asarray(indices[axis])
+    return [int(i) for i in np.unique(ix)] if ix.size else []
