@@ -80,6 +80,7 @@ class PromptWidget(QWidget):
         self._volume = None
         self._layers = {}  # the prompt layers of the session
         self.last_seconds = None
+        self.runs = 0  # results received (tests and benchmarks wait on it)
         self._build()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -288,6 +289,7 @@ class PromptWidget(QWidget):
         panel.start(steps, on_done=self._on_result, on_error=self._on_error, on_cancelled=lambda: None)
 
     def _on_result(self, result):
+        self.runs += 1
         self._result = result
         self.last_seconds = result.meta.get("prompt", {}).get("seconds")
         self._set_preview(result.array)
