@@ -182,3 +182,30 @@ def test_merge_indices_new_refine_overwrite():
     out = labels.copy()
     out[idx] = val
     assert out[3, 4, 4] == 0 and (out[mask] != 0).all() and touched_slices(idx) == [0, 1, 3]
+
+
+def test_a_box_keeps_the_previous_mask_outside_it_and_the_source_box_is_reported():
+    vol = volume(shape=(40, 60, 60), spacing=(1.0, 1.0, 1.0))
+    prev = np.zeros(vol.spatial_shape, np.uint8)
+    prev[5:8, 50:55, 50:55] = 1
+    out = prompt_segment(vol, box=((10, 20, 20), (30, 40, 45)), previous=prev, bf16=False,
+                         model=fake_model(ClickBalls(everything=True)))
+    m = out.array > 0
+    assert m[5:8, 50:55, 50:55].all() and m[10:31, 20:41, 20:46].all()
+    assert m.sum() == 21 * 21 * 26 + 3 * 5 * 5
+    lo, hi = out.meta["prompt"]["source_box"]
+    assert all(0 <= a < b <= n for a, b, n in zip(lo, hi, vol.spatial_shape))
+
+
+def test_merge_in_box_equals_the_whole_array_merge():
+    from napari_medseg.prompt.apply import merge_in_box, merge_indices, union_box
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (10, 12, 14)).astype(np.uint8)
+    mask = np.zeros(labels.shape, bool)
+    mask[2:6, 3:9, 4:10] = rng.random((4, 6, 6)) > 0.3
+    box = union_box([[[2, 3, 4], [5, 9, 10]], [[3, 3, 4], [6, 8, 8]]], labels.shape)
+    assert box == (slice(2, 6), slice(3, 9), slice(4, 10))
+    a, va = merge_indices(labels, mask, 1, overwrite=True)
+    b, vb = merge_in_box(labels, mask, 1, box, overwrite=True)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and np.array_equal(va, vb)

@@ -78,6 +78,7 @@ class PromptWidget(QWidget):
         self._base = None  # refine mode: the class mask the session started from
         self._result = None  # last prompt result (Volume)
         self._volume = None
+        self._boxes = []  # source boxes of the session's results: where labels can change
         self._layers = {}  # the prompt layers of the session
         self.last_seconds = None
         self.runs = 0  # results received (tests and benchmarks wait on it)
@@ -191,6 +192,7 @@ class PromptWidget(QWidget):
         if self.refine and not self._base.any():
             raise InputError(f"class {value} is empty: use 'New object' to segment it")
         self._remove_session_layers()
+        self._result, self._pending, self._boxes = None, False, []
         geo = {"scale": image.scale, "translate": image.translate, "affine": image.affine.affine_matrix}
         pts = self.viewer.add_points(np.empty((0, 3)), ndim=3, name=POINTS_NAME, size=6, face_color=COLORS["positive"],
                                      features={"kind": np.array([], dtype=object)}, **geo)
@@ -291,6 +293,7 @@ class PromptWidget(QWidget):
     def _on_result(self, result):
         self.runs += 1
         self._result = result
+        self._boxes.append(result.meta.get("prompt", {}).get("source_box"))
         self.last_seconds = result.meta.get("prompt", {}).get("seconds")
         self._set_preview(result.array)
         n = int(result.array.sum())
@@ -329,7 +332,7 @@ class PromptWidget(QWidget):
 
     def accept(self) -> int:
         """Write the preview into the labels as one undoable edit; return the number of voxels changed."""
-        from napari_medseg.prompt.apply import merge_indices, touched_slices
+        from napari_medseg.prompt.apply import merge_in_box, touched_slices, union_box
 
         if self._progress is not None and self._progress.running:
             raise InputError("the prompt model is still running; accept when the preview is up to date")
@@ -337,8 +340,10 @@ class PromptWidget(QWidget):
             raise InputError("nothing to accept: click inside a structure first")
         labels = self.labels_layer()
         value = int(labels.selected_label)
-        idx, values = merge_indices(np.asarray(labels.data), self._result.array > 0, value, self.refine,
-                                    self.overwrite.isChecked())
+        # only the source boxes of this session's crops can differ from the labels: a large CT is not scanned
+        box = union_box(self._boxes, np.shape(labels.data))
+        idx, values = merge_in_box(np.asarray(labels.data), self._result.array > 0, value, box, self.refine,
+                                   self.overwrite.isChecked())
         n = int(values.size)
         axis, index = self.current_slice()
         if n:
@@ -355,7 +360,7 @@ class PromptWidget(QWidget):
 
     def _end_session(self):
         self._remove_session_layers()
-        self._result, self._base, self._pending = None, None, False
+        self._result, self._base, self._pending, self._boxes = None, None, False, []
         lab = self.labels_layer()
         if lab is not None:
             self.viewer.layers.selection.active = lab

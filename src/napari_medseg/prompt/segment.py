@@ -8,7 +8,7 @@
    inside the volume, the crop grows towards it and the network runs again (AutoZoom, ``grow_steps`` times).
 4. The probabilities go back onto exactly the source voxels under the crop (linear, threshold 0.5); outside
    the crop the previous mask is kept. Components that hold no positive click and do not overlap the previous
-   mask are dropped; a box restricts the result (see `_apply_box`).
+   mask are dropped; a box bounds the new mask (see `_box_region`).
 """
 
 from __future__ import annotations
@@ -120,22 +120,19 @@ def _keep_prompted(sub: np.ndarray, prev_sub, pos_local) -> np.ndarray:
     return keep[lab]
 
 
-def _apply_box(mask: np.ndarray, prompts: Prompts) -> None:
-    """A 3D box bounds the mask; a slice box bounds its slice exactly and the others with a margin."""
+def _box_region(shape, prompts: Prompts) -> np.ndarray:
+    """Where a box lets the mask be: a 3D box exactly; a slice box exactly on its slice, with a margin elsewhere."""
     (k0, j0, i0), (k1, j1, i1) = prompts.box
+    keep = np.zeros(shape, bool)
     if prompts.box_slice is None:
-        keep = np.zeros_like(mask)
         keep[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1] = True
-        mask &= keep
-        return
+        return keep
     dj, di = int(np.ceil((j1 - j0 + 1) * BOX_MARGIN)), int(np.ceil((i1 - i0 + 1) * BOX_MARGIN))
-    keep = np.zeros(mask.shape[1:], bool)
-    keep[max(0, j0 - dj):j1 + 1 + dj, max(0, i0 - di):i1 + 1 + di] = True
-    mask &= keep[None]
+    keep[:, max(0, j0 - dj):j1 + 1 + dj, max(0, i0 - di):i1 + 1 + di] = True
     k = prompts.box_slice
-    exact = np.zeros(mask.shape[1:], bool)
-    exact[j0:j1 + 1, i0:i1 + 1] = True
-    mask[k] &= exact
+    keep[k] = False
+    keep[k, j0:j1 + 1, i0:i1 + 1] = True
+    return keep
 
 
 def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previous=None, model=None,
@@ -181,9 +178,13 @@ def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previ
     sub = _keep_prompted(sub, prev_sub, local)
     mask = prev.copy() if prev is not None else np.zeros(volume.spatial_shape, bool)
     mask[box_sl] = sub
-    if prompts.box is not None:
-        _apply_box(mask, prompts)
+    if prompts.box is not None:  # the box bounds the new mask; a previous mask outside it is kept
+        keep = _box_region(mask.shape, prompts)
+        mask &= keep
+        if prev is not None:
+            mask |= prev & ~keep
     info = {"crop_shape": [int(s) for s in crop.shape], "crop_spacing": [round(float(s), 3) for s in crop.spacing], "runs": runs,
+            "source_box": [[int(v) for v in lo], [int(v) for v in hi]],
             "seconds": round(time.perf_counter() - t0, 3), "model": loaded.card.name,
             "positive": [list(p) for p in prompts.positive], "negative": [list(p) for p in prompts.negative]}
     return Volume(mask.astype(np.uint8), volume.spacing, volume.origin, volume.direction.copy(),
