@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-clicks", type=int, default=2, help="corrective click rounds simulated before the trained one")
     ap.add_argument("--fp32", action="store_true", help="no bfloat16 autocast")
     ap.add_argument("--crop", type=int, default=48, help="training crop side (model voxels, a multiple of 16)")
+    ap.add_argument("--size-power", type=float, default=0.5,
+                    help="targets drawn with probability proportional to voxels ** this (0: uniform over structures)")
     ap.add_argument("--package-only", action="store_true", help="write the package from the last checkpoint and stop")
     args = ap.parse_args(argv)
 
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     from napari_medseg.inference.planner import cpu_bf16_supported
 
     st = TrainSettings(seconds=args.minutes * 60, max_steps=args.max_steps, seed=args.seed, sigma=settings.sigma,
-                       max_clicks=args.max_clicks, crop=args.crop, bf16=cpu_bf16_supported() and not args.fp32)
+                       max_clicks=args.max_clicks, crop=args.crop, size_power=args.size_power, bf16=cpu_bf16_supported() and not args.fp32)
     card = prompt_card(settings=settings)
     net = build_network(card)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,10 @@ def main(argv=None) -> int:
         return cpu0 + r.ru_utime + r.ru_stime
 
     loads = info.get("load_averages", [])
+    stages = info.get("stages") or ([{"from_step": 0, "size_power": 0.0, "crop": st.crop, "max_clicks": st.max_clicks}]
+                                    if step else [])
+    if not args.package_only:
+        stages.append({"from_step": step, "size_power": st.size_power, "crop": st.crop, "max_clicks": st.max_clicks})
     if not args.package_only:
         for p in train_steps(net, cases, st, start_step=step, start_seconds=seconds, optimizer_state=opt_state):
             step, seconds = p["step"], p["seconds"]
@@ -152,7 +158,7 @@ def main(argv=None) -> int:
                 torch.save(p["optimizer"].state_dict(), str(ck_opt) + ".tmp")
                 os.replace(str(ck_opt) + ".tmp", ck_opt)
                 info = {"step": step, "seconds": seconds, "cpu_seconds": cpu_now(), "loss_avg": p["loss_avg"],
-                        "load_averages": loads}
+                        "load_averages": loads, "stages": stages}
                 ck_info.write_text(json.dumps(info))
     card.provenance.update({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -162,9 +168,9 @@ def main(argv=None) -> int:
                  "held_out": list(HELD_OUT) + ["(never a training target, in the CT or the phantoms; they appear "
                                                 "only as unlabelled surroundings of other structures)"]},
         "training": {"steps": step, "train_seconds": round(seconds, 1), "cpu_seconds": round(info.get("cpu_seconds", cpu_now()), 1),
-                     "seed": args.seed, "threads": args.threads, "load_averages": loads,
+                     "seed": args.seed, "threads": args.threads, "load_averages": loads, "stages": stages,
                      "crop": [st.crop] * 3, "batch": st.batch, "max_corrective_clicks": st.max_clicks,
-                     "refine_prob": st.refine_prob, "lr": st.lr, "weight_decay": st.weight_decay,
+                     "refine_prob": st.refine_prob, "target_sampling": f"p ~ voxels ** {st.size_power}", "lr": st.lr, "weight_decay": st.weight_decay,
                      "precision": "bfloat16 autocast" if st.bf16 else "float32",
                      "loss": "DiceCE (sigmoid)", "final_loss_avg": info.get("loss_avg"),
                      "clicks": "monai.apps.deepgrow.transforms AddInitialSeedPointd, FindDiscrepancyRegionsd, "

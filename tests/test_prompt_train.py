@@ -4,7 +4,6 @@ shipped prompt model (loaded and run once)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from napari_medseg.prompt.simulate import click_session, dice, first_click, next_click

@@ -49,7 +49,7 @@ def _mask_box(mask: np.ndarray):
 def _crop_image(volume: Volume, crop: Crop, card):
     """``(image on the crop grid [k, j, i] after the card's window, source box lo, hi, crop Grid)``."""
     from napari_medseg.inference.preprocess import antialias, intensity
-    from napari_medseg.inference.resample import Grid, resample
+    from napari_medseg.inference.resample import resample
 
     g = crop.grid(volume)
     lo, hi = crop.source_box(volume)
