@@ -209,3 +209,18 @@ def test_merge_in_box_equals_the_whole_array_merge():
     a, va = merge_indices(labels, mask, 1, overwrite=True)
     b, vb = merge_in_box(labels, mask, 1, box, overwrite=True)
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and np.array_equal(va, vb)
+
+
+class Nothing(torch.nn.Module):
+    def forward(self, x):
+        return torch.full_like(x[:, :1], -10.0)
+
+
+def test_a_refining_click_removes_only_the_region_it_touches():
+    vol = volume(shape=(40, 60, 60), spacing=(1.0, 1.0, 1.0))
+    prev = np.zeros(vol.spatial_shape, np.uint8)
+    prev[18:23, 10:20, 10:20] = 1  # the negative click lands here: removed
+    prev[18:23, 40:50, 40:50] = 1  # the network also drops this part, far from any click: kept
+    out = prompt_segment(vol, negative=[(20, 15, 15)], previous=prev, bf16=False, model=fake_model(Nothing()))
+    m = out.array > 0
+    assert not m[18:23, 10:20, 10:20].any() and m[18:23, 40:50, 40:50].all()

@@ -8,7 +8,8 @@
    inside the volume, the crop grows towards it and the network runs again (AutoZoom, ``grow_steps`` times).
 4. The probabilities go back onto exactly the source voxels under the crop (linear, threshold 0.5); outside
    the crop the previous mask is kept. Components that hold no positive click and do not overlap the previous
-   mask are dropped; a box bounds the new mask (see `_box_region`).
+   mask are dropped; when refining, only removals that reach a click are kept
+   (`_click_local_removals`); a box bounds the new mask (see `_box_region`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,28 @@ def _keep_prompted(sub: np.ndarray, prev_sub, pos_local) -> np.ndarray:
     return keep[lab]
 
 
+def _click_local_removals(sub: np.ndarray, prev_sub: np.ndarray, clicks_local) -> np.ndarray:
+    """``sub``, except that parts of ``prev_sub`` it drops stay unless the dropped region reaches a click.
+
+    A click says "this is wrong here": a removal is the connected region the network took away around it.
+    Removals that reach no click (the network shrinking the object elsewhere) are undone, so a corrective
+    click does not undo what earlier clicks got right. Additions are kept (they hold a positive click or
+    touch the previous mask, see `_keep_prompted`): a large organ grows with each positive click.
+    """
+    from scipy import ndimage
+
+    removed = prev_sub & ~sub
+    if not removed.any():
+        return sub
+    lab, n = ndimage.label(removed)
+    keep = np.zeros(n + 1, bool)
+    for p in clicks_local:
+        sl = tuple(slice(max(0, c - 1), c + 2) for c in p)
+        keep[np.unique(lab[sl])] = True
+    keep[0] = False
+    return sub | (removed & ~keep[lab])
+
+
 def _box_region(shape, prompts: Prompts) -> np.ndarray:
     """Where a box lets the mask be: a 3D box exactly; a slice box exactly on its slice, with a margin elsewhere."""
     (k0, j0, i0), (k1, j1, i1) = prompts.box
@@ -176,6 +199,10 @@ def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previ
     prev_sub = prev[box_sl] if prev is not None else None
     local = [tuple(p - l for p, l in zip(q, lo)) for q in pos_all if all(l <= c < h for c, l, h in zip(q, lo, hi))]
     sub = _keep_prompted(sub, prev_sub, local)
+    if prev_sub is not None:
+        clicks = pos_all + list(prompts.negative)
+        sub = _click_local_removals(sub, prev_sub, [tuple(c - l for c, l in zip(q, lo)) for q in clicks
+                                                   if all(l <= c < h for c, l, h in zip(q, lo, hi))])
     mask = prev.copy() if prev is not None else np.zeros(volume.spatial_shape, bool)
     mask[box_sl] = sub
     if prompts.box is not None:  # the box bounds the new mask; a previous mask outside it is kept
