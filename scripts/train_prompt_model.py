@@ -143,7 +143,9 @@ def main(argv=None) -> int:
     loads = info.get("load_averages", [])
     stages = info.get("stages") or ([{"from_step": 0, "size_power": 0.0, "crop": st.crop, "max_clicks": st.max_clicks}]
                                     if step else [])
+    commands = info.get("commands", [])
     if not args.package_only:
+        commands.append("scripts/train_prompt_model.py " + " ".join(argv if argv is not None else sys.argv[1:]))
         stages.append({"from_step": step, "size_power": st.size_power, "crop": st.crop, "max_clicks": st.max_clicks})
     if not args.package_only:
         for p in train_steps(net, cases, st, start_step=step, start_seconds=seconds, optimizer_state=opt_state):
@@ -158,11 +160,12 @@ def main(argv=None) -> int:
                 torch.save(p["optimizer"].state_dict(), str(ck_opt) + ".tmp")
                 os.replace(str(ck_opt) + ".tmp", ck_opt)
                 info = {"step": step, "seconds": seconds, "cpu_seconds": cpu_now(), "loss_avg": p["loss_avg"],
-                        "load_averages": loads, "stages": stages}
+                        "load_averages": loads, "stages": stages, "commands": commands}
                 ck_info.write_text(json.dumps(info))
     card.provenance.update({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "scripts/train_prompt_model.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "; ".join(info.get("commands", [])) or "scripts/train_prompt_model.py --minutes 38, then "
+                   "--resume --minutes 56 --size-power 0.5 (stage 2)",
         "data": {"real_ct": "ct_abdomen_3mm (TotalSegmentator tests/reference_files; labels are model output)",
                  "real_ct_structures": used["real"], "phantoms": used["phantom"],
                  "held_out": list(HELD_OUT) + ["(never a training target, in the CT or the phantoms; they appear "
@@ -179,7 +182,9 @@ def main(argv=None) -> int:
     })
     card.description = ("Promptable CT model (MONAI UNet, 3 mm): image + positive/negative clicks + previous mask -> "
                         "binary mask of the clicked structure. Class-agnostic; liver and spleen were held out of training.")
-    path = save_model_package(net, card, args.out, force=True)
+    # float16 weights: half the package size; they load into the float32 network (inference runs in bfloat16)
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    path = save_model_package(half, card, args.out, force=True)
     log(f"wrote {path} ({sum(f.stat().st_size for f in path.iterdir()) / 1e6:.1f} MB) after {step} steps, {seconds:.0f} s")
     return 0
 
