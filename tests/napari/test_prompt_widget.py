@@ -109,11 +109,16 @@ def test_negative_click_in_refine_mode_and_tracking_of_the_correction_widget(mak
     assert not preview[10, 22, 22] and preview[10, 35, 35]
     widget.accept()
     assert labels.data[10, 22, 22] == 0 and labels.data[10, 35, 35] == 3
-    from napari_medseg._napari.tracking import tracker_for
+    from napari_medseg._napari import tracking
 
-    tracker = tracker_for(labels)
-    assert tracker is not None and (0, 10) in tracker.record.edited  # recorded from napari's paint event
-    assert (0, 10) in tracker.record.corrected
+    if hasattr(tracking, "store_for"):  # the corrected-slice store (psygnal)
+        holder = tracking.store_for(labels, create=False)
+        edited, corrected = holder.edited, holder.corrected
+    else:  # the per-layer SliceTracker of the Correction widget
+        holder = tracking.tracker_for(labels)
+        edited, corrected = holder.record.edited, holder.record.corrected
+    assert (0, 10) in edited  # recorded from napari's paint event of the one data_setitem
+    assert (0, 10) in corrected
     labels.undo()
     assert (labels.data[8:13, 20:40, 20:40] == 3).all()
 
