@@ -6,6 +6,7 @@ Quick start::
     vol = ms.read_volume("ct_folder/")          # DICOM folder/zip/file, NIfTI, NRRD, MHA
     result = ms.segment(vol)                    # default model, GPU when available
     ms.write_labels(result.labels, "ct_seg.nii.gz")
+    liver = ms.prompt_segment(vol, positive=[(40, 120, 200)])  # one click (k, j, i) -> binary mask
 
 Importing this package loads neither napari, Qt nor torch: public functions are imported lazily.
 """
@@ -38,6 +39,9 @@ _LAZY = {
     "load_model": "napari_medseg.models",
     "train": "napari_medseg.training",
     "finetune": "napari_medseg.training",
+    "prompt_segment": "napari_medseg.prompt",
+    "load_prompt_model": "napari_medseg.prompt",
+    "PromptError": "napari_medseg.prompt",
 }
 
 __all__ = [

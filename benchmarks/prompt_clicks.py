@@ -1,0 +1,93 @@
+"""Simulated-user benchmark of click prompts: Dice after 1, 3 and 5 clicks and seconds per click.
+
+    PYTHONPATH=src nice -n 10 python benchmarks/prompt_clicks.py [--model PATH] [--clicks 5] [--data ../shared/data]
+
+The user clicks once deep inside the structure, then up to 4 times at the centre of the largest error region
+(positive on a missed part, negative on a leak), each time with the previous result as ``previous``
+(`napari_medseg.prompt.simulate`). Structures: liver and spleen of ../shared/data/ct_abdomen_3mm (held out of
+the prompt model's training), and liver, spleen and a kidney of a synthetic phantom whose seed was not trained
+on. The first call of the process (model load, kernel warm-up) is timed apart; "s/click" are the warm calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cases(data: Path):
+    from napari_medseg.io import read_volume
+    from napari_medseg.sample import SAMPLE_GEOMETRY, make_phantom
+
+    ct = data / "ct_abdomen_3mm"
+    if ct.is_dir():
+        image, labels = read_volume(ct / "ct.nii.gz"), read_volume(ct / "labels.nii.gz")
+        names = {v: int(k) for k, v in json.loads((ct / "classes.json").read_text()).items()}
+        for organ in ("liver", "spleen"):
+            yield f"ct_abdomen_3mm {organ} (held out)", image, labels.array == names[organ]
+    else:
+        print(f"# {ct} not found: real-CT rows skipped")
+    image, labels = make_phantom(901, **SAMPLE_GEOMETRY)  # seed 901: not a training phantom
+    for value, organ in ((1, "liver (held out)"), (2, "spleen (held out)"), (3, "kidney_right")):
+        yield f"phantom seed=901 {organ}", image, labels.array == value
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="prompt model package (default: the shipped one)")
+    ap.add_argument("--clicks", type=int, default=5)
+    here = Path(__file__).resolve().parents[1]
+    default = next((p for p in (here.parent / "shared/data", here.parents[1] / "shared/data", Path("/work/shared/data"))
+                    if p.is_dir()), here.parent / "shared/data")
+    ap.add_argument("--data", type=Path, default=default)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from napari_medseg.prompt.model import load_prompt_model
+    from napari_medseg.prompt.segment import prompt_segment
+    from napari_medseg.prompt.simulate import click_session, first_click
+
+    flags = subprocess.run("lscpu | grep -o -E 'avx512[a-z_0-9]*|amx[a-z_]*' | sort -u | tr '\\n' ' '",
+                           shell=True, capture_output=True, text=True).stdout.strip()
+    print(f"# CPU: {os.cpu_count()} cores, {flags or 'no AVX-512'}; torch threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()}")
+    t = time.perf_counter()
+    loaded = load_prompt_model(args.model)
+    cases = list(_cases(args.data))
+    first = prompt_segment(cases[0][1], positive=[first_click(cases[0][2])], model=loaded)
+    print(f"# model {loaded.path} ({loaded.card.provenance.get('training', {}).get('steps', '?')} training steps); "
+          f"first call incl. load and warm-up {time.perf_counter() - t:.2f} s (crop {first.meta['prompt']['crop_shape']})")
+    c0 = resource.getrusage(resource.RUSAGE_SELF)
+    rows, secs = [], []
+    print(f"{'structure':44s} {'voxels':>7s} {'Dice@1':>7s} {'Dice@3':>7s} {'Dice@5':>7s} {'s/click mean':>12s} {'worst':>6s}  crops")
+    for name, image, truth in cases:
+        res = click_session(image, truth, args.clicks, model=loaded)
+        d = [r["dice"] for r in res]
+        at = lambda n: d[min(n, len(d)) - 1]  # noqa: E731 - a session that stopped early keeps its last Dice
+        s = [r["seconds"] for r in res]
+        secs += s
+        rows.append({"structure": name, "voxels": int(truth.sum()), "dice": d, "seconds": s,
+                     "clicks": [(r["point"], r["positive"]) for r in res], "crops": [r["crop"] for r in res]})
+        print(f"{name:44s} {int(truth.sum()):7d} {at(1):7.3f} {at(3):7.3f} {at(5):7.3f} {np.mean(s):12.3f} {max(s):6.3f}  "
+              + " ".join("x".join(map(str, r["crop"])) + ("+" if r["runs"] > 1 else "") for r in res), flush=True)
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+    print(f"# all clicks: {len(secs)}, mean {np.mean(secs):.3f} s, worst {max(secs):.3f} s, CPU {cpu:.1f} s for "
+          f"{sum(secs):.1f} s wall; load average {os.getloadavg()}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "load_average": os.getloadavg(), "cpu_flags": flags}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

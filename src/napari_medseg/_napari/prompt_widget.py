@@ -1,0 +1,372 @@
+"""Prompt widget: click (or box) a structure, see the 3D mask as a live preview, accept it as one undoable edit.
+
+* Target: the selected class (``selected_label``) of the chosen labels layer. "New object" writes the mask
+  as that class; "Refine class" starts from the class's current mask, and clicks on its errors fix it in 3D.
+* Clicks go into a Points layer ("prompt clicks"): positive by default, negative while "Negative" is on
+  (key **N** toggles it, on the points layer). A rectangle on the "prompt box" Shapes layer is a box prompt.
+* Each change of the clicks or the box runs `napari_medseg.prompt.prompt_segment` in a worker
+  (`ProgressPanel`); a change during a run is coalesced into one rerun. The GUI thread only reads the layers
+  and writes the preview.
+* **Enter** (or Accept) writes the preview into the labels with one ``Labels.data_setitem`` call: one step of
+  napari's undo history, whose ``paint`` event the corrected-slice tracking records; the touched slices are
+  recorded as edited (and the current slice as reviewed, if ticked) in the layer metadata. **Escape**
+  (or Discard) drops the preview and the clicks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medseg._napari.layers import volume_from_layer
+from napari_medseg.errors import InputError, MedsegError
+from napari_medseg.progress import Progress
+
+POINTS_NAME, BOX_NAME, PREVIEW_NAME = "prompt clicks", "prompt box", "prompt preview"
+COLORS = {"positive": "#30e030", "negative": "#ff3030"}
+
+
+def _kinds(points) -> list[str]:
+    feats = getattr(points, "features", None)
+    if feats is None or "kind" not in feats or len(feats) != len(points.data):
+        return ["positive"] * len(points.data)
+    return [str(k) for k in feats["kind"]]
+
+
+def record_prompt_edit(layer, axis: int, slices: list[int], reviewed: int | None) -> None:
+    """Record the slices a prompt edit touched as edited (and ``reviewed`` as corrected) like the trackers do.
+
+    The ``paint`` event of ``data_setitem`` already reaches a tracker or store attached to the layer; with
+    none attached the record is written to the layer metadata directly (the saved form they read).
+    """
+    from napari_medseg._napari import tracking
+
+    holder = None
+    if hasattr(tracking, "store_for"):  # the corrected-slice store (psygnal), where it exists
+        holder = tracking.store_for(layer, create=False)
+    elif hasattr(tracking, "tracker_for"):
+        holder = tracking.tracker_for(layer)
+    if holder is not None:
+        if reviewed is not None:
+            holder.mark(axis, int(reviewed), True)
+        return
+    from napari_medseg.session import CorrectionRecord
+
+    rec = CorrectionRecord.from_metadata(layer.metadata)
+    rec.note_edit("prompt", [(int(axis), int(i)) for i in slices])
+    if reviewed is not None:
+        rec.mark(int(axis), int(reviewed), True)
+    rec.to_metadata(layer.metadata)
+
+
+class PromptWidget(QWidget):
+    def __init__(self, napari_viewer, model=None):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.model = model
+        self._progress = None
+        self._pending = False
+        self._base = None  # refine mode: the class mask the session started from
+        self._result = None  # last prompt result (Volume)
+        self._volume = None
+        self._boxes = []  # source boxes of the session's results: where labels can change
+        self._layers = {}  # the prompt layers of the session
+        self.last_seconds = None
+        self.runs = 0  # results received (tests and benchmarks wait on it)
+        self._build()
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------ UI
+    def _build(self):
+        self.image_combo, self.labels_combo = QComboBox(), QComboBox()
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(["New object", "Refine selected class"])
+        self.target_label = QLabel("")
+        self.negative = QPushButton("Negative clicks (N)")
+        self.negative.setCheckable(True)
+        self.negative.toggled.connect(self._on_kind)
+        self.overwrite = QCheckBox("Overwrite other classes")
+        self.mark_reviewed = QCheckBox("Mark the current slice reviewed on Accept")
+        self.mark_reviewed.setChecked(True)
+        self.start_button = QPushButton("Start clicking")
+        self.start_button.clicked.connect(lambda: self._guard(self.start, "Start"))
+        self.box_button = QPushButton("Draw box")
+        self.box_button.clicked.connect(lambda: self._guard(self.draw_box, "Box"))
+        self.accept_button = QPushButton("Accept (Enter)")
+        self.accept_button.clicked.connect(lambda: self._guard(self.accept, "Accept"))
+        self.discard_button = QPushButton("Discard (Esc)")
+        self.discard_button.clicked.connect(lambda: self._guard(self.discard, "Discard"))
+        self.status = QLabel("Choose the image and labels, select a class, then Start clicking.")
+        self.status.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Mode", self.mode_combo)
+        form.addRow("Target", self.target_label)
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        for b in (self.start_button, self.box_button, self.negative):
+            row1.addWidget(b)
+        for b in (self.accept_button, self.discard_button):
+            row2.addWidget(b)
+        self._layout = QVBoxLayout(self)
+        self._layout.addLayout(form)
+        for w in (row1, row2):
+            self._layout.addLayout(w)
+        self._layout.addWidget(self.overwrite)
+        self._layout.addWidget(self.mark_reviewed)
+        self._layout.addWidget(self.status)
+        self._layout.addStretch(1)
+        self.labels_combo.currentIndexChanged.connect(lambda *_: self._show_target())
+
+    def _guard(self, fn, what):
+        try:
+            return fn()
+        except MedsegError as e:
+            self.status.setText(f"{what}: {e}")
+            from napari.utils.notifications import show_error
+
+            show_error(f"{what}: {e}")
+        return None
+
+    def _refresh_layers(self, event=None):
+        for combo, kind in ((self.image_combo, "Image"), (self.labels_combo, "Labels")):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            names = [l.name for l in self.viewer.layers if l.__class__.__name__ == kind and l.name != PREVIEW_NAME]
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._show_target()
+
+    def _layer(self, combo):
+        name = combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def image_layer(self):
+        return self._layer(self.image_combo)
+
+    def labels_layer(self):
+        return self._layer(self.labels_combo)
+
+    def _show_target(self):
+        lab = self.labels_layer()
+        if lab is None:
+            self.target_label.setText("(no labels layer)")
+            return
+        value = int(lab.selected_label)
+        names = (lab.metadata or {}).get("medseg_classes") or {}
+        name = names.get(value, names.get(str(value), "")) if isinstance(names, dict) else ""
+        self.target_label.setText(f"class {value} {name}".strip() + f" of '{lab.name}'")
+
+    # ------------------------------------------------------------------ session
+    @property
+    def refine(self) -> bool:
+        return self.mode_combo.currentIndex() == 1
+
+    def start(self):
+        """Create the clicks / box layers on the image's grid and select the clicks layer in add mode."""
+        image, labels = self.image_layer(), self.labels_layer()
+        if image is None or labels is None:
+            raise InputError("open an image and a labels layer on it first (Segment, or File > New Labels)")
+        if np.shape(labels.data) != np.shape(image.data):
+            raise InputError(f"labels '{labels.name}' {np.shape(labels.data)} and image '{image.name}' "
+                             f"{np.shape(image.data)} differ in shape")
+        self._volume, _ = volume_from_layer(image)
+        value = int(labels.selected_label)
+        if value == 0:
+            raise InputError("select the class to segment in the labels layer (not 0, the background)")
+        self._base = (np.asarray(labels.data) == value) if self.refine else None
+        if self.refine and not self._base.any():
+            raise InputError(f"class {value} is empty: use 'New object' to segment it")
+        self._remove_session_layers()
+        self._result, self._pending, self._boxes = None, False, []
+        geo = {"scale": image.scale, "translate": image.translate, "affine": image.affine.affine_matrix}
+        pts = self.viewer.add_points(np.empty((0, 3)), ndim=3, name=POINTS_NAME, size=6, face_color=COLORS["positive"],
+                                     features={"kind": np.array([], dtype=object)}, **geo)
+        pts.feature_defaults = {"kind": "positive"}
+        pts.events.data.connect(self._on_prompts)
+        pts.bind_key("n", lambda layer: self.negative.toggle(), overwrite=True)
+        pts.bind_key("Enter", lambda layer: self._guard(self.accept, "Accept"), overwrite=True)
+        pts.bind_key("Escape", lambda layer: self._guard(self.discard, "Discard"), overwrite=True)
+        self._layers = {"points": pts}
+        pts.mode = "add"
+        self.viewer.layers.selection.active = pts
+        self._on_kind(self.negative.isChecked())
+        self.status.setText(f"click inside the structure ({'refining' if self.refine else 'new'} class {value}); "
+                            "N: negative clicks, Enter: accept, Escape: discard")
+
+    def draw_box(self):
+        if "points" not in self._layers:
+            self.start()
+        image = self.image_layer()
+        geo = {"scale": image.scale, "translate": image.translate, "affine": image.affine.affine_matrix}
+        if "box" not in self._layers:
+            box = self.viewer.add_shapes(ndim=3, name=BOX_NAME, edge_color="yellow", face_color="transparent",
+                                         edge_width=1.5, **geo)
+            box.events.data.connect(self._on_prompts)
+            self._layers["box"] = box
+        self.viewer.layers.selection.active = self._layers["box"]
+        self._layers["box"].mode = "add_rectangle"
+
+    def _on_kind(self, negative: bool):
+        pts = self._layers.get("points")
+        kind = "negative" if negative else "positive"
+        if pts is not None:
+            pts.feature_defaults = {"kind": kind}
+            pts.current_face_color = COLORS[kind]
+
+    def prompts(self) -> dict:
+        """The current prompts in voxels of the image: positive, negative, box."""
+        out = {"positive": [], "negative": [], "box": None}
+        pts = self._layers.get("points")
+        if pts is not None:
+            for p, k in zip(np.asarray(pts.data), _kinds(pts)):
+                out["negative" if k == "negative" else "positive"].append(tuple(float(v) for v in p))
+        box = self._layers.get("box")
+        if box is not None and len(box.data):
+            v = np.asarray(box.data[-1])
+            ks = np.unique(np.rint(v[:, 0]).astype(int))
+            lo, hi = v.min(axis=0), v.max(axis=0)
+            if len(ks) == 1:
+                out["box"] = (int(ks[0]), (lo[1], lo[2]), (hi[1], hi[2]))
+            else:
+                out["box"] = (tuple(lo), tuple(hi))
+        return out
+
+    def _on_prompts(self, event=None):
+        action = str(getattr(event, "action", ""))
+        if action.endswith(("adding", "removing", "changing")):  # napari's "before" events: wait for the change
+            return
+        if action.endswith("removed"):
+            self._result = None  # a click was taken back: start again from the session's base
+        pts = self._layers.get("points")
+        if pts is not None and len(pts.data):
+            colors = [COLORS.get(k, COLORS["positive"]) for k in _kinds(pts)]
+            pts.face_color = colors
+        self.request_run()
+
+    # ------------------------------------------------------------------ running
+    def _panel(self):
+        from napari_medseg._napari._worker import ProgressPanel
+
+        if self._progress is None:
+            self._progress = ProgressPanel(self)
+            self._layout.insertWidget(self._layout.count() - 1, self._progress)
+        return self._progress
+
+    def request_run(self):
+        p = self.prompts()
+        if not p["positive"] and p["box"] is None and not (self.refine and p["negative"]):
+            self._set_preview(None)
+            return
+        panel = self._panel()
+        if panel.running:
+            self._pending = True
+            return
+        self._pending = False
+        vol = self._volume
+        previous = self._result.array if self._result is not None else self._base
+        model = self.model
+
+        def steps():
+            yield Progress(0, 1, "prompt", "running the prompt model")
+            from napari_medseg.prompt import prompt_segment
+
+            return prompt_segment(vol, positive=p["positive"], negative=p["negative"], box=p["box"],
+                                  previous=previous, model=model)
+
+        panel.start(steps, on_done=self._on_result, on_error=self._on_error, on_cancelled=lambda: None)
+
+    def _on_result(self, result):
+        self.runs += 1
+        self._result = result
+        self._boxes.append(result.meta.get("prompt", {}).get("source_box"))
+        self.last_seconds = result.meta.get("prompt", {}).get("seconds")
+        self._set_preview(result.array)
+        n = int(result.array.sum())
+        self.status.setText(f"preview: {n} voxels ({self.last_seconds} s, crop {result.meta['prompt']['crop_shape']}); "
+                            "more clicks refine it; Enter accepts, Escape discards")
+        if self._pending:
+            self.request_run()
+
+    def _on_error(self, exc):
+        self._pending = False
+        self.status.setText(f"prompt failed: {exc}")
+        from napari.utils.notifications import show_error
+
+        show_error(f"Prompt: {exc}")
+
+    def _set_preview(self, mask):
+        layer = self._layers.get("preview")
+        if mask is None:
+            if layer is not None:
+                layer.data = np.zeros_like(layer.data)
+            return
+        if layer is None:
+            image = self.image_layer()
+            layer = self.viewer.add_labels(np.asarray(mask, np.uint8), name=PREVIEW_NAME, opacity=0.55, scale=image.scale,
+                                           translate=image.translate, affine=image.affine.affine_matrix)
+            self._layers["preview"] = layer
+            self.viewer.layers.selection.active = self._layers["points"]
+        else:
+            layer.data = np.asarray(mask, np.uint8)
+
+    # ------------------------------------------------------------------ accept / discard
+    def current_slice(self) -> tuple[int, int]:
+        dims = self.viewer.dims
+        axis = int(dims.not_displayed[-1]) if dims.ndisplay == 2 and dims.not_displayed else 0
+        return axis, int(dims.current_step[axis])
+
+    def accept(self) -> int:
+        """Write the preview into the labels as one undoable edit; return the number of voxels changed."""
+        from napari_medseg.prompt.apply import merge_in_box, touched_slices, union_box
+
+        if self._progress is not None and self._progress.running:
+            raise InputError("the prompt model is still running; accept when the preview is up to date")
+        if self._result is None:
+            raise InputError("nothing to accept: click inside a structure first")
+        labels = self.labels_layer()
+        value = int(labels.selected_label)
+        # only the source boxes of this session's crops can differ from the labels: a large CT is not scanned
+        box = union_box(self._boxes, np.shape(labels.data))
+        idx, values = merge_in_box(np.asarray(labels.data), self._result.array > 0, value, box, self.refine,
+                                   self.overwrite.isChecked())
+        n = int(values.size)
+        axis, index = self.current_slice()
+        if n:
+            labels.data_setitem(idx, values)  # one history item: Ctrl+Z undoes the whole result
+            record_prompt_edit(labels, axis, touched_slices(idx, axis),
+                               index if self.mark_reviewed.isChecked() else None)
+        self._end_session()
+        self.status.setText(f"accepted: {n} voxels of class {value} changed (Ctrl+Z undoes it)")
+        return n
+
+    def discard(self):
+        self._end_session()
+        self.status.setText("discarded")
+
+    def _end_session(self):
+        self._remove_session_layers()
+        self._result, self._base, self._pending, self._boxes = None, None, False, []
+        lab = self.labels_layer()
+        if lab is not None:
+            self.viewer.layers.selection.active = lab
+
+    def _remove_session_layers(self):
+        for layer in list(self._layers.values()):
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._layers = {}

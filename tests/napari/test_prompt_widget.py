@@ -1,0 +1,137 @@
+"""Prompt widget in a real viewer: positive and negative clicks, live preview from the worker, Accept as one
+undoable edit recorded as edited/reviewed slices, Discard, and the corrected-slice tracking of the
+Correction widget seeing the prompt edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg._napari.layers import image_layer_data
+from napari_medseg._napari.prompt_widget import POINTS_NAME, PREVIEW_NAME, PromptWidget
+from napari_medseg.models.package import LoadedModel
+from napari_medseg.prompt.model import PromptSettings, prompt_card
+from napari_medseg.session import CORRECTED_KEY, EDITED_KEY
+from napari_medseg.volume import Volume
+
+pytestmark = pytest.mark.gui
+
+
+class PositiveBalls(torch.nn.Module):
+    """Mask = where the positive click signal exceeds 0.5: a ball around every positive click."""
+
+    def forward(self, x):
+        return 10.0 * (x[:, 1:2] - 0.5)
+
+
+class MinusNegative(torch.nn.Module):
+    """Previous mask minus balls around negative clicks (checks that negative clicks reach the model)."""
+
+    def forward(self, x):
+        return 10.0 * (torch.maximum(x[:, 1:2], x[:, 3:4]) - x[:, 2:3] * 2 - 0.5)
+
+
+def fake(net):
+    return LoadedModel(network=net, card=prompt_card(settings=PromptSettings(min_side=32)), path=Path("<test>"))
+
+
+def setup(make_napari_viewer, qtbot, net, with_correction=False):
+    viewer = make_napari_viewer()
+    img = Volume(np.full((20, 60, 60), 40.0, np.float32), (1.5, 1.5, 3.0))
+    data, kw, _ = image_layer_data(img, name="ct")
+    viewer.add_image(data, **kw)
+    labels = viewer.add_labels(np.zeros((20, 60, 60), np.uint8), name="seg", scale=kw["scale"], translate=kw["translate"])
+    labels.selected_label = 3
+    if with_correction:
+        from napari_medseg._napari.correction_widget import CorrectionWidget
+
+        viewer.window.add_dock_widget(CorrectionWidget(viewer))
+    widget = PromptWidget(viewer, model=fake(net))
+    viewer.window.add_dock_widget(widget)
+    widget.labels_combo.setCurrentText("seg")
+    widget.image_combo.setCurrentText("ct")
+    viewer.dims.set_current_step(0, 10)
+    return viewer, widget, labels
+
+
+def wait_result(qtbot, widget, n_runs_before):
+    qtbot.waitUntil(lambda: widget.runs > n_runs_before and not widget._progress.running and not widget._pending,
+                    timeout=60000)
+
+
+def click(widget, point, negative=False):
+    widget.negative.setChecked(negative)
+    widget._layers["points"].add(np.asarray(point, float))
+
+
+def test_click_preview_accept_undo_and_record(make_napari_viewer, qtbot):
+    viewer, widget, labels = setup(make_napari_viewer, qtbot, PositiveBalls())
+    widget.start()
+    pts = viewer.layers[POINTS_NAME]
+    assert pts.mode == "add" and viewer.layers.selection.active is pts
+    n = widget.runs
+    click(widget, (10, 30, 30))
+    wait_result(qtbot, widget, n)
+    preview = viewer.layers[PREVIEW_NAME]
+    assert preview.data[10, 30, 30] == 1 and preview.data.sum() > 10
+    assert labels.data.sum() == 0  # nothing written before Accept
+    n = widget.runs
+    click(widget, (10, 10, 50), negative=True)
+    wait_result(qtbot, widget, n)
+    assert list(pts.features["kind"]) == ["positive", "negative"]
+    assert widget.prompts()["negative"] == [(10.0, 10.0, 50.0)]
+    expected = np.asarray(viewer.layers[PREVIEW_NAME].data) > 0
+    changed = widget.accept()
+    assert changed == int(expected.sum()) and np.array_equal(labels.data == 3, expected)
+    assert POINTS_NAME not in viewer.layers and PREVIEW_NAME not in viewer.layers
+    touched = sorted({int(k) for k in np.nonzero(expected.any(axis=(1, 2)))[0]})
+    assert [s for a, s in labels.metadata[EDITED_KEY] if a == 0] == touched
+    assert [0, 10] in labels.metadata[CORRECTED_KEY]  # the slice on screen was reviewed
+    labels.undo()  # ONE undo step takes the whole result back
+    assert labels.data.sum() == 0
+    labels.redo()
+    assert np.array_equal(labels.data == 3, expected)
+
+
+def test_negative_click_in_refine_mode_and_tracking_of_the_correction_widget(make_napari_viewer, qtbot):
+    viewer, widget, labels = setup(make_napari_viewer, qtbot, MinusNegative(), with_correction=True)
+    labels.data[8:13, 20:40, 20:40] = 3
+    labels.refresh()
+    widget.mode_combo.setCurrentIndex(1)  # refine the selected class
+    widget.start()
+    n = widget.runs
+    click(widget, (10, 22, 22), negative=True)  # remove a corner of the class
+    wait_result(qtbot, widget, n)
+    preview = np.asarray(viewer.layers[PREVIEW_NAME].data) > 0
+    assert not preview[10, 22, 22] and preview[10, 35, 35]
+    widget.accept()
+    assert labels.data[10, 22, 22] == 0 and labels.data[10, 35, 35] == 3
+    from napari_medseg._napari import tracking
+
+    if hasattr(tracking, "store_for"):  # the corrected-slice store (psygnal)
+        holder = tracking.store_for(labels, create=False)
+        edited, corrected = holder.edited, holder.corrected
+    else:  # the per-layer SliceTracker of the Correction widget
+        holder = tracking.tracker_for(labels)
+        edited, corrected = holder.record.edited, holder.record.corrected
+    assert (0, 10) in edited  # recorded from napari's paint event of the one data_setitem
+    assert (0, 10) in corrected
+    labels.undo()
+    assert (labels.data[8:13, 20:40, 20:40] == 3).all()
+
+
+def test_discard_and_bad_start(make_napari_viewer, qtbot):
+    viewer, widget, labels = setup(make_napari_viewer, qtbot, PositiveBalls())
+    labels.selected_label = 0
+    widget.start_button.click()  # background selected: a clear message, no session
+    assert "select the class" in widget.status.text() and POINTS_NAME not in viewer.layers
+    labels.selected_label = 2
+    widget.start()
+    n = widget.runs
+    click(widget, (10, 30, 30))
+    wait_result(qtbot, widget, n)
+    widget.discard()
+    assert labels.data.sum() == 0 and PREVIEW_NAME not in viewer.layers and POINTS_NAME not in viewer.layers
