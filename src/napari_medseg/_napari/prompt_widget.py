@@ -43,29 +43,14 @@ def _kinds(points) -> list[str]:
 
 
 def record_prompt_edit(layer, axis: int, slices: list[int], reviewed: int | None) -> None:
-    """Record the slices a prompt edit touched as edited (and ``reviewed`` as corrected) like the trackers do.
+    """Record a prompt edit in the layer's `CorrectionStore`: the ``data_setitem`` write already reached it as an
+    edit of the touched slices (its paint event); the slice on screen (``reviewed``) is marked corrected."""
+    from napari_medseg._napari.tracking import store_for
 
-    The ``paint`` event of ``data_setitem`` already reaches a tracker or store attached to the layer; with
-    none attached the record is written to the layer metadata directly (the saved form they read).
-    """
-    from napari_medseg._napari import tracking
-
-    holder = None
-    if hasattr(tracking, "store_for"):  # the corrected-slice store (psygnal), where it exists
-        holder = tracking.store_for(layer, create=False)
-    elif hasattr(tracking, "tracker_for"):
-        holder = tracking.tracker_for(layer)
-    if holder is not None:
-        if reviewed is not None:
-            holder.mark(axis, int(reviewed), True)
-        return
-    from napari_medseg.session import CorrectionRecord
-
-    rec = CorrectionRecord.from_metadata(layer.metadata)
-    rec.note_edit("prompt", [(int(axis), int(i)) for i in slices])
+    store = store_for(layer)
+    store.note_paint("prompt", int(axis), [int(i) for i in slices])
     if reviewed is not None:
-        rec.mark(int(axis), int(reviewed), True)
-    rec.to_metadata(layer.metadata)
+        store.mark(int(axis), int(reviewed), True)
 
 
 class PromptWidget(QWidget):
@@ -82,6 +67,9 @@ class PromptWidget(QWidget):
         self._layers = {}  # the prompt layers of the session
         self.last_seconds = None
         self.runs = 0  # results received (tests and benchmarks wait on it)
+        from napari_medseg._napari.tracking import ensure_correction_stores
+
+        ensure_correction_stores(self.viewer)  # every labels layer tracks its edits from now on
         self._build()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
