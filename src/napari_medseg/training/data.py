@@ -27,6 +27,7 @@ class Case:
     target: torch.Tensor  # [i, j, k] int64 channel indices
     mask: torch.Tensor  # [i, j, k] float32, 1 where the loss applies
     thin_axis: int | None = None  # model axis normal to the corrected slices, when they share one
+    weight: torch.Tensor | None = None  # [i, j, k] float32 loss weight (weak targets < 1); None: ``mask``
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -144,7 +145,8 @@ def pad_case(case: Case, size) -> Case:
     img = F.pad(case.image[None], fpad, mode="replicate")[0]
     tgt = F.pad(case.target, fpad, value=0)
     msk = F.pad(case.mask, fpad, value=0.0)
-    return Case(case.name, img, tgt, msk, case.thin_axis)
+    wgt = None if case.weight is None else F.pad(case.weight, fpad, value=0.0)
+    return Case(case.name, img, tgt, msk, case.thin_axis, wgt)
 
 
 class PatchSampler:
@@ -153,7 +155,9 @@ class PatchSampler:
     A share ``fg_fraction`` of patches is centred on a masked foreground voxel of a class drawn uniformly
     (small organs get seen); the rest on any masked voxel (for sparse labels that is a corrected slice, so
     every patch contains one). Patches through corrected slices are thin along the slice normal when the
-    case says so (``thin_axis``), which spends compute where the loss is.
+    case says so (``thin_axis``), which spends compute where the loss is. The loss weight of a patch is the
+    case's ``weight`` (weak targets, `training.sparse`) or its mask; centres are always drawn on the mask.
+    ``config.augment == "few_slice"`` augments with MONAI transforms (`training.augment`).
     """
 
     def __init__(self, cases: list[Case], config, n_classes: int):
@@ -161,6 +165,11 @@ class PatchSampler:
         self.cases = cases = [pad_case(c, self._patch_size(c)) for c in cases]
         self.n_classes = n_classes
         self.rng = np.random.default_rng(config.seed)
+        self.augment = None
+        if getattr(config, "augment", "basic") == "few_slice":
+            from napari_medseg.training.augment import FewSliceAugment
+
+            self.augment = FewSliceAugment(config, seed=config.seed)
         self._index = []
         for case in cases:
             m = case.mask.numpy() > 0
@@ -193,12 +202,15 @@ class PatchSampler:
             # labelled slices at every depth of a window, as sliding-window inference will show them
             lo = [int(np.clip(c - rng.integers(0, cs), 0, n - cs)) for c, cs, n in zip(center, crop, case.shape)]
             sl = tuple(slice(a, a + cs) for a, cs in zip(lo, crop))
-            img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], case.mask[sl]
+            wsrc = case.mask if case.weight is None else case.weight
+            img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], wsrc[sl]
             if tuple(crop) != tuple(size):
                 img = F.interpolate(img[None], size=size, mode="trilinear", align_corners=False)[0]
                 tgt = F.interpolate(tgt[None, None].float(), size=size, mode="nearest")[0, 0].long()
                 msk = F.interpolate(msk[None, None], size=size, mode="nearest")[0, 0]
-            if cfg.intensity_jitter:
+            if self.augment is not None:
+                img, tgt, msk = self.augment(img, tgt, msk, case.thin_axis)
+            elif cfg.intensity_jitter:
                 j = cfg.intensity_jitter
                 img = img * (1 + rng.uniform(-j, j)) + rng.uniform(-j / 2, j / 2)
             for ax in cfg.flip_axes:

@@ -206,7 +206,6 @@ def finetune_steps(
     resegment: bool = False,
 ):
     """Step generator behind `finetune` (see there); yields `TrainProgress`, returns `FinetuneResult`."""
-    from napari_medseg.models.network import build_network
     from napari_medseg.models import load_model
     from napari_medseg.models.package import save_model_package
     from napari_medseg.models.registry import models_dir, resolve_model
@@ -229,8 +228,9 @@ def finetune_steps(
     if from_scratch:
         name = name or "custom"
         card = _scratch_card(image, labels, slices, classes, config, name)
-        net = build_network(card)
-        tcfg = dataclasses.replace(config.train, lr=config.scratch_lr)
+        from napari_medseg.training.transfer import scratch_start  # issue 14: encoder transfer, no parent targets
+
+        net, tcfg, transfer = scratch_start(card, config)
     else:
         path = resolve_model(model if model is not None else "default")
         loaded = load_model(path)  # our packages and MONAI bundles (whose preprocessing the card carries)
@@ -368,6 +368,7 @@ def finetune_steps(
     extra = {
         "mode": mode,
         "parent": parent,
+        "init": transfer.to_dict() if from_scratch else None,
         "slices": {"train": [list(s) for s in train_sl], "heldout": [list(s) for s in held], "axis_order": "array (z, y, x)"},
         "source_image": str(image.meta.get("source_path") or ""),
         "finetune_config": {k: v for k, v in config.to_dict().items() if k != "train"},

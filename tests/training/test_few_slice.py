@@ -1,0 +1,151 @@
+"""Few-slice learning mechanisms (issue 14): patch centres, weak targets, augmentation, transfer, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training_helpers import tiny_card, tiny_config
+
+
+def _plane_case(shape=(24, 24, 40), planes=(10, 26), thin_axis=2):
+    """A model-space case whose image holds each voxel's k index; a disc of class 1 on the labelled planes."""
+    from napari_medseg.training.data import Case
+
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    image = torch.from_numpy(k[None].astype(np.float32))
+    disc = ((i - 12) ** 2 + (j - 12) ** 2 <= 6 ** 2).astype(np.int64)
+    target = torch.from_numpy(disc)
+    mask = torch.zeros(shape)
+    for p in planes:
+        mask[:, :, p] = 1.0
+    return Case("planes", image, target, mask, thin_axis)
+
+
+def test_patches_are_centred_on_labelled_slices_and_thin_across_them():
+    from napari_medseg.training.data import PatchSampler
+
+    case = _plane_case()
+    cfg = tiny_config(patch_size=(16, 16, 8), scale_jitter=0.0, intensity_jitter=0.0, batch_size=4, fg_fraction=0.5)
+    sampler = PatchSampler([case], cfg, n_classes=2)
+    for _ in range(30):
+        img, tgt, w = sampler.sample()
+        assert img.shape == (4, 1, 16, 16, 8) and w.shape == (4, 16, 16, 8)
+        for b in range(4):
+            ks = set(np.unique(img[b, 0].numpy()).astype(int).tolist())
+            assert ks & {10, 26}, f"patch k range {sorted(ks)} misses both labelled planes"
+            # the loss weight is exactly the labelled plane(s) inside the patch
+            assert set(np.unique(w[b].numpy()).tolist()) <= {0.0, 1.0} and w[b].sum() > 0
+
+
+def test_interpolated_weak_labels_follow_the_shape_and_carry_lower_weights():
+    from napari_medseg.training.sparse import interpolate_planes
+
+    shape = (32, 32, 21)
+    i, j = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    target = np.zeros(shape, np.int64)
+    target[:, :, 0][(i - 16) ** 2 + (j - 16) ** 2 <= 4 ** 2] = 1  # radius 4 on plane 0
+    target[:, :, 20][(i - 16) ** 2 + (j - 16) ** 2 <= 12 ** 2] = 1  # radius 12 on plane 20
+    target[:, :, 10] = 1  # an unlabelled plane: its "truth" must not leak into the weak labels
+    mask = np.zeros(shape)
+    mask[:, :, [0, 20]] = 1
+    lab, w = interpolate_planes(target, mask, axis=2, margin=1.5, max_gap=24)
+    assert (w[:, :, [0, 20]] == 0).all()  # the strong labels apply there
+    mid = lab[:, :, 10]
+    r_mid = np.sqrt(mid.sum() / np.pi)
+    assert 7 < r_mid < 9  # halfway between radius 4 and 12
+    assert w[16, 16, 1] == pytest.approx(1 - 1 / 20) and w[16, 16, 10] == pytest.approx(0.5)
+    # voxels at the interpolated boundary are left out; the centre and the far corner are confident
+    edge = int(round(16 + r_mid))
+    assert w[edge, 16, 10] == 0 and w[16, 16, 10] > 0 and w[0, 0, 10] > 0
+    # a gap larger than max_gap is not bridged
+    _, w2 = interpolate_planes(target, mask, axis=2, max_gap=10)
+    assert w2.sum() == 0
+
+
+def test_a_class_on_one_plane_only_shrinks_away_and_ends_are_extended_eroded():
+    from napari_medseg.training.sparse import interpolate_planes
+
+    shape = (30, 30, 13)
+    i, j = np.meshgrid(np.arange(30), np.arange(30), indexing="ij")
+    target = np.zeros(shape, np.int64)
+    target[:, :, 3][(i - 15) ** 2 + (j - 15) ** 2 <= 6 ** 2] = 2
+    mask = np.zeros(shape)
+    mask[:, :, [3, 9]] = 1  # plane 9 is all background
+    lab, w = interpolate_planes(target, mask, axis=2, margin=1.0, extend=2)
+    areas = [(lab[:, :, k] == 2).sum() for k in range(4, 9)]
+    assert areas[0] > 0 and areas == sorted(areas, reverse=True) and areas[-1] == 0
+    # extension beyond plane 3: the disc copied, eroded one voxel per plane, weight 0.5
+    conf = (lab == 2) & (w > 0)  # the copied label is confident ever further inside it
+    assert conf[:, :, 2].sum() > conf[:, :, 1].sum() > 0
+    assert w[15, 15, 2] == 0.5 and w[:, :, 0].sum() == 0  # not beyond `extend`
+    assert lab[15, 15, 10] == 0 and w[15, 15, 10] == 0.5 and w[15, 15, 12] == 0  # background end plane copied too
+
+
+class _ConstNet(torch.nn.Module):
+    """A "parent" that predicts class 1 with probability ``p`` inside a box and background elsewhere."""
+
+    def __init__(self, p=0.95):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.p = p
+
+    def forward(self, x):
+        n, _, *s = x.shape
+        logit = float(np.log(self.p / (1 - self.p)))
+        fg = (x[:, :1] >= 14).float() * (x[:, :1] <= 22).float()  # image = k index: class 1 on k 14..22
+        return torch.cat([torch.zeros_like(fg), (2 * fg - 1) * logit], dim=1) + self.w * 0
+
+
+def test_sparse_case_combines_strong_interpolated_and_confident_parent_targets():
+    from napari_medseg.training.sparse import sparse_case
+
+    case = _plane_case()
+    cfg = tiny_config(patch_size=(16, 16, 8), weak_weight=0.5, parent_weight=0.2, parent_confidence=0.9)
+    out = sparse_case(case, cfg, parent=_ConstNet(0.95), patch=(16, 16, 8))
+    strong = case.mask > 0
+    assert torch.equal(out.mask, case.mask) and torch.equal(out.target[strong], case.target[strong])
+    assert (out.weight[strong] == 1).all()
+    between = out.weight[:, :, 11:26]  # interpolation (weight <= 0.5) wins over the parent between the planes
+    assert between.max() <= 0.5 and (out.target[12, 12, 11:26] == 1).all()
+    # outside the planes' span only the parent's confident label remains, with its weight, within patch reach
+    assert out.weight[12, 12, 5] == pytest.approx(0.2) and out.target[12, 12, 5] == 0
+    assert out.weight[12, 12, 0] == 0  # beyond what a patch through a labelled plane can reach (k 10 - 8 = 2)
+    # an unconfident parent gives no target
+    out2 = sparse_case(case, tiny_config(patch_size=(16, 16, 8), weak_weight=0.0, parent_weight=0.2,
+                                         parent_confidence=0.99), parent=_ConstNet(0.95), patch=(16, 16, 8))
+    assert torch.equal(out2.weight, case.mask)
+
+
+def test_few_slice_augment_keeps_labels_and_weights_aligned_and_is_seeded():
+    from napari_medseg.training.augment import FewSliceAugment
+
+    case = _plane_case()
+    img = case.image[:, :, :, 6:14].clone() / 40.0
+    tgt, w = case.target[:, :, 6:14].clone(), case.mask[:, :, 6:14].clone()
+    cfg = tiny_config(augment="few_slice", rotate_deg=20.0, intensity_jitter=0.1, elastic_prob=0.5)
+    outs = [[FewSliceAugment(cfg, seed=3)(img, tgt, w, thin_axis=2) for _ in range(6)] for _ in range(2)]
+    for (a_img, a_tgt, a_w), (b_img, b_tgt, b_w) in zip(*outs):
+        assert torch.equal(a_img, b_img) and torch.equal(a_tgt, b_tgt) and torch.equal(a_w, b_w)  # same seed
+        assert a_img.shape == img.shape and a_tgt.dtype == torch.long and set(a_tgt.unique().tolist()) <= {0, 1}
+        assert set(a_w.unique().tolist()) <= {0.0, 1.0}  # nearest: no blended weights
+        assert (a_w[:, :, 4] > 0).all() or a_w[:, :, 4].sum() > 0.8 * a_w[:, :, 4].numel()  # plane 10 stays labelled
+    other = FewSliceAugment(cfg, seed=4)(img, tgt, w, thin_axis=2)
+    assert not torch.equal(other[0], outs[0][0][0])
+
+
+def test_weight_average_is_the_mean_of_the_late_steps():
+    from napari_medseg.training.loop import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    avg = WeightAverage(net, start=0.5)
+    seen = []
+    for n, frac in enumerate([0.0, 0.25, 0.5, 0.75, 0.9]):
+        with torch.no_grad():
+            net.weight.fill_(float(n))
+        avg.update(frac)
+        if frac >= 0.5:
+            seen.append(float(n))
+    avg.apply()
+    assert torch.allclose(net.weight, torch.full_like(net.weight, np.mean(seen)))
