@@ -31,12 +31,13 @@ def test_patches_are_centred_on_labelled_slices_and_thin_across_them():
     sampler = PatchSampler([case], cfg, n_classes=2)
     for _ in range(30):
         img, tgt, w = sampler.sample()
-        assert img.shape == (4, 1, 16, 16, 8) and w.shape == (4, 16, 16, 8)
+        assert img.shape == (4, 1, 16, 16, 8) and w.shape == (4, 3, 16, 16, 8)
+        assert not w[:, 1:].any()  # no weak targets in this case
         for b in range(4):
             ks = set(np.unique(img[b, 0].numpy()).astype(int).tolist())
             assert ks & {10, 26}, f"patch k range {sorted(ks)} misses both labelled planes"
             # the loss weight is exactly the labelled plane(s) inside the patch
-            assert set(np.unique(w[b].numpy()).tolist()) <= {0.0, 1.0} and w[b].sum() > 0
+            assert set(np.unique(w[b, 0].numpy()).tolist()) <= {0.0, 1.0} and w[b, 0].sum() > 0
 
 
 def test_interpolated_weak_labels_follow_the_shape_and_carry_lower_weights():
@@ -106,16 +107,39 @@ def test_sparse_case_combines_strong_interpolated_and_confident_parent_targets()
     out = sparse_case(case, cfg, parent=_ConstNet(0.95), patch=(16, 16, 8))
     strong = case.mask > 0
     assert torch.equal(out.mask, case.mask) and torch.equal(out.target[strong], case.target[strong])
-    assert (out.weight[strong] == 1).all()
-    between = out.weight[:, :, 11:26]  # interpolation (weight <= 0.5) wins over the parent between the planes
-    assert between.max() <= 0.5 and (out.target[12, 12, 11:26] == 1).all()
-    # outside the planes' span only the parent's confident label remains, with its weight, within patch reach
-    assert out.weight[12, 12, 5] == pytest.approx(0.2) and out.target[12, 12, 5] == 0
-    assert out.weight[12, 12, 0] == 0  # beyond what a patch through a labelled plane can reach (k 10 - 8 = 2)
+    assert not out.weak[:, strong].any()  # the labelled planes carry only their strong labels
+    interp, par = out.weak
+    # between the planes the interpolated labels win over the parent's (which remain at unsure boundary voxels)
+    assert (interp[12, 12, 11:26] > 0).all() and (out.target[12, 12, 11:26] == 1).all()
+    assert not ((par > 0) & (interp > 0)).any() and par[:, :, 11:26].sum() < 0.2 * par[:, :, 11:26].numel()
+    assert interp.max() <= 1 and interp[12, 12, 18] == pytest.approx(0.5)
+    # outside the planes' span only the parent's confident label remains, within patch reach of the planes
+    assert par[12, 12, 5] == 1 and interp[12, 12, 5] == 0 and out.target[12, 12, 5] == 0
+    assert par[12, 12, 0] == 0  # beyond what a patch through a labelled plane can reach (k 10 - 8 = 2)
     # an unconfident parent gives no target
     out2 = sparse_case(case, tiny_config(patch_size=(16, 16, 8), weak_weight=0.0, parent_weight=0.2,
                                          parent_confidence=0.99), parent=_ConstNet(0.95), patch=(16, 16, 8))
-    assert torch.equal(out2.weight, case.mask)
+    assert not out2.weak.any()
+
+
+def test_sparse_loss_gives_each_kind_of_target_its_share():
+    from napari_medseg.training.loss import masked_dice_ce, sparse_loss
+
+    torch.manual_seed(0)
+    logits, tgt = torch.randn(2, 3, 8, 8, 4), torch.randint(0, 3, (2, 8, 8, 4))
+    w = torch.zeros(2, 3, 8, 8, 4)
+    w[:, 0, :, :, 0] = 1
+    w[:, 1, :, :, 1:3] = 0.5
+    w[:, 2, :, :, 3] = 1
+    cfg = tiny_config(weak_weight=0.3, parent_weight=0.1)
+    expect = masked_dice_ce(logits, tgt, w[:, 0]) + 0.3 * masked_dice_ce(logits, tgt, w[:, 1]) + 0.1 * masked_dice_ce(
+        logits, tgt, w[:, 2])
+    assert torch.allclose(sparse_loss(logits, tgt, w, cfg), expect)
+    # doubling the interpolated voxels' weights or count does not change their share
+    w2 = w.clone()
+    w2[:, 1] *= 2
+    assert torch.allclose(sparse_loss(logits, tgt, w2, cfg), expect)
+    assert torch.allclose(sparse_loss(logits, tgt, w, tiny_config()), masked_dice_ce(logits, tgt, w[:, 0]))
 
 
 def test_few_slice_augment_keeps_labels_and_weights_aligned_and_is_seeded():
@@ -123,14 +147,14 @@ def test_few_slice_augment_keeps_labels_and_weights_aligned_and_is_seeded():
 
     case = _plane_case()
     img = case.image[:, :, :, 6:14].clone() / 40.0
-    tgt, w = case.target[:, :, 6:14].clone(), case.mask[:, :, 6:14].clone()
+    tgt, w = case.target[:, :, 6:14].clone(), case.mask[None, :, :, 6:14].clone()
     cfg = tiny_config(augment="few_slice", rotate_deg=20.0, intensity_jitter=0.1, elastic_prob=0.5)
     outs = [[FewSliceAugment(cfg, seed=3)(img, tgt, w, thin_axis=2) for _ in range(6)] for _ in range(2)]
     for (a_img, a_tgt, a_w), (b_img, b_tgt, b_w) in zip(*outs):
         assert torch.equal(a_img, b_img) and torch.equal(a_tgt, b_tgt) and torch.equal(a_w, b_w)  # same seed
         assert a_img.shape == img.shape and a_tgt.dtype == torch.long and set(a_tgt.unique().tolist()) <= {0, 1}
         assert set(a_w.unique().tolist()) <= {0.0, 1.0}  # nearest: no blended weights
-        assert (a_w[:, :, 4] > 0).all() or a_w[:, :, 4].sum() > 0.8 * a_w[:, :, 4].numel()  # plane 10 stays labelled
+        assert a_w.shape == w.shape and a_w[0, :, :, 4].sum() > 0.8 * a_w[0, :, :, 4].numel()  # plane 10 stays labelled
     other = FewSliceAugment(cfg, seed=4)(img, tgt, w, thin_axis=2)
     assert not torch.equal(other[0], outs[0][0][0])
 
@@ -149,3 +173,64 @@ def test_weight_average_is_the_mean_of_the_late_steps():
             seen.append(float(n))
     avg.apply()
     assert torch.allclose(net.weight, torch.full_like(net.weight, np.mean(seen)))
+
+
+def test_transfer_copies_matching_weights_and_refuses_a_mismatched_model(tiny_parent):
+    from napari_medseg.errors import ModelError
+    from napari_medseg.models import load_model
+    from napari_medseg.models.network import build_network
+    from napari_medseg.training.train import unet_card
+    from napari_medseg.training.transfer import init_from, is_encoder
+
+    src = load_model("tiny").network.state_dict()
+    card = unet_card("new", {7: "vessel"}, spacing=(1.5, 1.5, 1.5), channels=(4, 8), strides=(2,), num_res_units=0,
+                     roi_size=(16, 16, 16))
+    for scope in ("all", "encoder"):
+        torch.manual_seed(0)
+        net = build_network(card)
+        fresh = {k: v.clone() for k, v in net.state_dict().items()}
+        rep = init_from(net, card, "tiny", scope=scope)
+        assert rep.source.startswith("tiny") and rep.copied > 0 and rep.kept > 0
+        for k, v in net.state_dict().items():
+            if k in rep.names:
+                assert torch.equal(v, src[k]) and (scope == "all" or is_encoder(k))
+            else:  # the output head (2 classes + background vs 1 + background), or the decoder for "encoder"
+                assert torch.equal(v, fresh[k])
+                assert tuple(src[k].shape) != tuple(v.shape) or (scope == "encoder" and not is_encoder(k))
+    wider = unet_card("new", {7: "vessel"}, spacing=(1.5, 1.5, 1.5), channels=(8, 16), strides=(2,), num_res_units=0)
+    with pytest.raises(ModelError, match=r"cannot start the new model from tiny.*channels \[4, 8\] vs \[8, 16\]"):
+        init_from(build_network(wider), wider, "tiny")
+    mr = unet_card("new", {7: "vessel"}, spacing=(1.5, 1.5, 1.5), channels=(4, 8), strides=(2,), num_res_units=0,
+                   intensity={"type": "zscore", "nonzero": False})
+    with pytest.raises(ModelError, match="different input normalisation: ct_window vs zscore"):
+        init_from(build_network(mr), mr, "tiny")
+    # the implicit default (16..128 channels) does not fit: a note, random start, no error
+    rep = init_from(build_network(card), card, "default")
+    assert rep.source is None and "not transferred" in rep.note and "channels" in rep.note
+
+
+def test_seeded_few_slice_training_is_reproducible():
+    from napari_medseg.models.network import build_network
+    from napari_medseg.progress import run_steps
+    from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case
+    from napari_medseg.training.loop import training_steps
+    from training_helpers import blob_volumes
+
+    image, labels = blob_volumes(0)
+    card = tiny_card()
+    mask = np.zeros(labels.spatial_shape, np.int16)
+    mask[[10, 16, 22]] = 1
+    c = prepare_case(image, labels, card, mask=mask)
+    case = Case(c.name, c.image, c.target, c.mask, thin_axis=model_axis_of_array_axis(image, card, 0))
+    cfg = tiny_config(6, patch_size=(16, 16, 8), augment="few_slice", weak_weight=0.5, average_from=0.5,
+                      intensity_jitter=0.1, scale_jitter=0.1)
+
+    def train(seed):
+        torch.manual_seed(123)  # the same initial weights; the seed below drives everything else
+        net = build_network(card)
+        run_steps(training_steps(net, [case], cfg.__class__(**{**cfg.to_dict(), "seed": seed}), card.out_channels))
+        return net.state_dict()
+
+    a, b, other = train(0), train(0), train(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], other[k]) for k in a)

@@ -26,7 +26,7 @@ KEYS = ("image", "target", "weight")
 
 
 class FewSliceAugment:
-    """Callable ``(image [C, *S], target [*S], weight [*S], thin_axis) -> augmented (image, target, weight)``."""
+    """Callable ``(image [C, *S], target [*S], weights [W, *S], thin_axis) -> augmented (image, target, weights)``."""
 
     def __init__(self, config, seed: int | None = None):
         from monai.transforms import (
@@ -77,12 +77,12 @@ class FewSliceAugment:
         return comp
 
     def __call__(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, thin_axis: int | None = None):
-        d = {"image": image, "target": target[None].float(), "weight": weight[None]}
+        d = {"image": image, "target": target[None].float(), "weight": weight}
         spatial = self._spatial_for(thin_axis)
         if spatial is not None:
             d = spatial(d)
         d = self.intensity(d)
         img = torch.as_tensor(d["image"]).float()
         tgt = torch.as_tensor(d["target"])[0].round().long()
-        w = torch.as_tensor(d["weight"])[0].float()
+        w = torch.as_tensor(d["weight"]).float()
         return img.as_subclass(torch.Tensor), tgt.as_subclass(torch.Tensor), w.as_subclass(torch.Tensor)

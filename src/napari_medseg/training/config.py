@@ -45,11 +45,11 @@ class TrainConfig:
     augment: str = "basic"
     rotate_deg: float = 10.0  # in-plane rotation range (about the slice normal) for "few_slice"
     elastic_prob: float = 0.0  # share of patches deformed elastically ("few_slice"); slow on a CPU
-    weak_weight: float = 0.0  # loss weight of labels interpolated between labelled slices (0: off)
+    weak_weight: float = 0.0  # loss share of labels interpolated between labelled slices (0: off)
     weak_margin: float = 2.0  # voxels: interpolated labels this close to an interpolated boundary are ignored
     weak_max_gap: int = 24  # planes: no interpolation across a larger gap between labelled slices
     weak_extend: int = 0  # planes beyond the first/last labelled slice filled by copying it (eroded)
-    parent_weight: float = 0.0  # fine-tune: loss weight of the parent's confident predictions off the slices
+    parent_weight: float = 0.0  # fine-tune: loss share of the parent's confident predictions off the slices
     parent_confidence: float = 0.9  # softmax probability a parent prediction needs to be a target
     average_from: float | None = None  # average the weights over the run's last part (0.6: last 40 %)
 

@@ -27,7 +27,10 @@ class Case:
     target: torch.Tensor  # [i, j, k] int64 channel indices
     mask: torch.Tensor  # [i, j, k] float32, 1 where the loss applies
     thin_axis: int | None = None  # model axis normal to the corrected slices, when they share one
-    weight: torch.Tensor | None = None  # [i, j, k] float32 loss weight (weak targets < 1); None: ``mask``
+    # weak targets (training/sparse.py): [2, i, j, k] float32 -- channel 0 the relative weight of labels
+    # interpolated between the labelled slices, channel 1 the parent's confident predictions (0/1); ``target``
+    # then holds those labels off the mask. None: the loss sees only ``mask``
+    weak: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -145,8 +148,8 @@ def pad_case(case: Case, size) -> Case:
     img = F.pad(case.image[None], fpad, mode="replicate")[0]
     tgt = F.pad(case.target, fpad, value=0)
     msk = F.pad(case.mask, fpad, value=0.0)
-    wgt = None if case.weight is None else F.pad(case.weight, fpad, value=0.0)
-    return Case(case.name, img, tgt, msk, case.thin_axis, wgt)
+    weak = None if case.weak is None else F.pad(case.weak, fpad, value=0.0)
+    return Case(case.name, img, tgt, msk, case.thin_axis, weak)
 
 
 class PatchSampler:
@@ -155,8 +158,9 @@ class PatchSampler:
     A share ``fg_fraction`` of patches is centred on a masked foreground voxel of a class drawn uniformly
     (small organs get seen); the rest on any masked voxel (for sparse labels that is a corrected slice, so
     every patch contains one). Patches through corrected slices are thin along the slice normal when the
-    case says so (``thin_axis``), which spends compute where the loss is. The loss weight of a patch is the
-    case's ``weight`` (weak targets, `training.sparse`) or its mask; centres are always drawn on the mask.
+    case says so (``thin_axis``), which spends compute where the loss is. `sample` returns ``(image, target,
+    weights)`` with ``weights [N, 3, *patch]``: the mask, then the case's two weak-target weights
+    (`training.sparse`; zeros without them); centres are always drawn on the mask.
     ``config.augment == "few_slice"`` augments with MONAI transforms (`training.augment`).
     """
 
@@ -202,12 +206,12 @@ class PatchSampler:
             # labelled slices at every depth of a window, as sliding-window inference will show them
             lo = [int(np.clip(c - rng.integers(0, cs), 0, n - cs)) for c, cs, n in zip(center, crop, case.shape)]
             sl = tuple(slice(a, a + cs) for a, cs in zip(lo, crop))
-            wsrc = case.mask if case.weight is None else case.weight
-            img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], wsrc[sl]
+            w3 = torch.cat([case.mask[None], case.weak if case.weak is not None else torch.zeros((2, *case.shape))])
+            img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], w3[(slice(None), *sl)]
             if tuple(crop) != tuple(size):
                 img = F.interpolate(img[None], size=size, mode="trilinear", align_corners=False)[0]
                 tgt = F.interpolate(tgt[None, None].float(), size=size, mode="nearest")[0, 0].long()
-                msk = F.interpolate(msk[None, None], size=size, mode="nearest")[0, 0]
+                msk = F.interpolate(msk[None], size=size, mode="nearest")[0]
             if self.augment is not None:
                 img, tgt, msk = self.augment(img, tgt, msk, case.thin_axis)
             elif cfg.intensity_jitter:
@@ -215,7 +219,7 @@ class PatchSampler:
                 img = img * (1 + rng.uniform(-j, j)) + rng.uniform(-j / 2, j / 2)
             for ax in cfg.flip_axes:
                 if rng.random() < cfg.flip_prob:
-                    img, tgt, msk = img.flip(ax + 1), tgt.flip(ax), msk.flip(ax)
+                    img, tgt, msk = img.flip(ax + 1), tgt.flip(ax), msk.flip(ax + 1)
             imgs.append(img)
             tgts.append(tgt)
             msks.append(msk)

@@ -19,7 +19,7 @@ from napari_medseg.errors import ModelError
 from napari_medseg.progress import Progress
 from napari_medseg.training.config import TrainConfig
 from napari_medseg.training.data import Case, PatchSampler, case_patch_size
-from napari_medseg.training.loss import masked_dice_ce
+from napari_medseg.training.loss import sparse_loss
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def training_steps(
         t_step = time.perf_counter()
         img, tgt, msk = sampler.sample()
         logits = net(img)
-        loss = masked_dice_ce(logits, tgt, msk, config.ce_weight, config.dice_weight)
+        loss = sparse_loss(logits, tgt, msk, config)
         if not torch.isfinite(loss):
             raise ModelError(
                 f"training diverged (loss {loss.item()}) at step {step + 1}; lower the learning rate (now {config.lr})"

@@ -1,7 +1,9 @@
 """Weak targets for sparse (few-slice) training: what lies between and around the labelled slices.
 
 A corrected slice labels one plane; a 16-plane training patch through it is otherwise unlabelled, so the
-loss sees 1/16 of it. `sparse_case` fills the rest with *weak* targets of lower loss weight:
+loss sees 1/16 of it. `sparse_case` fills the rest with *weak* targets, each kind a loss term of its own
+(normalised on its own voxels) with a lower share (`loss.sparse_loss`), so their pull on the network does not
+grow with the number of unlabelled planes in a patch:
 
 * **interpolated labels** between consecutive labelled planes (``TrainConfig.weak_weight``): per class, the
   zero level of the linear blend of the two planes' in-plane signed distances -- the correction tool's
@@ -105,7 +107,8 @@ def reach_box(mask: torch.Tensor, patch) -> tuple[slice, ...]:
 
 
 def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
-    """``case`` with weak targets and a per-voxel loss ``weight`` (see the module docstring).
+    """``case`` with weak targets: their labels in ``target`` off the mask, their weights in ``weak`` (see the
+    module docstring; `loss.sparse_loss` weighs the two kinds with ``weak_weight`` and ``parent_weight``).
 
     ``parent``: the network before training (fine-tuning), whose confident predictions become targets when
     ``config.parent_weight`` > 0. Returns ``case`` itself when no weak target applies (fully labelled cases,
@@ -118,7 +121,7 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
     if bool(strong.all()):
         return case
     target = case.target.clone()
-    weight = case.mask.clone().float()
+    weak = torch.zeros((2, *case.shape), dtype=torch.float32)
     free = ~strong
     if pw > 0 and parent is not None:
         from napari_medseg.training.loop import predict_probs
@@ -132,12 +135,13 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
         region_lab = torch.zeros_like(target)
         region_lab[box] = lab
         target[take] = region_lab[take]
-        weight[take] = pw
+        weak[1][take] = 1.0
     if ww > 0:
         lab, w = interpolate_planes(case.target.numpy(), case.mask.numpy(), case.thin_axis, config.weak_margin,
                                     config.weak_max_gap, config.weak_extend)
-        lab_t, w_t = torch.from_numpy(lab), torch.from_numpy(w) * ww
+        lab_t, w_t = torch.from_numpy(lab), torch.from_numpy(w)
         take = free & (w_t > 0)  # the user's interpolated labels override the parent's near the slices
         target[take] = lab_t[take]
-        weight[take] = w_t[take]
-    return Case(case.name, case.image, target, case.mask, case.thin_axis, weight=weight)
+        weak[0][take] = w_t[take]
+        weak[1][take] = 0.0
+    return Case(case.name, case.image, target, case.mask, case.thin_axis, weak=weak)
