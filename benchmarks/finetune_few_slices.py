@@ -38,7 +38,7 @@ TS_TO_DEFAULT = {5: 1, 1: 2, 2: 3, 3: 4, **{v: 6 for v in range(26, 34)}}
 DEFAULT_NAMES = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left", 5: "liver_tumour", 6: "spine"}
 SCRATCH_CLASSES = {1: "liver", 2: "spleen", 3: "kidney_right"}
 CONDITIONS = {
-    "scratch5": {"slices": None, "n": 5, "scratch": True, "budget": 270.0},
+    "scratch5": {"slices": None, "n": 5, "scratch": True, "budget": 255.0},
     "ft1": {"slices": [85], "scratch": False, "budget": 120.0},
     "ft3": {"slices": [79, 85, 91], "scratch": False, "budget": 120.0},
 }
@@ -121,7 +121,8 @@ def run_one(img, lab, cond: str, seed: int, args) -> dict:
     row = {"condition": cond, "seed": seed, "variant": args.variant, "slices": slices, "wall_s": round(wall, 1),
            "cpu_s": round(cpu, 1), "load_start": round(load0, 2), "load_end": round(os.getloadavg()[0], 2),
            "steps": res.timing.get("steps"), "train_s": res.timing.get("train_s"), "check": res.check,
-           "heldout": [list(s) for s in res.heldout_slices], "config": over,
+           "heldout": [list(s) for s in res.heldout_slices], "config": over, "reason": res.reason,
+           "init": (res.card.provenance.get("init") or {}).get("note"),
            "dice_all": per_class_dice(pred, truth, other, names)}
     if not spec["scratch"]:
         block = [k for k in UNSEEN_BLOCK if k not in slices]
@@ -185,7 +186,7 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=default_data_dir())
     ap.add_argument("--condition", nargs="+", choices=sorted(CONDITIONS), default=sorted(CONDITIONS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--budget", type=float, default=None, help="job budget in s (default: 270 scratch, 120 fine-tune)")
+    ap.add_argument("--budget", type=float, default=None, help="job budget in s (default: 255 scratch, 120 fine-tune)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the training planner's)")
     ap.add_argument("--scratch-init", default=None, help="scratch5: 'default' (encoder transfer) or 'random'")
     ap.add_argument("--set", default="", help='config overrides as JSON, e.g. {"train.weak_weight": 0}')

@@ -234,3 +234,22 @@ def test_seeded_few_slice_training_is_reproducible():
     a, b, other = train(0), train(0), train(1)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], other[k]) for k in a)
+
+
+def test_rehearsal_patches_come_from_parent_boxes_far_from_the_slices():
+    from napari_medseg.training.data import PatchSampler
+    from napari_medseg.training.sparse import sparse_case
+
+    case = _plane_case(shape=(24, 24, 80), planes=(10, 26))
+    cfg = tiny_config(patch_size=(16, 16, 8), weak_weight=0.5, parent_weight=0.2, parent_confidence=0.9,
+                      rehearsal_fraction=1.0, rehearsal_boxes=4, scale_jitter=0.0, batch_size=2)
+    out = sparse_case(case, cfg, parent=_ConstNet(0.95), patch=(16, 16, 8))
+    ks = [c[2] for c in out.rehearsal]
+    assert len(ks) == 4 and all(k >= 26 + 8 + 1 for k in ks)  # beyond what slice patches reach (k <= 34)
+    assert out.weak[1][:, :, 40:76].any()  # the parent teaches there
+    sampler = PatchSampler([out], cfg, n_classes=2)
+    for _ in range(10):
+        img, _, w = sampler.sample()
+        assert img.min() >= 26 and not w[:, 0].any() and w[:, 2].any()  # no labelled plane, parent targets only
+    off = sparse_case(case, tiny_config(patch_size=(16, 16, 8), parent_weight=0.2), parent=_ConstNet(0.95))
+    assert off.rehearsal == () and not off.weak[1][:, :, 40:].any()

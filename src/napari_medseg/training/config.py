@@ -51,6 +51,11 @@ class TrainConfig:
     weak_extend: int = 0  # planes beyond the first/last labelled slice filled by copying it (eroded)
     parent_weight: float = 0.0  # fine-tune: loss share of the parent's confident predictions off the slices
     parent_confidence: float = 0.9  # softmax probability a parent prediction needs to be a target
+    # fine-tune: this share of patches is drawn from rehearsal_boxes patch-sized boxes spread over the rest
+    # of the image, whose only targets are the parent's confident predictions (what the slices do not show
+    # is not forgotten)
+    rehearsal_fraction: float = 0.0
+    rehearsal_boxes: int = 8
     average_from: float | None = None  # average the weights over the run's last part (0.6: last 40 %)
 
     def __post_init__(self):
@@ -61,6 +66,9 @@ class TrainConfig:
                 f"weak_weight and parent_weight must be >= 0 and parent_confidence in [0, 1] (got "
                 f"{self.weak_weight}, {self.parent_weight}, {self.parent_confidence})"
             )
+        if not 0 <= self.rehearsal_fraction <= 1 or self.rehearsal_boxes < 0:
+            raise InputError(f"rehearsal_fraction must be in [0, 1] and rehearsal_boxes >= 0, got "
+                             f"{self.rehearsal_fraction}, {self.rehearsal_boxes}")
         if self.average_from is not None and not 0 <= self.average_from < 1:
             raise InputError(f"average_from must be in [0, 1) or None, got {self.average_from}")
         if self.steps < 1:
@@ -104,7 +112,7 @@ class FinetuneConfig:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             steps=300, time_budget_s=120.0, lr=1e-3, patch_size=(96, 96, 16), batch_size=2, val_every=50,
-            augment="few_slice", weak_weight=0.5, parent_weight=0.3, average_from=0.6,
+            augment="few_slice", weak_weight=0.5, parent_weight=0.3, average_from=0.6, rehearsal_fraction=0.2,
         )
     )
     holdout: int | str = "auto"

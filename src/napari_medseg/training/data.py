@@ -31,6 +31,7 @@ class Case:
     # interpolated between the labelled slices, channel 1 the parent's confident predictions (0/1); ``target``
     # then holds those labels off the mask. None: the loss sees only ``mask``
     weak: torch.Tensor | None = None
+    rehearsal: tuple = ()  # centres (i, j, k) of boxes far from the labelled slices with parent targets
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -149,7 +150,7 @@ def pad_case(case: Case, size) -> Case:
     tgt = F.pad(case.target, fpad, value=0)
     msk = F.pad(case.mask, fpad, value=0.0)
     weak = None if case.weak is None else F.pad(case.weak, fpad, value=0.0)
-    return Case(case.name, img, tgt, msk, case.thin_axis, weak)
+    return Case(case.name, img, tgt, msk, case.thin_axis, weak, case.rehearsal)
 
 
 class PatchSampler:
@@ -194,17 +195,22 @@ class PatchSampler:
         for ci in picks:
             case = self.cases[ci]
             all_idx, by_class = self._index[ci]
-            if by_class and rng.random() < cfg.fg_fraction:
+            rehearse = bool(case.rehearsal) and rng.random() < getattr(cfg, "rehearsal_fraction", 0.0)
+            if rehearse:  # a box far from the slices, where only the parent's predictions teach (no forgetting)
+                center = case.rehearsal[rng.integers(len(case.rehearsal))]
+            elif by_class and rng.random() < cfg.fg_fraction:
                 cls = list(by_class)[rng.integers(len(by_class))]
                 flat = by_class[cls][rng.integers(by_class[cls].size)]
             else:
                 flat = all_idx[rng.integers(all_idx.size)]
-            center = np.unravel_index(flat, case.shape)
+            if not rehearse:
+                center = np.unravel_index(flat, case.shape)
             zoom = 1.0 + rng.uniform(-cfg.scale_jitter, cfg.scale_jitter) if cfg.scale_jitter else 1.0
             crop = [int(min(n, max(1, round(p * zoom)))) for p, n in zip(size, case.shape)]
             # the chosen voxel lands anywhere in the patch (not always at its centre): networks see
             # labelled slices at every depth of a window, as sliding-window inference will show them
-            lo = [int(np.clip(c - rng.integers(0, cs), 0, n - cs)) for c, cs, n in zip(center, crop, case.shape)]
+            offs = [cs // 2 for cs in crop] if rehearse else [rng.integers(0, cs) for cs in crop]
+            lo = [int(np.clip(c - o, 0, n - cs)) for c, o, cs, n in zip(center, offs, crop, case.shape)]
             sl = tuple(slice(a, a + cs) for a, cs in zip(lo, crop))
             w3 = torch.cat([case.mask[None], case.weak if case.weak is not None else torch.zeros((2, *case.shape))])
             img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], w3[(slice(None), *sl)]

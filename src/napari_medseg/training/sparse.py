@@ -123,6 +123,7 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
     target = case.target.clone()
     weak = torch.zeros((2, *case.shape), dtype=torch.float32)
     free = ~strong
+    rehearsal: tuple = ()
     if pw > 0 and parent is not None:
         from napari_medseg.training.loop import predict_probs
 
@@ -136,6 +137,8 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
         region_lab[box] = lab
         target[take] = region_lab[take]
         weak[1][take] = 1.0
+        if config.rehearsal_fraction > 0 and config.rehearsal_boxes > 0:
+            rehearsal = _rehearse(parent, case, config, patch or config.patch_size, box, target, weak, free)
     if ww > 0:
         lab, w = interpolate_planes(case.target.numpy(), case.mask.numpy(), case.thin_axis, config.weak_margin,
                                     config.weak_max_gap, config.weak_extend)
@@ -144,4 +147,38 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
         target[take] = lab_t[take]
         weak[0][take] = w_t[take]
         weak[1][take] = 0.0
-    return Case(case.name, case.image, target, case.mask, case.thin_axis, weak=weak)
+    return Case(case.name, case.image, target, case.mask, case.thin_axis, weak=weak, rehearsal=rehearsal)
+
+
+def rehearsal_centres(shape, thin_axis: int, reach: tuple[slice, ...], patch, n: int, seed: int = 0) -> list[tuple]:
+    """Up to ``n`` box centres spread along ``thin_axis`` over the planes outside ``reach`` (in-plane: random)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = reach[thin_axis].start, reach[thin_axis].stop
+    half = int(patch[thin_axis]) // 2
+    planes = [k for k in range(half, max(half + 1, shape[thin_axis] - half)) if k < lo or k >= hi]
+    if not planes or n <= 0:
+        return []
+    ks = sorted({planes[int(round(x))] for x in np.linspace(0, len(planes) - 1, min(n, len(planes)))})
+    out = []
+    for k in ks:
+        c = [int(rng.integers(min(p // 2, s - 1), max(min(p // 2, s - 1), s - p // 2) + 1)) for p, s in zip(patch, shape)]
+        c[thin_axis] = int(k)
+        out.append(tuple(c))
+    return out
+
+
+def _rehearse(parent, case: Case, config, patch, reach, target, weak, free) -> tuple:
+    """Parent targets in rehearsal boxes (in place on ``target``/``weak``); returns the boxes' centres."""
+    from napari_medseg.training.loop import predict_probs
+
+    centres = rehearsal_centres(case.shape, case.thin_axis, reach, patch, config.rehearsal_boxes, config.seed)
+    kept = []
+    for c in centres:
+        box = tuple(slice(max(0, x - p // 2), min(s, x - p // 2 + p)) for x, p, s in zip(c, patch, case.shape))
+        conf, lab = predict_probs(parent, case, patch, box).max(0)
+        take = (conf >= float(config.parent_confidence)) & free[box]
+        if bool(take.any()):
+            target[box][take] = lab[take]
+            weak[1][box][take] = 1.0
+            kept.append(c)
+    return tuple(kept)
