@@ -212,8 +212,8 @@ class PatchSampler:
             offs = [cs // 2 for cs in crop] if rehearse else [rng.integers(0, cs) for cs in crop]
             lo = [int(np.clip(c - o, 0, n - cs)) for c, o, cs, n in zip(center, offs, crop, case.shape)]
             sl = tuple(slice(a, a + cs) for a, cs in zip(lo, crop))
-            w3 = torch.cat([case.mask[None], case.weak if case.weak is not None else torch.zeros((2, *case.shape))])
-            img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], w3[(slice(None), *sl)]
+            weak = case.weak[(slice(None), *sl)] if case.weak is not None else torch.zeros((2, *crop))
+            img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], torch.cat([case.mask[sl][None], weak])
             if tuple(crop) != tuple(size):
                 img = F.interpolate(img[None], size=size, mode="trilinear", align_corners=False)[0]
                 tgt = F.interpolate(tgt[None, None].float(), size=size, mode="nearest")[0, 0].long()
