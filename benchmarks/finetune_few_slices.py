@@ -179,8 +179,8 @@ def report(rows: list[dict]) -> None:
         return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}" + (f" (n={len(v)})" if len(v) != 3 else "")
 
     keys = sorted({(r["condition"], r.get("variant", "")) for r in rows})
-    print("| condition | variant | organ | Dice (unlabelled slices) | before (default model) | job wall s | CPU s | load avg |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| condition | variant | organ | Dice (unlabelled slices) | before (default model) | job wall s | CPU s | steps | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for cond, var in keys:
         rs = [r for r in rows if r["condition"] == cond and r.get("variant", "") == var]
         scratch = CONDITIONS.get(cond, {}).get("scratch", True)
@@ -190,14 +190,15 @@ def report(rows: list[dict]) -> None:
             organs = [o for o in organs if o in rs[0].get("in_slices", organs)]
         wall = f"{np.mean([r['wall_s'] for r in rs]):.0f}"
         cpu = f"{np.mean([r['cpu_s'] for r in rs]):.0f}"
+        steps = "/".join(str(r.get("steps")) for r in rs)
         ld = f"{min(r['load_start'] for r in rs):.1f}-{max(r['load_end'] for r in rs):.1f}"
         for o in organs:
             before = "-" if scratch else ms([r["before_block"].get(o) for r in rs])
-            print(f"| {cond} | {var or 'default'} | {o} | {ms([r[field_].get(o) for r in rs])} | {before} | {wall} | {cpu} | {ld} |")
+            print(f"| {cond} | {var or 'default'} | {o} | {ms([r[field_].get(o) for r in rs])} | {before} | {wall} | {cpu} | {steps} | {ld} |")
         if not scratch:
             for o in organs:
                 print(f"| {cond} (all other slices) | {var or 'default'} | {o} | {ms([r['dice_all'].get(o) for r in rs])} | "
-                      f"{ms([r['before_all'].get(o) for r in rs])} | | | |")
+                      f"{ms([r['before_all'].get(o) for r in rs])} | | | | |")
 
 
 def main(argv=None):
