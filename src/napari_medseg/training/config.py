@@ -112,7 +112,7 @@ class FinetuneConfig:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             steps=300, time_budget_s=120.0, lr=1e-3, patch_size=(96, 96, 16), batch_size=2, val_every=50,
-            augment="few_slice", weak_weight=0.5, parent_weight=0.5, average_from=0.6, rehearsal_fraction=0.35,
+            augment="few_slice", weak_weight=0.5, parent_weight=0.3, average_from=0.6, rehearsal_fraction=0.2,
         )
     )
     holdout: int | str = "auto"

@@ -12,10 +12,7 @@ grow with the number of unlabelled planes in a patch:
   are left out (not confident), and the weight falls to half halfway between the planes. Optionally the end
   planes are copied ``weak_extend`` planes outwards, eroded by one voxel per plane.
 * **the parent's confident predictions** (fine-tune only, ``TrainConfig.parent_weight``): where the parent
-  model's softmax exceeds ``parent_confidence`` and no interpolated label applies, its label is a target,
-  with a relative weight rising from 0 on a corrected slice to 1 half a patch away from it (next to a
-  correction the user's labels speak). Rehearsal boxes spread over the rest of the image
-  (``rehearsal_fraction`` of the patches) carry only these targets.
+  model's softmax exceeds ``parent_confidence`` and no interpolated label applies, its label is a target.
   This keeps what the parent got right away from the corrected slices (a single corrected slice has nothing
   to interpolate, and without it a few steps on one slice move the model everywhere).
 
@@ -139,10 +136,7 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
         region_lab = torch.zeros_like(target)
         region_lab[box] = lab
         target[take] = region_lab[take]
-        # the parent's weight ramps up with the distance from the nearest corrected slice (0 on it, 1 from
-        # half a patch away): next to a correction the user's labels speak, further away the parent's
-        ramp = _plane_distance_ramp(case.mask, case.thin_axis, max(1, int((patch or config.patch_size)[case.thin_axis]) // 2))
-        weak[1][take] = ramp.expand_as(weak[1])[take]
+        weak[1][take] = 1.0
         if config.rehearsal_fraction > 0 and config.rehearsal_boxes > 0:
             rehearsal = _rehearse(parent, case, config, patch or config.patch_size, box, target, weak, free)
     if ww > 0:
@@ -154,16 +148,6 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
         weak[0][take] = w_t[take]
         weak[1][take] = 0.0
     return Case(case.name, case.image, target, case.mask, case.thin_axis, weak=weak, rehearsal=rehearsal)
-
-
-def _plane_distance_ramp(mask: torch.Tensor, axis: int, reach: int) -> torch.Tensor:
-    """min(1, distance in planes along ``axis`` to the nearest labelled plane / ``reach``), broadcastable."""
-    planes = labelled_planes(mask.numpy(), axis)
-    k = np.arange(mask.shape[axis])
-    d = np.min(np.abs(k[:, None] - np.asarray(planes)[None, :]), axis=1) if planes else np.full(k.shape, reach)
-    shape = [1, 1, 1]
-    shape[axis] = -1
-    return torch.from_numpy(np.minimum(1.0, d / reach).astype(np.float32)).reshape(shape)
 
 
 def rehearsal_centres(shape, thin_axis: int, reach: tuple[slice, ...], patch, n: int, seed: int = 0) -> list[tuple]:
