@@ -39,8 +39,38 @@ class TrainConfig:
     seed: int = 0
     num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
     freeze_encoder: bool = False
+    # few-slice learning (training/sparse.py, augment.py; docs/training.md "Few slices"):
+    # "basic" = the contrast/offset jitter above; "few_slice" = MONAI intensity, noise, in-plane rotation
+    # and (with elastic_prob) elastic deformation, sized for a handful of slices
+    augment: str = "basic"
+    rotate_deg: float = 10.0  # in-plane rotation range (about the slice normal) for "few_slice"
+    elastic_prob: float = 0.0  # share of patches deformed elastically ("few_slice"); slow on a CPU
+    weak_weight: float = 0.0  # loss share of labels interpolated between labelled slices (0: off)
+    weak_margin: float = 2.0  # voxels: interpolated labels this close to an interpolated boundary are ignored
+    weak_max_gap: int = 24  # planes: no interpolation across a larger gap between labelled slices
+    weak_extend: int = 0  # planes beyond the first/last labelled slice filled by copying it (eroded)
+    parent_weight: float = 0.0  # fine-tune: loss share of the parent's confident predictions off the slices
+    parent_confidence: float = 0.9  # softmax probability a parent prediction needs to be a target
+    # fine-tune: this share of patches is drawn from rehearsal_boxes patch-sized boxes spread over the rest
+    # of the image, whose only targets are the parent's confident predictions (what the slices do not show
+    # is not forgotten)
+    rehearsal_fraction: float = 0.0
+    rehearsal_boxes: int = 8
+    average_from: float | None = None  # average the weights over the run's last part (0.6: last 40 %)
 
     def __post_init__(self):
+        if self.augment not in ("basic", "few_slice"):
+            raise InputError(f"augment must be 'basic' or 'few_slice', got {self.augment!r}")
+        if self.weak_weight < 0 or self.parent_weight < 0 or not 0 <= self.parent_confidence <= 1:
+            raise InputError(
+                f"weak_weight and parent_weight must be >= 0 and parent_confidence in [0, 1] (got "
+                f"{self.weak_weight}, {self.parent_weight}, {self.parent_confidence})"
+            )
+        if not 0 <= self.rehearsal_fraction <= 1 or self.rehearsal_boxes < 0:
+            raise InputError(f"rehearsal_fraction must be in [0, 1] and rehearsal_boxes >= 0, got "
+                             f"{self.rehearsal_fraction}, {self.rehearsal_boxes}")
+        if self.average_from is not None and not 0 <= self.average_from < 1:
+            raise InputError(f"average_from must be in [0, 1) or None, got {self.average_from}")
         if self.steps < 1:
             raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
@@ -81,7 +111,8 @@ class FinetuneConfig:
 
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=300, time_budget_s=120.0, lr=1e-3, patch_size=(96, 96, 16), batch_size=2, val_every=50
+            steps=300, time_budget_s=120.0, lr=1e-3, patch_size=(96, 96, 16), batch_size=2, val_every=50,
+            augment="few_slice", weak_weight=0.5, parent_weight=0.3, average_from=0.6, rehearsal_fraction=0.2,
         )
     )
     holdout: int | str = "auto"
@@ -102,8 +133,16 @@ class FinetuneConfig:
     # a new model keeps each class as its largest connected component at inference (organs); switch off
     # for multi-focal structures (lesions), where it would drop all but one
     scratch_keep_largest: bool = True
+    # a new model starts from this model's weights where names and shapes match (training/transfer.py):
+    # "default" (the shipped model; skipped with a note when its architecture or intensity differs),
+    # "random", or a model name/path (an error when incompatible); scratch_transfer "encoder" or "all"
+    # (every tensor but the output head)
+    scratch_init: str = "default"
+    scratch_transfer: str = "all"
 
     def __post_init__(self):
+        if self.scratch_transfer not in ("encoder", "all"):
+            raise InputError(f"scratch_transfer must be 'encoder' or 'all', got {self.scratch_transfer!r}")
         if self.holdout != "auto" and (not isinstance(self.holdout, int) or self.holdout < 0):
             raise InputError(f"holdout must be 'auto' or a number of slices >= 0, got {self.holdout!r}")
         if not 0 <= self.cv_budget_fraction < 1:

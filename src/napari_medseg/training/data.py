@@ -27,6 +27,11 @@ class Case:
     target: torch.Tensor  # [i, j, k] int64 channel indices
     mask: torch.Tensor  # [i, j, k] float32, 1 where the loss applies
     thin_axis: int | None = None  # model axis normal to the corrected slices, when they share one
+    # weak targets (training/sparse.py): [2, i, j, k] float32 -- channel 0 the relative weight of labels
+    # interpolated between the labelled slices, channel 1 the parent's confident predictions (0/1); ``target``
+    # then holds those labels off the mask. None: the loss sees only ``mask``
+    weak: torch.Tensor | None = None
+    rehearsal: tuple = ()  # centres (i, j, k) of boxes far from the labelled slices with parent targets
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -144,7 +149,8 @@ def pad_case(case: Case, size) -> Case:
     img = F.pad(case.image[None], fpad, mode="replicate")[0]
     tgt = F.pad(case.target, fpad, value=0)
     msk = F.pad(case.mask, fpad, value=0.0)
-    return Case(case.name, img, tgt, msk, case.thin_axis)
+    weak = None if case.weak is None else F.pad(case.weak, fpad, value=0.0)
+    return Case(case.name, img, tgt, msk, case.thin_axis, weak, case.rehearsal)
 
 
 class PatchSampler:
@@ -153,7 +159,10 @@ class PatchSampler:
     A share ``fg_fraction`` of patches is centred on a masked foreground voxel of a class drawn uniformly
     (small organs get seen); the rest on any masked voxel (for sparse labels that is a corrected slice, so
     every patch contains one). Patches through corrected slices are thin along the slice normal when the
-    case says so (``thin_axis``), which spends compute where the loss is.
+    case says so (``thin_axis``), which spends compute where the loss is. `sample` returns ``(image, target,
+    weights)`` with ``weights [N, 3, *patch]``: the mask, then the case's two weak-target weights
+    (`training.sparse`; zeros without them); centres are always drawn on the mask.
+    ``config.augment == "few_slice"`` augments with MONAI transforms (`training.augment`).
     """
 
     def __init__(self, cases: list[Case], config, n_classes: int):
@@ -161,6 +170,11 @@ class PatchSampler:
         self.cases = cases = [pad_case(c, self._patch_size(c)) for c in cases]
         self.n_classes = n_classes
         self.rng = np.random.default_rng(config.seed)
+        self.augment = None
+        if getattr(config, "augment", "basic") == "few_slice":
+            from napari_medseg.training.augment import FewSliceAugment
+
+            self.augment = FewSliceAugment(config, seed=config.seed)
         self._index = []
         for case in cases:
             m = case.mask.numpy() > 0
@@ -181,29 +195,37 @@ class PatchSampler:
         for ci in picks:
             case = self.cases[ci]
             all_idx, by_class = self._index[ci]
-            if by_class and rng.random() < cfg.fg_fraction:
+            rehearse = bool(case.rehearsal) and rng.random() < getattr(cfg, "rehearsal_fraction", 0.0)
+            if rehearse:  # a box far from the slices, where only the parent's predictions teach (no forgetting)
+                center = case.rehearsal[rng.integers(len(case.rehearsal))]
+            elif by_class and rng.random() < cfg.fg_fraction:
                 cls = list(by_class)[rng.integers(len(by_class))]
                 flat = by_class[cls][rng.integers(by_class[cls].size)]
             else:
                 flat = all_idx[rng.integers(all_idx.size)]
-            center = np.unravel_index(flat, case.shape)
+            if not rehearse:
+                center = np.unravel_index(flat, case.shape)
             zoom = 1.0 + rng.uniform(-cfg.scale_jitter, cfg.scale_jitter) if cfg.scale_jitter else 1.0
             crop = [int(min(n, max(1, round(p * zoom)))) for p, n in zip(size, case.shape)]
             # the chosen voxel lands anywhere in the patch (not always at its centre): networks see
             # labelled slices at every depth of a window, as sliding-window inference will show them
-            lo = [int(np.clip(c - rng.integers(0, cs), 0, n - cs)) for c, cs, n in zip(center, crop, case.shape)]
+            offs = [cs // 2 for cs in crop] if rehearse else [rng.integers(0, cs) for cs in crop]
+            lo = [int(np.clip(c - o, 0, n - cs)) for c, o, cs, n in zip(center, offs, crop, case.shape)]
             sl = tuple(slice(a, a + cs) for a, cs in zip(lo, crop))
-            img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], case.mask[sl]
+            weak = case.weak[(slice(None), *sl)] if case.weak is not None else torch.zeros((2, *crop))
+            img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], torch.cat([case.mask[sl][None], weak])
             if tuple(crop) != tuple(size):
                 img = F.interpolate(img[None], size=size, mode="trilinear", align_corners=False)[0]
                 tgt = F.interpolate(tgt[None, None].float(), size=size, mode="nearest")[0, 0].long()
-                msk = F.interpolate(msk[None, None], size=size, mode="nearest")[0, 0]
-            if cfg.intensity_jitter:
+                msk = F.interpolate(msk[None], size=size, mode="nearest")[0]
+            if self.augment is not None:
+                img, tgt, msk = self.augment(img, tgt, msk, case.thin_axis)
+            elif cfg.intensity_jitter:
                 j = cfg.intensity_jitter
                 img = img * (1 + rng.uniform(-j, j)) + rng.uniform(-j / 2, j / 2)
             for ax in cfg.flip_axes:
                 if rng.random() < cfg.flip_prob:
-                    img, tgt, msk = img.flip(ax + 1), tgt.flip(ax), msk.flip(ax)
+                    img, tgt, msk = img.flip(ax + 1), tgt.flip(ax), msk.flip(ax + 1)
             imgs.append(img)
             tgts.append(tgt)
             msks.append(msk)

@@ -142,6 +142,7 @@ def _provenance(start, image, slices, split, config, log, final_cfg, before, aft
     extra = {
         "mode": mode,
         "parent": start.parent,
+        "init": start.init,
         "slices": {"train": [list(s) for s in split.train], "heldout": [list(s) for s in split.held],
                    "axis_order": "array (z, y, x)"},
         "source_image": source,

@@ -88,6 +88,7 @@ class Start:
     parent: dict | None = None  # {"spec", "sha256", "path"[, "bundle"]}
     parent_net: Any = None
     parent_card: ModelCard | None = None
+    init: dict | None = None  # from scratch: where the new network's weights started (training/transfer.py)
 
 
 def scratch_card(image: Volume, labels: Volume, slices, classes, config: FinetuneConfig, name: str) -> ModelCard:
@@ -137,14 +138,16 @@ def scratch_card(image: Volume, labels: Volume, slices, classes, config: Finetun
 def start_model(image, labels, slices, model, from_scratch, classes, config: FinetuneConfig, name) -> Start:
     """The parent model (loaded, checked against the corrected labels, copied for comparisons) or a new card."""
     from napari_medseg.models import load_model
-    from napari_medseg.models.network import build_network
     from napari_medseg.models.registry import resolve_model
     from napari_medseg.training import versions
 
     if from_scratch:
+        from napari_medseg.training.transfer import scratch_start  # the default model's weights, not random ones
+
         name = name or "custom"
         card = scratch_card(image, labels, slices, classes, config, name)
-        return Start(card, build_network(card), name, dataclasses.replace(config.train, lr=config.scratch_lr))
+        net, tcfg, transfer = scratch_start(card, config)
+        return Start(card, net, name, tcfg, init=transfer.to_dict())
     path = resolve_model(model if model is not None else "default")
     loaded = load_model(path)  # our packages and MONAI bundles (whose preprocessing the card carries)
     spec = versions.version_spec(path)

@@ -19,7 +19,7 @@ from napari_medseg.errors import ModelError
 from napari_medseg.progress import Progress
 from napari_medseg.training.config import TrainConfig
 from napari_medseg.training.data import Case, PatchSampler, case_patch_size
-from napari_medseg.training.loss import masked_dice_ce
+from napari_medseg.training.loss import sparse_loss
 
 
 @dataclass(frozen=True)
@@ -57,37 +57,56 @@ def lr_factor(frac: float, warmup: float, schedule: str) -> float:
     return max(f, 0.02)
 
 
-@torch.no_grad()
-def predict_case(net, case: Case, roi_size, sw_batch_size: int = 2, overlap: float = 0.25, bbox_only: bool = True):
-    """Argmax prediction on ``case`` (model space). With ``bbox_only`` only the mask's bounding box (plus
-    half a window of context) is predicted and the rest of the returned volume is 0. Uses the inference
-    engine's own tiler (Gaussian blending, edge padding), so validation sees windows as `segment` does."""
+def _logits_in_box(net, case: Case, roi_size, box, sw_batch_size: int = 2, overlap: float = 0.25) -> torch.Tensor:
+    """Logits ``[C, *box]`` of ``net`` on ``case.image[box]`` with the inference engine's own tiler (Gaussian
+    blending, edge padding), so training-time predictions see windows as `segment` does."""
     from napari_medseg.inference.sliding import SlidingWindow
     from napari_medseg.progress import run_steps
 
-    was_training = net.training
-    net.eval()
-    try:
-        roi_size = case_patch_size(roi_size, case)
-        sl = tuple(slice(0, n) for n in case.shape)
-        if bbox_only:
-            nz = torch.nonzero(case.mask > 0)
-            lo, hi = nz.min(0).values.tolist(), nz.max(0).values.tolist()
-            # (r - 1) // 2 of context on each side: a single slice then fits one window along a thin axis
-            # (15 <= 16, not 17 > 16), which halves the windows -- and the cost -- of a held-out validation
-            sl = tuple(
-                slice(max(0, a - (r - 1) // 2), min(n, b + 1 + (r - 1) // 2))
-                for a, b, r, n in zip(lo, hi, roi_size, case.shape)
-            )
-        img = case.image[(slice(None), *sl)]
-        device = str(next(net.parameters()).device)
-        tiler = SlidingWindow(tuple(roi_size), overlap, sw_batch_size, pad_mode="replicate", device=device)
-        logits = run_steps(tiler.steps(img, net))
-        pred = torch.zeros(case.shape, dtype=torch.long)
-        pred[sl] = logits.argmax(0)
-        return pred
-    finally:
-        net.train(was_training)
+    img = case.image[(slice(None), *box)]
+    device = str(next(net.parameters()).device)
+    tiler = SlidingWindow(tuple(roi_size), overlap, sw_batch_size, pad_mode="replicate", device=device)
+    return run_steps(tiler.steps(img, net))
+
+
+def _eval_mode(fn):
+    def wrapper(net, *a, **k):
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                return fn(net, *a, **k)
+        finally:
+            net.train(was_training)
+
+    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+    return wrapper
+
+
+@_eval_mode
+def predict_case(net, case: Case, roi_size, sw_batch_size: int = 2, overlap: float = 0.25, bbox_only: bool = True):
+    """Argmax prediction on ``case`` (model space). With ``bbox_only`` only the mask's bounding box (plus
+    half a window of context) is predicted and the rest of the returned volume is 0."""
+    roi_size = case_patch_size(roi_size, case)
+    sl = tuple(slice(0, n) for n in case.shape)
+    if bbox_only:
+        nz = torch.nonzero(case.mask > 0)
+        lo, hi = nz.min(0).values.tolist(), nz.max(0).values.tolist()
+        # (r - 1) // 2 of context on each side: a single slice then fits one window along a thin axis
+        # (15 <= 16, not 17 > 16), which halves the windows -- and the cost -- of a held-out validation
+        sl = tuple(
+            slice(max(0, a - (r - 1) // 2), min(n, b + 1 + (r - 1) // 2))
+            for a, b, r, n in zip(lo, hi, roi_size, case.shape)
+        )
+    pred = torch.zeros(case.shape, dtype=torch.long)
+    pred[sl] = _logits_in_box(net, case, roi_size, sl, sw_batch_size, overlap).argmax(0)
+    return pred
+
+
+@_eval_mode
+def predict_probs(net, case: Case, roi_size, box) -> torch.Tensor:
+    """Softmax probabilities ``[C, *box]`` of ``net`` on the ``box`` (a tuple of slices) of ``case``."""
+    return torch.softmax(_logits_in_box(net, case, case_patch_size(roi_size, case), box), dim=0)
 
 
 def evaluate_cases(net, cases: list[Case], n_classes: int, roi_size, class_names: dict[int, str] | None = None) -> dict:
@@ -145,6 +164,38 @@ def freeze_encoder(net) -> int:
     return frozen
 
 
+class WeightAverage:
+    """Equal-weight average of the trainable weights over the run's last part (stochastic weight averaging).
+
+    ``start``: the fraction of the run (steps or time budget, whichever is further along) from which every
+    step's weights enter the average; None switches it off. `apply` writes the average into the network
+    (once; later calls do nothing). Instance-norm networks need no statistics update afterwards.
+    """
+
+    def __init__(self, net, start: float | None):
+        self.net, self.start, self.n, self.avg, self.applied = net, start, 0, None, False
+
+    def update(self, frac: float) -> None:
+        if self.start is None or frac < self.start or self.applied:
+            return
+        params = {k: p.detach() for k, p in self.net.named_parameters() if p.requires_grad}
+        if self.avg is None:
+            self.avg = {k: p.clone().float() for k, p in params.items()}
+        else:
+            for k, p in params.items():
+                self.avg[k].mul_(self.n / (self.n + 1)).add_(p.float(), alpha=1 / (self.n + 1))
+        self.n += 1
+
+    def apply(self) -> None:
+        if self.avg is None or self.applied or self.n < 2:
+            return
+        with torch.no_grad():
+            for k, p in self.net.named_parameters():
+                if k in self.avg:
+                    p.copy_(self.avg[k].to(p.dtype))
+        self.applied = True
+
+
 def training_steps(
     net: torch.nn.Module,
     cases: list[Case],
@@ -172,11 +223,17 @@ def training_steps(
     if not params:
         raise ModelError("no trainable parameters left (is the whole network frozen?)")
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    t0 = time.perf_counter()  # preparing the weak targets counts against the budget
+    if config.weak_weight > 0 or config.parent_weight > 0:  # weak targets around the labelled slices
+        from napari_medseg.training.sparse import sparse_case
+
+        parent = net if config.parent_weight > 0 else None  # the untrained weights: the parent of a fine-tune
+        cases = [sparse_case(c, config, parent, case_patch_size(config.patch_size, c)) for c in cases]
     sampler = PatchSampler(cases, config, n_classes)
+    averager = WeightAverage(net, config.average_from)
     val_cases = list(val_cases or [])
     roi = config.patch_size
     log = TrainLog()
-    t0 = time.perf_counter()
     budget = config.time_budget_s
     step, losses, step_cost = 0, [], 0.0
     val_cost = [0.0]  # seconds of the last validation: the final one must fit in the budget too
@@ -208,7 +265,7 @@ def training_steps(
         t_step = time.perf_counter()
         img, tgt, msk = sampler.sample()
         logits = net(img)
-        loss = masked_dice_ce(logits, tgt, msk, config.ce_weight, config.dice_weight)
+        loss = sparse_loss(logits, tgt, msk, config)
         if not torch.isfinite(loss):
             raise ModelError(
                 f"training diverged (loss {loss.item()}) at step {step + 1}; lower the learning rate (now {config.lr})"
@@ -216,12 +273,15 @@ def training_steps(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        averager.update(frac)
         step += 1
         losses.append(float(loss.detach()))
         step_cost = time.perf_counter() - t_step
         elapsed = time.perf_counter() - t0
         val = None
         last = step >= config.steps or out_of_time(elapsed)
+        if last:
+            averager.apply()  # the averaged weights are the result: the final validation measures them
         if val_cases and (step % config.val_every == 0 or last):
             res = validate()
             val = res["dice_mean"]
@@ -234,6 +294,7 @@ def training_steps(
             min(done, config.steps), config.steps, stage, f"step {step} loss {losses[-1]:.4f}",
             step=step, loss=losses[-1], val_dice=val, elapsed_s=elapsed,
         )
+    averager.apply()
     net.eval()
     log.steps = step
     log.elapsed_s = time.perf_counter() - t0

@@ -40,6 +40,21 @@ def masked_dice_ce(
     return loss
 
 
+def sparse_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, config) -> torch.Tensor:
+    """`masked_dice_ce` on the strong labels plus, each normalised on its own, the weak targets' terms.
+
+    ``weights [N, 3, ...]``: the mask of the labelled voxels, the relative weights of the labels interpolated
+    between labelled slices and the parent's confident predictions (`data.PatchSampler.sample`). The weak
+    terms enter with the shares ``config.weak_weight`` and ``config.parent_weight``: their pull stays the
+    same whether a patch holds one labelled plane or three, and whatever the slice spacing.
+    """
+    loss = masked_dice_ce(logits, target, weights[:, 0], config.ce_weight, config.dice_weight)
+    for ch, share in ((1, config.weak_weight), (2, config.parent_weight)):
+        if share > 0 and bool(weights[:, ch].any()):
+            loss = loss + share * masked_dice_ce(logits, target, weights[:, ch], config.ce_weight, config.dice_weight)
+    return loss
+
+
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, n_classes: int) -> dict[int, float]:
     """Hard Dice per channel index ``1..n_classes-1`` on the masked voxels.
 
