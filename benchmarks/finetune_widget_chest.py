@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from _chest_walk import DATA, corrected_walk, cpu_seconds
 
 
 def main(argv=None) -> int:
@@ -36,21 +35,18 @@ def main(argv=None) -> int:
 
     from napari_medseg._napari.finetune_widget import FinetuneWidget
     from napari_medseg._napari.layers import image_layer_data, labels_layer_data
-    from napari_medseg.inference import segment
-    from napari_medseg.io import read_volume
+    from napari_medseg._napari.tracking import store_for
 
-    vol = read_volume(folder)
-    start = segment(vol, model="default")
-    lab = start.labels.array.copy()
     ks = [int(k) for k in args.slices.split(",")]
-    for k in ks:
-        lab[k][(lab[k] == 1) | (lab[k] == 5)] = 0
+    vol, start, lab = corrected_walk(folder, ks)
     viewer = napari.Viewer(show=False)
     data, kw, _ = image_layer_data(vol, name="chest")
     viewer.add_image(data, **kw)
     data, kw, _ = labels_layer_data(start.labels.with_array(lab), "chest labels", classes=start.classes, source=vol)
     layer = viewer.add_labels(data, **kw)
-    layer.metadata["medseg_corrected_slices"] = [[0, k] for k in ks]
+    store = store_for(layer)  # the layer's corrected-slice record (its metadata is only the saved form)
+    for k in ks:
+        store.mark(0, k)
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget._refresh_layers()
@@ -61,18 +57,16 @@ def main(argv=None) -> int:
     seen = []
     outcome = []
     widget.panel.finished.connect(outcome.append)
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = cpu_seconds()
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
-    worker = widget.start()
-    if worker is not None and worker != "sync":
-        worker.yielded.connect(lambda p: seen.append((time.perf_counter() - t, p)))
+    run = widget.start()
+    run.yielded.connect(lambda p: seen.append((time.perf_counter() - t, p)))
     while not outcome:
         QApplication.processEvents()
         time.sleep(0.02)
     wall = time.perf_counter() - t
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    cpu = cpu_seconds() - cpu0
     res = widget.result
     print(widget.result_label.text())
     msgs = [p.message for _, p in seen if "steps/min" in getattr(p, "message", "")]
