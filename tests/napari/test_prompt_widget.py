@@ -111,12 +111,8 @@ def test_negative_click_in_refine_mode_and_tracking_of_the_correction_widget(mak
     assert labels.data[10, 22, 22] == 0 and labels.data[10, 35, 35] == 3
     from napari_medseg._napari import tracking
 
-    if hasattr(tracking, "store_for"):  # the corrected-slice store (psygnal)
-        holder = tracking.store_for(labels, create=False)
-        edited, corrected = holder.edited, holder.corrected
-    else:  # the per-layer SliceTracker of the Correction widget
-        holder = tracking.tracker_for(labels)
-        edited, corrected = holder.record.edited, holder.record.corrected
+    holder = tracking.store_for(labels, create=False)  # the layer's corrected-slice store
+    edited, corrected = holder.edited, holder.corrected
     assert (0, 10) in edited  # recorded from napari's paint event of the one data_setitem
     assert (0, 10) in corrected
     labels.undo()

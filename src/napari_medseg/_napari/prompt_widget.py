@@ -43,14 +43,12 @@ def _kinds(points) -> list[str]:
 
 
 def record_prompt_edit(layer, axis: int, slices: list[int], reviewed: int | None) -> None:
-    """Record a prompt edit in the layer's `CorrectionStore`: the ``data_setitem`` write already reached it as an
-    edit of the touched slices (its paint event); the slice on screen (``reviewed``) is marked corrected."""
+    """Record a prompt edit in the layer's `CorrectionStore`. The ``data_setitem`` write already reached it as an
+    edit of the touched ``slices`` (its paint event); the slice on screen (``reviewed``) is marked corrected."""
     from napari_medseg._napari.tracking import store_for
 
-    store = store_for(layer)
-    store.note_paint("prompt", int(axis), [int(i) for i in slices])
     if reviewed is not None:
-        store.mark(int(axis), int(reviewed), True)
+        store_for(layer).mark(int(axis), int(reviewed), True)
 
 
 class PromptWidget(QWidget):
