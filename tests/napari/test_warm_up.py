@@ -12,7 +12,7 @@ def test_widget_warm_up_never_builds_pints_registry_off_the_gui_thread():
     code = (
         "import pint, napari.layers\n"
         "from pint.registry import LazyRegistry\n"
-        "from napari_medseg._napari._worker import warm_up_imports\n"
+        "from napari_medseg._napari.warm_up import warm_up_imports\n"
         "assert isinstance(pint.get_application_registry().get(), LazyRegistry)\n"
         "warm_up_imports().join(300)\n"
         "import sys\n"

@@ -377,5 +377,3 @@ def report_bug(exc: BaseException) -> None:
     log.error("napari-medseg: unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
     sys.excepthook(type(exc), exc, exc.__traceback__)
 
-
-from napari_medseg._napari.warm_up import warm_up_imports  # noqa: E402,F401 - re-exported (widgets import it from here)

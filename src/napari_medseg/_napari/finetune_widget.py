@@ -25,7 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medseg._napari._worker import ProgressPanel, notify_error, warm_up_imports
+from napari_medseg._napari._worker import ProgressPanel, notify_error
+from napari_medseg._napari.warm_up import warm_up_imports
 from napari_medseg._napari.display import scroll_body
 from napari_medseg._napari.finetune_settings import TrainingSettings
 from napari_medseg._napari.finetune_versions import VersionsPanel

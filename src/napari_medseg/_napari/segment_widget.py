@@ -13,7 +13,8 @@ import time
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_medseg._napari._worker import ProgressPanel, notify_error, warm_up_imports
+from napari_medseg._napari._worker import ProgressPanel, notify_error
+from napari_medseg._napari.warm_up import warm_up_imports
 from napari_medseg._napari.class_table import ClassTablePanel
 from napari_medseg._napari.layers import check_volume_layer, unique_layer_name, volume_from_layer
 from napari_medseg._napari.recent_models import config_dir, load_recent, remember_model  # noqa: F401 - re-exported
