@@ -26,6 +26,11 @@ pytorch-ignite for the SupervisedEvaluator, which is not installed here).
     nice python benchmarks/inference_vs_monai.py                 # chest CT from ../shared/data
     nice python benchmarks/inference_vs_monai.py --synthetic     # a synthetic phantom instead
     nice python benchmarks/inference_vs_monai.py --bundle        # whole processes, a MONAI bundle folder
+    nice python benchmarks/inference_vs_monai.py --max-isa AVX2  # both sides on oneDNN's AVX2 kernels
+
+``--max-isa AVX2`` sets ``ONEDNN_MAX_CPU_ISA`` for every process (plan, ours, reference): PyTorch and OpenVINO then
+use only their AVX2 kernels, which is how they run on a CPU without AVX-512/bf16 (the planner drops the reduced
+precisions under the cap). It emulates the instruction set, not that CPU's clocks and caches.
 """
 
 from __future__ import annotations
@@ -370,6 +375,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="alternate ours/reference this many times")
     ap.add_argument("--bundle", action="store_true", help="whole processes on a MONAI bundle folder (imports included)")
     ap.add_argument("--recalibrate", action="store_true", help="drop the cached CPU plan and converted networks first")
+    ap.add_argument("--max-isa", help="cap oneDNN's instruction set for both sides (ONEDNN_MAX_CPU_ISA, e.g. AVX2: "
+                    "PyTorch's and OpenVINO's kernels then run as on a CPU without AVX-512/bf16)")
     ap.add_argument("--child", choices=["reference", "ours", "bundle-reference"], help=argparse.SUPPRESS)
     ap.add_argument("--image", help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
@@ -387,13 +394,16 @@ def main() -> None:
     import shutil
 
     env = dict(os.environ, MEDSEG_CACHE=str(work / "cache"), MEDSEG_CALIBRATE="1")
+    if args.max_isa:
+        env["ONEDNN_MAX_CPU_ISA"] = env["DNNL_MAX_CPU_ISA"] = args.max_isa.upper()
     if args.recalibrate:
         shutil.rmtree(work / "cache", ignore_errors=True)
     import torch
 
     load = os.getloadavg()
     print(f"input: {image} | torch {torch.__version__}, {torch.get_num_threads()} threads | load average "
-          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs"
+          + (f" | oneDNN ISA capped at {env['ONEDNN_MAX_CPU_ISA']} on both sides" if args.max_isa else ""))
     if args.bundle:
         bundle_mode(args, image, pt, env)
         return

@@ -171,6 +171,70 @@ def test_cpu_identity_and_threads():
     assert cal.cpu_threads() >= 1
 
 
+def test_a_onednn_isa_cap_keeps_reduced_precisions_out_and_keys_the_plan(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes PyTorch's and OpenVINO's kernels AVX2-only while their probes still see
+    bf16: the planner must not offer bf16/fp16 then, and a plan measured without the cap is not reused."""
+    monkeypatch.setattr(cal, "torch_precisions", lambda: ["bfloat16"] if cal.isa_allows("bfloat16") else [])
+    monkeypatch.setattr(rt, "openvino_precisions", lambda: ["bf16", "f16"])
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    free = cal.cpu_identity()
+    assert "isa_cap" not in free
+    precisions = {c.precision for c in cal.stage1_candidates(["openvino", "torch"], None)}
+    assert precisions == {"float32", "bfloat16", "float16"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    capped = cal.cpu_identity()
+    assert capped["isa_cap"] == "AVX2"
+    assert {c.precision for c in cal.stage1_candidates(["openvino", "torch"], None)} == {"float32"}
+    assert not cal.isa_allows("bfloat16") and cal.isa_allows("float32")
+    from napari_medseg.inference.planner import cpu_bf16_supported
+
+    assert cpu_bf16_supported() is False  # the fixed (uncalibrated) plan does not pick bf16 autocast either
+    key = dict(versions={"torch": "2"}, sha="ab" * 32, roi=(96, 96, 96), in_channels=1, fixed={})
+    assert cal.plan_key(free, **key) != cal.plan_key(capped, **key)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert cal.isa_allows("bfloat16") and not cal.isa_allows("float16")
+
+
+def test_a_busy_machine_gets_fewer_threads_and_the_plan_says_why(cache, monkeypatch):
+    monkeypatch.delenv("MEDSEG_THREADS", raising=False)
+    monkeypatch.setattr(cal, "cpu_threads", lambda: 4)
+    for busy, want in ((0.0, 4), (0.4, 4), (1.0, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(cal, "busy_cores", lambda b=busy: b)
+        n, why = cal.run_threads(4)
+        assert n == want, (busy, n)
+        assert (why is None) == (n == 4) and (why is None or "MEDSEG_THREADS" in why)
+    assert cal.run_threads(1) == (1, None)
+    monkeypatch.setenv("MEDSEG_THREADS", "3")
+    assert cal.run_threads(4) == (3, None)  # fixed by the user: no adaptation
+    monkeypatch.delenv("MEDSEG_THREADS")
+    assert cal.busy_cores() >= 0.0  # reads /proc/loadavg here
+
+    # a run on a "busy" machine: torch runs with 1 thread during the run, the plan text says why, and the
+    # caller's setting is restored afterwards
+    monkeypatch.setattr(cal, "cpu_threads", lambda: 2)
+    monkeypatch.setattr(cal, "busy_cores", lambda: 1.8)
+    seen = []
+    model = small_model()
+    real_forward = model.network.forward
+
+    def spy(x):
+        seen.append(torch.get_num_threads())
+        return real_forward(x)
+
+    monkeypatch.setattr(model.network, "forward", spy)
+    monkeypatch.setenv("MEDSEG_RUNTIMES", "torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        segment(image(), model, device="cpu")  # first run: calibration with all cores
+        res = segment(image(), model, device="cpu")  # cached plan: the busy machine's count
+    finally:
+        torch.set_num_threads(before)
+    assert "threads=1 (of 2: other processes keep about 1.8" in res.plan and res.plan_info["run_threads"] == 1
+    assert seen and seen[-1] == 1
+
+
 def test_medseg_plan_shows_the_table_and_recalibrates(cache, tmp_path, capsys):
     from napari_medseg.cli import main
     from napari_medseg.io import write_volume

@@ -56,6 +56,72 @@ def cpu_threads() -> int:
     return max(1, n)
 
 
+def _own_running_threads() -> int:
+    """Threads of this process in state R (running or runnable) right now; 1 where /proc is not readable."""
+    n = 0
+    try:
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rfind(")") + 2:].startswith("R"):
+                n += 1
+    except OSError:
+        return 1
+    return max(1, n)
+
+
+def busy_cores(samples: int = 3, interval_s: float = 0.005) -> float:
+    """Cores other processes keep busy now: the smaller of the 1-minute load average and the median number of
+    runnable tasks of other processes over a few samples (``/proc/loadavg``); 0.0 where neither is known.
+
+    Taking the smaller of a one-minute average and an instantaneous count keeps a short burst, or a load that
+    has just ended, from halving a run's threads."""
+    counts, load1 = [], None
+    for i in range(max(1, samples)):
+        try:
+            fields = Path("/proc/loadavg").read_text().split()
+            load1 = float(fields[0])
+            counts.append(int(fields[3].split("/")[0]) - _own_running_threads())
+        except (OSError, ValueError, IndexError):
+            break
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    if not counts:
+        try:
+            return max(0.0, float(os.getloadavg()[0]))
+        except (AttributeError, OSError):
+            return 0.0
+    others = float(sorted(counts)[len(counts) // 2])
+    return max(0.0, min(load1 if load1 is not None else others, others))
+
+
+def run_threads(planned: int) -> tuple[int, str | None]:
+    """Threads for a run that would use ``planned``: fewer when other processes keep cores busy, and a note saying so.
+
+    OpenMP/oneDNN threads wait for each other at every layer; when another process holds one of the cores, a
+    2-thread run goes at the speed of its slower thread and spends the rest spinning (measured: the chest CT's
+    network stage took 36 s with 2 threads and 12 s with 1 at load average 7.8 on 2 cores). ``MEDSEG_THREADS=N``
+    fixes the count (no adaptation)."""
+    fixed = os.environ.get("MEDSEG_THREADS", "").strip()
+    if fixed:
+        try:
+            return max(1, int(fixed)), None
+        except ValueError:
+            pass
+    planned = max(1, int(planned))
+    if planned == 1:
+        return 1, None
+    busy = busy_cores()
+    free = int(cpu_threads() - busy + 0.5)
+    n = max(1, min(planned, free))
+    if n < planned:
+        return n, (f"of {planned}: other processes keep about {busy:.1f} of the {cpu_threads()} cores busy; "
+                   "MEDSEG_THREADS=N fixes the count")
+    return n, None
+
+
 def cpu_identity() -> dict:
     """Model name and the instruction-set flags that decide kernel choice (AVX2, AVX-512*, AMX*, ...)."""
     name, flags = platform.processor() or platform.machine(), set()
@@ -70,7 +136,40 @@ def cpu_identity() -> dict:
                     flags = {t for t in val.split() if _FLAG_RE.match(t)}
     except OSError:
         pass
-    return {"model": name, "machine": platform.machine(), "flags": sorted(flags)}
+    out = {"model": name, "machine": platform.machine(), "flags": sorted(flags)}
+    cap = isa_cap()
+    if cap:
+        out["isa_cap"] = cap
+    return out
+
+
+#: oneDNN ISA levels (``ONEDNN_MAX_CPU_ISA``) from which bf16 / fp16 kernels exist
+_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
+              "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL", "DEFAULT")
+_FP16_ISAS = ("AVX512_CORE_FP16", "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+              "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL", "DEFAULT")
+
+
+def isa_cap() -> str | None:
+    """The instruction-set cap the user set for oneDNN (``ONEDNN_MAX_CPU_ISA`` or ``DNNL_MAX_CPU_ISA``), upper case.
+
+    PyTorch's and OpenVINO's CPU kernels both honour it, but their capability probes read the CPU itself: a
+    bf16 candidate under ``ONEDNN_MAX_CPU_ISA=AVX2`` would be emulated (20x slower in PyTorch) or fail (OpenVINO).
+    The planner therefore keeps reduced precisions out when the cap excludes them, and the cap is part of the plan's
+    key, so a plan measured without it is never reused under it."""
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        val = os.environ.get(var, "").strip().upper()
+        if val:
+            return val
+    return None
+
+
+def isa_allows(precision: str) -> bool:
+    """False when the oneDNN ISA cap rules out ``precision``'s kernels ("bfloat16"/"float16"); fp32 always runs."""
+    cap = isa_cap()
+    if cap is None or precision == "float32":
+        return True
+    return cap in (_BF16_ISAS if precision == "bfloat16" else _FP16_ISAS)
 
 
 @dataclass
@@ -95,7 +194,7 @@ def torch_precisions() -> list[str]:
     out = []
     for name, probe in (("bfloat16", "_is_mkldnn_bf16_supported"), ("float16", "_is_mkldnn_fp16_supported")):
         try:
-            if bool(getattr(torch.ops.mkldnn, probe)()):
+            if bool(getattr(torch.ops.mkldnn, probe)()) and isa_allows(name):
                 out.append(name)
         except Exception:  # noqa: BLE001
             pass
@@ -110,6 +209,7 @@ def stage1_candidates(runtimes: list[str], amp: bool | None) -> list[Candidate]:
         return amp is None or (prec == "float32") != bool(amp)
 
     ov_red = [{"bf16": "bfloat16", "f16": "float16"}[p] for p in openvino_precisions()] if "openvino" in runtimes else []
+    ov_red = [p for p in ov_red if isa_allows(p)]
     cands = []
     if "openvino" in runtimes:
         cands.append(Candidate("openvino"))

@@ -34,9 +34,15 @@ def prepare_network(net, card, plan, x=None, sw_batch_size=None, amp=None, calib
             net = net.to(memory_format=torch.channels_last_3d)
         return net, plan
     max_batch = _memory_batch(card, x)
-    pred, info = cpu_plan(net, card, x, sw_batch_size, amp, recalibrate, max_batch)
+    threads_now = plan.torch_threads or min(cpu_threads(), torch.get_num_threads())
+    pred, info = cpu_plan(net, card, x, sw_batch_size, amp, recalibrate, max_batch, threads_now)
     best = info["chosen"]
-    plan.runtime, plan.sw_batch_size, plan.threads, plan.info = best["runtime"], int(best["batch"]), info["threads"], info
+    plan.runtime, plan.sw_batch_size, plan.info = best["runtime"], int(best["batch"]), info
+    # a converted runtime built by calibration keeps calibration's threads for this first run
+    plan.threads = threads_now if info.get("cached") or best["runtime"] == "torch" else info["threads"]
+    if plan.threads != threads_now:
+        plan.threads_note = None
+    info["run_threads"] = plan.threads
     if best["runtime"] == "torch":
         plan.amp_dtype = None if best["precision"] == "float32" else getattr(torch, best["precision"])
         plan.channels_last, plan.precision = bool(best["channels_last"]), None
@@ -69,8 +75,11 @@ def load_plan(path):
     return data if isinstance(data, dict) and isinstance(data.get("chosen"), dict) else None
 
 
-def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False, max_batch=BIG_BATCH):
-    """``(predictor, info)``: the cached plan for this CPU, libraries, weights and ROI, or a new measured one."""
+def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False, max_batch=BIG_BATCH, threads_now=None):
+    """``(predictor, info)``: the cached plan for this CPU, libraries, weights and ROI, or a new measured one.
+
+    ``threads_now``: the threads a cached plan's converted runtime runs with (`calibrate.run_threads`: fewer on a
+    busy machine); calibration always measures with all of this process's cores."""
     import torch
 
     from napari_medseg._atomic import atomic_path
@@ -102,10 +111,10 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
             nets[channels_last] = copy.deepcopy(folded).to(memory_format=torch.channels_last_3d)
         return nets[channels_last]
 
-    def build(c: Candidate):
+    def build(c: Candidate, n_threads=None):
         if c.runtime == "torch":
             return TorchPredictor(torch_net(c.channels_last), c.channels_last, c.precision)
-        return make_predictor(c.runtime, conv.folder, c.batch, _HINT[c.precision], threads, c.streams)
+        return make_predictor(c.runtime, conv.folder, c.batch, _HINT[c.precision], n_threads or threads, c.streams)
 
     if saved is not None:
         chosen = Candidate(**{k: saved["chosen"][k] for k in _CONFIG if k in saved["chosen"]})
@@ -114,7 +123,7 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
                 conv = convert_network(folded, roi, in_ch, sha, runtimes)
                 if not conv.usable(chosen.runtime):
                     raise RuntimeError("; ".join(conv.notes) or f"{chosen.runtime} is not usable")
-            pred = torch_net(chosen.channels_last) if chosen.runtime == "torch" else build(chosen)
+            pred = torch_net(chosen.channels_last) if chosen.runtime == "torch" else build(chosen, threads_now)
             if reused is not None:  # measured for another version of this network: saved for these weights too
                 saved = dict(reused, key=key, weights_sha256=sha, reused_from=reused.get("weights_sha256"),
                              notes=[*reused.get("notes", []), "the plan measured for another version of this network "
@@ -134,6 +143,31 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
         convert_s = conv.seconds
         notes += [n for n in conv.notes if n not in notes]
         usable = [r for r in runtimes if conv.usable(r)] or ["torch"]
+    run_n = torch.get_num_threads()  # this run's count; calibration measures with all of the process's cores
+    torch.set_num_threads(threads)
+    try:
+        pred, best, table, windows, cal_s = _calibrate(torch_net, build, folded, x, roi, sw_batch_size, amp, max_batch,
+                                                       usable, notes)
+    finally:
+        torch.set_num_threads(run_n)
+    info = {"format": 1, "key": key, "cpu": identity, "threads": threads,
+            "versions": versions, "weights_sha256": sha, "roi": list(roi), "fixed": fixed,
+            "chosen": asdict(best), "runtime": best.runtime, "ms_per_window": best.ms_per_window,
+            "candidates": [asdict(c) for c in table], "max_abs_diff": dict(conv.max_abs_diff) if conv else {},
+            "notes": notes, "calibration_input": "image" if x is not None else "synthetic",
+            "calibration_windows": int(len(windows)), "calibration_s": cal_s, "convert_s": convert_s,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target in (path, arch_path):
+        with atomic_path(target, force=True) as tmp:
+            tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    info.update(cached=False, prepare_s=time.perf_counter() - t0, path=str(path))
+    return pred, info
+
+
+def _calibrate(torch_net, build, folded, x, roi, sw_batch_size, amp, max_batch, usable, notes):
+    """Stage 1 (batch 1) and stage 2 (the best at a larger batch, OpenVINO as parallel requests): the predictor of
+    the fastest candidate that works, it, the whole table, the calibration windows and the seconds it took."""
     t_cal = time.perf_counter()
     batches = [int(sw_batch_size)] if sw_batch_size else sorted({1, max(1, min(BIG_BATCH, int(max_batch)))})
     windows = calibration_windows(x, roi, max(batches))
@@ -162,20 +196,7 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
     pred = built.get(best_i) if best_i is not None else None
     pred = torch_net(best.channels_last) if best.runtime == "torch" else pred
     del built
-    cal_s = time.perf_counter() - t_cal
-    info = {"format": 1, "key": key, "cpu": identity, "threads": threads if best.runtime != "torch" else torch.get_num_threads(),
-            "versions": versions, "weights_sha256": sha, "roi": list(roi), "fixed": fixed,
-            "chosen": asdict(best), "runtime": best.runtime, "ms_per_window": best.ms_per_window,
-            "candidates": [asdict(c) for c in table], "max_abs_diff": dict(conv.max_abs_diff) if conv else {},
-            "notes": notes, "calibration_input": "image" if x is not None else "synthetic",
-            "calibration_windows": int(len(windows)), "calibration_s": cal_s, "convert_s": convert_s,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target in (path, arch_path):
-        with atomic_path(target, force=True) as tmp:
-            tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    info.update(cached=False, prepare_s=time.perf_counter() - t0, path=str(path))
-    return pred, info
+    return pred, best, table, windows, time.perf_counter() - t_cal
 
 
 def format_table(info: dict) -> str:

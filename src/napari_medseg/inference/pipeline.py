@@ -131,15 +131,37 @@ def segment_steps(volume_or_path, model=None, device: str | None = None, overlap
         calibrate=calibrate)
     run = yield from _open(volume_or_path, model, series, cfg, mem_info)
     x, mvol = yield from _preprocess(run)
-    net = yield from _prepare_network(run, x)
-    acc = yield from _infer(run, net, x)
-    del net, x
-    labels, probs_vol, unc_vol = yield from _invert(run, acc, mvol)
-    del acc
-    labels = yield from _postprocess(run, labels)
+    with _run_threads(run):
+        net = yield from _prepare_network(run, x)
+        acc = yield from _infer(run, net, x)
+        del net, x
+        labels, probs_vol, unc_vol = yield from _invert(run, acc, mvol)
+        del acc
+        labels = yield from _postprocess(run, labels)
     result = _result(run, labels, probs_vol, unc_vol)
     yield Progress(1, 1, "done", "")
     return result
+
+
+@contextmanager
+def _run_threads(run: _Run):
+    """On a CPU, torch's intra-op threads (and a converted runtime's) for the rest of the run: fewer when other
+    processes keep cores busy (`calibrate.run_threads`); restored afterwards. With calibration off
+    (``MEDSEG_CALIBRATE=0``) the fixed plan keeps torch's own setting."""
+    from napari_medseg.inference.calibrate import calibration_enabled, cpu_threads, run_threads
+
+    if run.plan.device != "cpu" or not calibration_enabled(run.config.calibrate):  # off: torch's defaults, as planned
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    run.plan.torch_threads, run.plan.threads_note = run_threads(min(cpu_threads(), before))
+    torch.set_num_threads(run.plan.torch_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------- stages

@@ -30,6 +30,8 @@ class Plan:
     precision: str | None = None  # set by the measuring planner when the runtime, not autocast, holds the precision
     threads: int | None = None
     info: dict = field(default_factory=dict)  # the measuring planner's table, timings and cache state
+    torch_threads: int | None = None  # torch's threads for this run (fewer on a busy machine); None: leave them
+    threads_note: str | None = None  # why this run uses fewer threads than planned
 
     def describe(self) -> str:
         amp = self.precision or (str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "float32")
@@ -37,6 +39,8 @@ class Plan:
                 f"sw_batch_size={self.sw_batch_size}, precision={amp}, channels_last_3d={self.channels_last}")
         if self.threads:
             text += f", threads={self.threads}"
+        if self.threads_note:
+            text += f" ({self.threads_note})"
         if self.info.get("ms_per_window") is not None:
             how = "cached plan" if self.info.get("cached") else f"calibrated in {self.info.get('calibration_s', 0):.1f} s"
             text += f"; {self.info['ms_per_window']:.0f} ms/window measured ({how})"
@@ -59,10 +63,13 @@ def resolve_device(device: str | None = "auto") -> str:
 
 
 def cpu_bf16_supported() -> bool:
+    """oneDNN has bf16 kernels on this CPU and the user's ``ONEDNN_MAX_CPU_ISA`` (if any) does not rule them out."""
     import torch
 
+    from napari_medseg.inference.calibrate import isa_allows
+
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and isa_allows("bfloat16")
     except Exception:  # noqa: BLE001
         return False
 

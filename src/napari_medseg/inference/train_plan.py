@@ -97,11 +97,12 @@ def plan_training(net, patch_size, batch_size: int, calibrate: bool | None = Non
 
 
 def apply_training_plan(net, config):
-    """Set torch's threads from the plan (unless ``config.num_threads`` is given) and cap the batch size by memory;
-    returns the config to train with. ``MEDSEG_CALIBRATE=0`` keeps torch's defaults."""
+    """Set torch's threads from the plan (unless ``config.num_threads`` is given; fewer when other processes keep
+    cores busy now, `calibrate.run_threads`) and cap the batch size by memory; returns the config to train with.
+    ``MEDSEG_CALIBRATE=0`` keeps torch's defaults."""
     import torch
 
-    from napari_medseg.inference.calibrate import calibration_enabled
+    from napari_medseg.inference.calibrate import calibration_enabled, run_threads
 
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
@@ -109,7 +110,8 @@ def apply_training_plan(net, config):
     if not calibration_enabled():
         return config
     plan = plan_training(net, config.patch_size, config.batch_size)
-    torch.set_num_threads(int(plan["threads"]))
+    threads, _why = run_threads(int(plan["threads"]))  # fewer on a busy machine (OpenMP threads wait for each other)
+    torch.set_num_threads(threads)
     if plan["batch_size"] < config.batch_size:
         config = dataclasses.replace(config, batch_size=int(plan["batch_size"]))
     return config
