@@ -28,8 +28,8 @@ class PromptSettings:
     """How the crop and the click signal are made (stored in the card's ``provenance["prompt"]``)."""
 
     sigma: float = 3.0  # Gaussian sigma of the click signal, model voxels (AddGuidanceSignald)
-    min_side: int = 48  # smallest crop side, model voxels (the training crop)
-    max_side: int = 128  # largest crop side; a bigger object is seen at a coarser spacing
+    min_side: int = 64  # smallest crop side, model voxels (the training crop)
+    max_side: int = 64  # largest crop side; a bigger object is seen at a coarser spacing (== min_side: fixed)
     grow_steps: int = 2  # AutoZoom: how many times the crop may grow when the mask touches its border
     threshold: float = 0.5
 

@@ -48,7 +48,8 @@ def _mask_box(mask: np.ndarray):
 
 
 def _crop_image(volume: Volume, crop: Crop, card):
-    """``(image on the crop grid [k, j, i] after the card's window, source box lo, hi, crop Grid)``."""
+    """``(image on the crop grid [k, j, i] after the card's window, source box lo, hi, crop Grid, padded source
+    sub-box slices)``: only the source voxels under the crop (plus the interpolation margin) are read."""
     from napari_medseg.inference.preprocess import antialias, intensity
     from napari_medseg.inference.resample import resample
 
@@ -57,20 +58,25 @@ def _crop_image(volume: Volume, crop: Crop, card):
     pad = [2 if sp < csp else 1 for sp, csp in zip(volume.spacing[::-1], crop.spacing[::-1])]
     plo = [max(0, l - p) for l, p in zip(lo, pad)]
     phi = [min(n, h + p) for h, p, n in zip(hi, pad, volume.spatial_shape)]
-    sub = np.asarray(volume.array[plo[0]:phi[0], plo[1]:phi[1], plo[2]:phi[2]])
-    sub_origin = volume.index_to_physical(np.asarray(plo[::-1], float))
-    sub_vol = Volume(sub, volume.spacing, tuple(sub_origin), volume.direction)
-    arr = antialias(sub_vol, g) if card.antialias else np.asarray(sub, np.float32)
+    box = tuple(slice(a, b) for a, b in zip(plo, phi))
+    sub_vol = _sub_volume(volume, np.asarray(volume.array[box]), plo)
+    arr = antialias(sub_vol, g) if card.antialias else np.asarray(sub_vol.array, np.float32)
     img = resample(arr, sub_vol, g, mode="linear", padding="border")
-    return intensity(img, card), lo, hi, g
+    return intensity(img, card), lo, hi, g, box
 
 
-def _to_crop(mask: np.ndarray | None, volume: Volume, g) -> np.ndarray | None:
+def _sub_volume(volume: Volume, sub: np.ndarray, lo) -> Volume:
+    return Volume(sub, volume.spacing, tuple(volume.index_to_physical(np.asarray(lo[::-1], float))), volume.direction)
+
+
+def _to_crop(mask: np.ndarray | None, volume: Volume, g, box) -> np.ndarray | None:
+    """The previous mask on the crop grid, resampled from the source sub-box under the crop only."""
     from napari_medseg.inference.resample import resample
 
     if mask is None:
         return None
-    return resample(mask.astype(np.float32), volume, g, mode="linear", padding="zeros") > 0.5
+    sub = _sub_volume(volume, mask[box].astype(np.float32), [s.start for s in box])
+    return resample(sub.array, sub, g, mode="linear", padding="zeros") > 0.5
 
 
 def _crop_points(points, volume: Volume, g) -> list[list[int]]:
@@ -186,9 +192,9 @@ def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previ
                      _mask_box(prev) if prev is not None else None, anchor=pos_all[0] if pos_all else None)
     runs = 0
     while True:
-        image, lo, hi, g = _crop_image(volume, crop, loaded.card)
+        image, lo, hi, g, sub_box = _crop_image(volume, crop, loaded.card)
         probs = _predict(loaded.network, image, _crop_points(pos_all, volume, g), _crop_points(list(prompts.negative), volume, g),
-                         _to_crop(prev, volume, g), settings.sigma, bf16)
+                         _to_crop(prev, volume, g, sub_box), settings.sigma, bf16)
         runs += 1
         bigger = grow(crop, volume, touching_faces(probs, settings.threshold), settings) if runs <= settings.grow_steps else None
         if bigger is None:
