@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from napari_medseg.prompt.crop import Crop, grow, plan_crop, touching_faces
+from napari_medseg.prompt.deepedit import DeepEditModel, deepedit_mask
 from napari_medseg.prompt.encode import from_network, guidance_json, input_array, to_network
 from napari_medseg.prompt.errors import PromptError
 from napari_medseg.prompt.model import check_prompt_card, load_prompt_model
@@ -170,8 +171,8 @@ def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previ
 
     ``positive`` / ``negative``: clicks ``(k, j, i)`` in voxels of ``volume``; ``box``: ``(k, (j0, i0), (j1, i1))``
     on slice k, or ``((k0, j0, i0), (k1, j1, i1))``; ``previous``: the mask being refined (array or `Volume` on
-    the same grid; kept outside the crop). ``model``: None for the shipped prompt model, a package path or a
-    loaded prompt model. ``bf16``: bfloat16 autocast (default: where the CPU supports it).
+    the same grid; kept outside the crop). ``model``: None for the shipped prompt model, a package path, a MONAI
+    DeepEdit bundle (folder or zip) or a loaded prompt model. ``bf16``: bfloat16 autocast (default: where the CPU supports it).
     Bad prompts raise `PromptError`; a model that is not promptable `PromptModelError`.
     """
     t0 = time.perf_counter()
@@ -182,12 +183,17 @@ def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previ
     prev = _previous_array(previous, volume)
     prompts = parse_prompts(volume.spatial_shape, positive, negative, box, has_previous=prev is not None)
     loaded = load_prompt_model(model)
-    settings = check_prompt_card(loaded.card, str(loaded.path))
     if bf16 is None:
         from napari_medseg.inference.planner import cpu_bf16_supported
 
         bf16 = cpu_bf16_supported()
     pos_all = list(prompts.with_box_centre())
+    if isinstance(loaded, DeepEditModel):  # a MONAI DeepEdit bundle: the whole image, resized (see deepedit.py)
+        sub = deepedit_mask(volume, pos_all, list(prompts.negative), loaded, bf16)
+        lo, hi = (0, 0, 0), tuple(volume.spatial_shape)
+        info = {"crop_shape": [int(v) for v in loaded.spatial_size[::-1]], "runs": 1, "backend": "MONAI DeepEdit bundle"}
+        return _result(volume, sub, lo, hi, prev, prompts, pos_all, info, loaded.card.name, t0)
+    settings = check_prompt_card(loaded.card, str(loaded.path))
     crop = plan_crop(volume, prompts.all_points() + pos_all, loaded.card.spacing, settings,
                      _mask_box(prev) if prev is not None else None, anchor=pos_all[0] if pos_all else None)
     runs = 0
@@ -201,6 +207,12 @@ def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previ
             break
         crop = bigger
     sub = _back_to_source(probs, g, volume, lo, hi) >= settings.threshold
+    info = {"crop_shape": [int(s) for s in crop.shape], "crop_spacing": [round(float(s), 3) for s in crop.spacing], "runs": runs}
+    return _result(volume, sub, lo, hi, prev, prompts, pos_all, info, loaded.card.name, t0)
+
+
+def _result(volume: Volume, sub, lo, hi, prev, prompts: Prompts, pos_all, info: dict, model_name: str, t0: float) -> Volume:
+    """The common clean-up of a prediction ``sub`` on the source box ``lo:hi`` and the result `Volume`."""
     box_sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     prev_sub = prev[box_sl] if prev is not None else None
     local = [tuple(p - l for p, l in zip(q, lo)) for q in pos_all if all(l <= c < h for c, l, h in zip(q, lo, hi))]
@@ -216,9 +228,8 @@ def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previ
         mask &= keep
         if prev is not None:
             mask |= prev & ~keep
-    info = {"crop_shape": [int(s) for s in crop.shape], "crop_spacing": [round(float(s), 3) for s in crop.spacing], "runs": runs,
-            "source_box": [[int(v) for v in lo], [int(v) for v in hi]],
-            "seconds": round(time.perf_counter() - t0, 3), "model": loaded.card.name,
-            "positive": [list(p) for p in prompts.positive], "negative": [list(p) for p in prompts.negative]}
+    info.update({"source_box": [[int(v) for v in lo], [int(v) for v in hi]],
+            "seconds": round(time.perf_counter() - t0, 3), "model": model_name,
+            "positive": [list(p) for p in prompts.positive], "negative": [list(p) for p in prompts.negative]})
     return Volume(mask.astype(np.uint8), volume.spacing, volume.origin, volume.direction.copy(),
                   {"classes": {0: "background", 1: "object"}, "modality": "SEG", "prompt": info})
