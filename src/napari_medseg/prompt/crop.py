@@ -112,5 +112,5 @@ def grow(crop: Crop, volume, faces, settings: PromptSettings) -> Crop | None:
     factor = max(1.0, max(s / settings.max_side for s in shape))
     if factor > 1.0:  # too big: the same extent at a coarser spacing
         sp = sp * factor
-        shape = [min(settings.max_side, _round_side(s / factor)) for s in shape]
+        shape = [min(settings.max_side, max(settings.min_side, _round_side(s / factor))) for s in shape]
     return Crop(tuple(centre), tuple(shape), tuple(sp[::-1]), crop.anchor)  # type: ignore[arg-type]
