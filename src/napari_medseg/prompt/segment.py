@@ -77,7 +77,7 @@ def _to_crop(mask: np.ndarray | None, volume: Volume, g, box) -> np.ndarray | No
     if mask is None:
         return None
     sub = _sub_volume(volume, mask[box].astype(np.float32), [s.start for s in box])
-    return resample(sub.array, sub, g, mode="linear", padding="zeros") > 0.5
+    return resample(sub.array, sub, g, mode="nearest", padding="zeros") > 0.5  # nearest: 2x cheaper than linear
 
 
 def _crop_points(points, volume: Volume, g) -> list[list[int]]:
