@@ -68,22 +68,25 @@ def main(argv=None) -> int:
     print(f"# model {loaded.path} ({loaded.card.provenance.get('training', {}).get('steps', '?')} training steps); "
           f"first call incl. load and warm-up {time.perf_counter() - t:.2f} s (crop {first.meta['prompt']['crop_shape']})")
     c0 = resource.getrusage(resource.RUSAGE_SELF)
-    rows, secs = [], []
-    print(f"{'structure':44s} {'voxels':>7s} {'Dice@1':>7s} {'Dice@3':>7s} {'Dice@5':>7s} {'s/click mean':>12s} {'worst':>6s}  crops")
+    rows, secs, cpus = [], [], []
+    print(f"{'structure':44s} {'voxels':>7s} {'Dice@1':>7s} {'Dice@3':>7s} {'Dice@5':>7s} {'s/click mean':>12s} {'worst':>6s} "
+          f"{'CPU-s worst':>11s}  crops")
     for name, image, truth in cases:
         res = click_session(image, truth, args.clicks, model=loaded)
         d = [r["dice"] for r in res]
         at = lambda n: d[min(n, len(d)) - 1]  # noqa: E731 - a session that stopped early keeps its last Dice
         s = [r["seconds"] for r in res]
         secs += s
+        cpus += [r["cpu_seconds"] for r in res]
         rows.append({"structure": name, "voxels": int(truth.sum()), "dice": d, "seconds": s,
                      "clicks": [(r["point"], r["positive"]) for r in res], "crops": [r["crop"] for r in res]})
-        print(f"{name:44s} {int(truth.sum()):7d} {at(1):7.3f} {at(3):7.3f} {at(5):7.3f} {np.mean(s):12.3f} {max(s):6.3f}  "
+        print(f"{name:44s} {int(truth.sum()):7d} {at(1):7.3f} {at(3):7.3f} {at(5):7.3f} {np.mean(s):12.3f} {max(s):6.3f} {max(cpus[-len(s):]):11.3f}  "
               + " ".join("x".join(map(str, r["crop"])) + ("+" if r["runs"] > 1 else "") for r in res), flush=True)
     c1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
     print(f"# all clicks: {len(secs)}, mean {np.mean(secs):.3f} s, worst {max(secs):.3f} s, CPU {cpu:.1f} s for "
-          f"{sum(secs):.1f} s wall; load average {os.getloadavg()}")
+          f"{sum(secs):.1f} s wall (per click: {np.mean(cpus):.3f} CPU-s mean, {max(cpus):.3f} worst); "
+          f"load average {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "load_average": os.getloadavg(), "cpu_flags": flags}, default=str))
     return 0

@@ -30,6 +30,7 @@ PHANTOMS = [  # seed, hu_offset, contrast, noise: a spread of synthetic domains
     (305, -5.0, 0.8, 14.0), (306, 5.0, 1.0, 25.0),
 ]
 MIN_VOXELS = 30
+COARSE_EXTENT = 32  # model voxels per unit of scale, see _coarse_targets
 
 
 def _default_data() -> Path:
@@ -55,7 +56,22 @@ def _to_model_grid(image, labels, spacing):
     return img, lab
 
 
-def build_cases(data: Path, spacing, card, log):
+def _extents(lab: np.ndarray) -> dict[int, int]:
+    """Label value -> largest side of its bounding box (voxels)."""
+    from scipy import ndimage
+
+    return {v + 1: max(s.stop - s.start for s in sl) for v, sl in enumerate(ndimage.find_objects(lab.astype(np.int64)))
+            if sl is not None}
+
+
+def _coarse_targets(lab, targets, scale):
+    """Targets large enough to be seen at ``scale`` x the model spacing at inference (a bounding-box side of at
+    least 32 * scale model voxels: with the margin they do not fit the fixed crop at a finer spacing)."""
+    ext = _extents(lab)
+    return [v for v in targets if ext.get(v, 0) >= COARSE_EXTENT * scale]
+
+
+def build_cases(data: Path, spacing, card, log, scales=(1.0,)):
     from napari_medseg.inference.preprocess import intensity
     from napari_medseg.io import read_volume
     from napari_medseg.prompt.train import TrainCase
@@ -71,6 +87,18 @@ def build_cases(data: Path, spacing, card, log):
         cases.append(TrainCase("ct_abdomen_3mm", intensity(img, card), lab.astype(np.int16), targets))
         used["real"] = [names[v] for v in targets]
         log(f"ct_abdomen_3mm: {len(targets)} structures (held out: {', '.join(HELD_OUT)})")
+        ct_img, ct_lab = read_volume(ct_dir / "ct.nii.gz"), read_volume(ct_dir / "labels.nii.gz")
+        for f in scales:
+            if f == 1.0:
+                continue
+            big = _coarse_targets(lab, targets, f)
+            cimg, clab = _to_model_grid(ct_img, ct_lab, tuple(s * f for s in spacing))
+            counts_f = np.bincount(clab.ravel().astype(np.int64), minlength=len(counts))
+            big = [v for v in big if counts_f[v] >= MIN_VOXELS]
+            if big:
+                cases.append(TrainCase(f"ct_abdomen_3mm@x{f:g}", intensity(cimg, card), clab.astype(np.int16), big, scale=f))
+                used.setdefault("coarse", []).append(f"x{f:g}: " + ", ".join(names[v] for v in big))
+                log(f"ct_abdomen_3mm at {f:g} x the model spacing: {len(big)} large structures")
     else:
         log(f"{ct_dir} not found: training on phantoms only")
     for seed, off, con, noise in PHANTOMS:
@@ -80,6 +108,11 @@ def build_cases(data: Path, spacing, card, log):
         counts = np.bincount(lab.ravel().astype(np.int64), minlength=max(names) + 1)
         targets = [v for v, nm in names.items() if v and nm not in HELD_OUT and counts[v] >= MIN_VOXELS]
         cases.append(TrainCase(f"phantom{seed}", intensity(img, card), lab.astype(np.int16), targets))
+        for f in scales:
+            big = _coarse_targets(lab, targets, f) if f != 1.0 else []
+            if big:
+                cimg, clab = _to_model_grid(image, labels, tuple(s * f for s in spacing))
+                cases.append(TrainCase(f"phantom{seed}@x{f:g}", intensity(cimg, card), clab.astype(np.int16), big, scale=f))
         used["phantom"].append(f"seed={seed} hu_offset={off} contrast={con} noise={noise}: "
                                + ", ".join(names[v] for v in targets))
     return cases, used
@@ -95,9 +128,15 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-clicks", type=int, default=2, help="corrective click rounds simulated before the trained one")
+    ap.add_argument("--max-clicks", type=int, default=4, help="corrective click rounds simulated before the trained one")
     ap.add_argument("--fp32", action="store_true", help="no bfloat16 autocast")
-    ap.add_argument("--crop", type=int, default=48, help="training crop side (model voxels, a multiple of 16)")
+    ap.add_argument("--crop", type=int, default=64,
+                    help="training crop side = the fixed inference crop side (model voxels, a multiple of 16)")
+    ap.add_argument("--scales", default="1,1.4,2",
+                    help="grid spacings (x the model spacing) of the training copies; coarse copies hold only the large "
+                         "structures, seen as inference sees them when they do not fit the crop at the model spacing")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from the weights of this prompt model package (e.g. the shipped one) instead of random")
     ap.add_argument("--size-power", type=float, default=0.5,
                     help="targets drawn with probability proportional to voxels ** this (0: uniform over structures)")
     ap.add_argument("--package-only", action="store_true", help="write the package from the last checkpoint and stop")
@@ -114,7 +153,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
-    settings = PromptSettings()
+    settings = PromptSettings(min_side=args.crop, max_side=args.crop)
+    scales = tuple(float(v) for v in args.scales.split(","))
     from napari_medseg.inference.planner import cpu_bf16_supported
 
     st = TrainSettings(seconds=args.minutes * 60, max_steps=args.max_steps, seed=args.seed, sigma=settings.sigma,
@@ -131,7 +171,13 @@ def main(argv=None) -> int:
         if ck_opt.is_file() and not args.package_only:
             opt_state = torch.load(ck_opt, weights_only=True)
         log(f"resumed at step {step} ({seconds:.0f} s)")
-    cases, used = build_cases(args.data, card.spacing, card, log)
+    elif args.init is not None:
+        from napari_medseg.prompt.model import load_prompt_model
+
+        net.load_state_dict({k: v.float() for k, v in load_prompt_model(args.init).network.state_dict().items()})
+        info = {"init": f"{args.init} ({load_prompt_model(args.init).card.provenance.get('training', {}).get('steps')} steps)"}
+        log(f"initialised from {info['init']}")
+    cases, used = build_cases(args.data, card.spacing, card, log, scales)
     n_params = sum(p.numel() for p in net.parameters())
     log(f"{len(cases)} cases, {sum(len(c.targets) for c in cases)} targets; UNet {n_params:,} parameters; "
         f"budget {st.seconds:.0f} s; load average {os.getloadavg()}")
@@ -159,7 +205,7 @@ def main(argv=None) -> int:
                 os.replace(str(ck) + ".tmp", ck)
                 torch.save(p["optimizer"].state_dict(), str(ck_opt) + ".tmp")
                 os.replace(str(ck_opt) + ".tmp", ck_opt)
-                info = {"step": step, "seconds": seconds, "cpu_seconds": cpu_now(), "loss_avg": p["loss_avg"],
+                info = {"init": info.get("init"), "step": step, "seconds": seconds, "cpu_seconds": cpu_now(), "loss_avg": p["loss_avg"],
                         "load_averages": loads, "stages": stages, "commands": commands}
                 ck_info.write_text(json.dumps(info))
     card.provenance.update({
@@ -168,9 +214,10 @@ def main(argv=None) -> int:
                    "--resume --minutes 56 --size-power 0.5 (stage 2)",
         "data": {"real_ct": "ct_abdomen_3mm (TotalSegmentator tests/reference_files; labels are model output)",
                  "real_ct_structures": used["real"], "phantoms": used["phantom"],
+                 "coarse_copies": used.get("coarse", []),
                  "held_out": list(HELD_OUT) + ["(never a training target, in the CT or the phantoms; they appear "
                                                 "only as unlabelled surroundings of other structures)"]},
-        "training": {"steps": step, "train_seconds": round(seconds, 1), "cpu_seconds": round(info.get("cpu_seconds", cpu_now()), 1),
+        "training": {"init": info.get("init"), "scales": list(scales), "steps": step, "train_seconds": round(seconds, 1), "cpu_seconds": round(info.get("cpu_seconds", cpu_now()), 1),
                      "seed": args.seed, "threads": args.threads, "load_averages": loads, "stages": stages,
                      "crop": [st.crop] * 3, "batch": st.batch, "max_corrective_clicks": st.max_clicks,
                      "refine_prob": st.refine_prob, "target_sampling": f"p ~ voxels ** {st.size_power}", "lr": st.lr, "weight_decay": st.weight_decay,

@@ -224,3 +224,12 @@ def test_a_refining_click_removes_only_the_region_it_touches():
     out = prompt_segment(vol, negative=[(20, 15, 15)], previous=prev, bf16=False, model=fake_model(Nothing()))
     m = out.array > 0
     assert not m[18:23, 10:20, 10:20].any() and m[18:23, 40:50, 40:50].all()
+
+
+def test_a_fixed_size_model_grows_by_a_coarser_spacing_never_a_bigger_crop():
+    vol = volume(shape=(120, 200, 200), spacing=(1.0, 1.0, 1.0))
+    out = prompt_segment(vol, positive=[(60, 100, 100)], bf16=False,
+                         model=fake_model(ClickBalls(everything=True), min_side=32, max_side=32, grow_steps=2))
+    info = out.meta["prompt"]
+    assert info["runs"] == 3 and info["crop_shape"] == [32, 32, 32]  # the trained size, after two growths
+    assert info["crop_spacing"] == [12.0, 12.0, 12.0]  # 3 mm x (32 + 32) / 32, twice (a 64³ crop: x 1.5)

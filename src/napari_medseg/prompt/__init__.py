@@ -5,7 +5,8 @@
     mask = ms.prompt_segment(vol, positive=[(40, 120, 200)], negative=[(44, 130, 260)], previous=mask)
 
 The shipped promptable model (``napari_medseg/models/prompt/``) is a MONAI UNet taking the image, positive
-and negative clicks (DeepGrow encoding) and the previous mask; it runs on a crop around the prompts.
+and negative clicks (DeepGrow encoding) and the previous mask; it runs on a fixed 64³ crop around the prompts.
+``model=`` may also name a MONAI DeepEdit bundle (folder or zip; `napari_medseg.prompt.deepedit`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The crop keeps the volume's direction, so source voxels map onto crop voxels by 
 the source voxels inside the crop form an index box, resampling is separable and the result goes back onto
 exactly those source voxels. A crop side is a multiple of the network's stride; an object larger than
 ``max_side`` model voxels is seen at a coarser spacing instead of a larger crop. `grow` enlarges the crop
-towards every face the mask touches (unless the face already lies beyond the volume).
+towards every face the mask touches (unless the face already lies beyond the volume). The shipped model has
+``min_side == max_side`` (64, its training crop): its crop never changes size, a large object is seen at a
+coarser spacing (growing is a 1.5x coarser rescale shifted towards the touched faces).
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def plan_crop(volume, points, spacing_ijk, settings: PromptSettings, extra_box=N
     shape = []
     for a in range(3):
         side = max(settings.min_side, _round_side(need[a]))
-        if vol_side[a] <= side:  # the whole axis fits: cover the volume, centred on it
-            side = max(2 * SIDE_MULTIPLE, _round_side(vol_side[a]))
+        if vol_side[a] <= side:  # the whole axis fits: cover the volume, centred on it (never below min_side:
+            side = max(settings.min_side, _round_side(vol_side[a]))  # the network knows its trained crop size)
             centre[a] = (vol_n[a] - 1) / 2
         shape.append(min(side, settings.max_side))
     return Crop(tuple(float(c) for c in centre), tuple(shape), tuple(model_sp[::-1]), anchor)  # type: ignore[arg-type]
@@ -110,5 +112,5 @@ def grow(crop: Crop, volume, faces, settings: PromptSettings) -> Crop | None:
     factor = max(1.0, max(s / settings.max_side for s in shape))
     if factor > 1.0:  # too big: the same extent at a coarser spacing
         sp = sp * factor
-        shape = [min(settings.max_side, _round_side(s / factor)) for s in shape]
+        shape = [min(settings.max_side, max(settings.min_side, _round_side(s / factor))) for s in shape]
     return Crop(tuple(centre), tuple(shape), tuple(sp[::-1]), crop.anchor)  # type: ignore[arg-type]

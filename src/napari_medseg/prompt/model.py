@@ -28,8 +28,8 @@ class PromptSettings:
     """How the crop and the click signal are made (stored in the card's ``provenance["prompt"]``)."""
 
     sigma: float = 3.0  # Gaussian sigma of the click signal, model voxels (AddGuidanceSignald)
-    min_side: int = 48  # smallest crop side, model voxels (the training crop)
-    max_side: int = 128  # largest crop side; a bigger object is seen at a coarser spacing
+    min_side: int = 64  # smallest crop side, model voxels (the training crop)
+    max_side: int = 64  # largest crop side; a bigger object is seen at a coarser spacing (== min_side: fixed)
     grow_steps: int = 2  # AutoZoom: how many times the crop may grow when the mask touches its border
     threshold: float = 0.5
 
@@ -92,9 +92,13 @@ def check_prompt_card(card: ModelCard, source: str = "") -> PromptSettings:
 
 
 def load_prompt_model(spec=None):
-    """The prompt model as a `LoadedModel` (None: the shipped one, loaded once and cached; or a path/LoadedModel)."""
+    """The prompt model as a `LoadedModel` (None: the shipped one, loaded once and cached; or a path/LoadedModel),
+    or a `DeepEditModel` for the path of a MONAI DeepEdit bundle (folder or zip)."""
     from napari_medseg.models.package import LoadedModel, load_model_package
+    from napari_medseg.prompt.deepedit import DeepEditModel, is_bundle, load_deepedit_bundle
 
+    if isinstance(spec, DeepEditModel):
+        return spec
     if isinstance(spec, LoadedModel):
         check_prompt_card(spec.card, str(spec.path))
         return spec
@@ -104,8 +108,11 @@ def load_prompt_model(spec=None):
             " (the package was installed without its shipped prompt weights; reinstall napari-medseg)" if spec is None else ""))
     key = (str(path.resolve()), path.stat().st_mtime_ns)
     if key not in _CACHE:
-        loaded = load_model_package(path)
-        check_prompt_card(loaded.card, str(path))
+        if is_bundle(path):  # a MONAI bundle: DeepEdit ones are prompt models (prompt/deepedit.py)
+            loaded = load_deepedit_bundle(path)
+        else:
+            loaded = load_model_package(path)
+            check_prompt_card(loaded.card, str(path))
         _CACHE.clear()
         _CACHE[key] = loaded
     return _CACHE[key]

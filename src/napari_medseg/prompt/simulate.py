@@ -51,6 +51,14 @@ def next_click(truth: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, int, int
     return (_deepest(fn), True) if n_fn >= n_fp else (_deepest(fp), False)
 
 
+def _cpu() -> float:
+    """CPU seconds of this process so far (all threads)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def click_session(volume, truth: np.ndarray, clicks: int = 5, model=None, **kwargs) -> list[dict]:
     """Run ``clicks`` simulated clicks; per click: Dice, seconds, the click and whether it was positive."""
     from napari_medseg.prompt.segment import prompt_segment
@@ -64,9 +72,10 @@ def click_session(volume, truth: np.ndarray, clicks: int = 5, model=None, **kwar
                 break
             (pos if nxt[1] else neg).append(nxt[0])
             kind = nxt[1]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         prev = prompt_segment(volume, positive=pos, negative=neg, previous=prev, model=model, **kwargs)
         out.append({"click": n + 1, "dice": dice(prev.array, truth), "seconds": time.perf_counter() - t,
+                    "cpu_seconds": _cpu() - c,
                     "positive": kind, "point": (pos if kind else neg)[-1], "crop": prev.meta["prompt"]["crop_shape"],
                     "runs": prev.meta["prompt"]["runs"]})
     return out

@@ -31,6 +31,9 @@ class TrainCase:
     labels: np.ndarray  # integer [k, j, i]
     targets: list[int]
     coords: dict = field(default_factory=dict, repr=False)  # label value -> voxel indices (filled lazily)
+    #: grid spacing / model spacing: a coarser copy (scale > 1) shows large structures as inference does when
+    #: they do not fit the fixed crop at the model spacing (their voxel counts are weighted back by scale³)
+    scale: float = 1.0
 
     def voxels(self, value: int) -> np.ndarray:
         if value not in self.coords:
@@ -40,7 +43,7 @@ class TrainCase:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    crop: int = 64
+    crop: int = 64  # the fixed inference crop side (PromptSettings.min_side == max_side)
     batch: int = 2
     max_clicks: int = 3  # corrective rounds simulated before the trained round: 0..max_clicks
     refine_prob: float = 0.25
@@ -156,7 +159,7 @@ def train_steps(net, cases: list[TrainCase], st: TrainSettings, start_step: int 
     pairs = [(c, v) for c in cases for v in c.targets]
     if not pairs:
         raise ValueError("no training targets")
-    weights = np.asarray([float(len(c.voxels(v))) ** st.size_power for c, v in pairs])
+    weights = np.asarray([(float(len(c.voxels(v))) * c.scale ** 3) ** st.size_power for c, v in pairs])
     weights /= weights.sum()
     rng = np.random.default_rng(st.seed + 7919 * start_step)
     sim = ClickSimulator(st.seed + start_step)
