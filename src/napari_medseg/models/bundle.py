@@ -72,9 +72,10 @@ def _check_interactive(cfg: dict, meta: dict, path: Path, where: str) -> None:
         hits.append(f"metadata: {text[:80]}")
     if hits:
         raise ModelError(
-            f"{path}: a click-guided (interactive) bundle ({'; '.join(hits[:3])}). napari-medseg runs automatic "
-            f"segmentation bundles only; networks that take user clicks or prompts (DeepEdit, VISTA3D, SAM) need "
-            f"the prompts feature, which does not support them yet. Choose an automatic segmentation bundle"
+            f"{path}: a click-guided (interactive) bundle ({'; '.join(hits[:3])}). Automatic segmentation "
+            f"(segment, medseg predict, the Segment widget) runs automatic segmentation bundles only; a DeepEdit "
+            f"bundle runs through the prompts feature instead (prompt_segment(volume, positive=[...], model=<this "
+            f"bundle>), or the Prompt widget); VISTA3D and SAM-style bundles are not supported yet"
         )
 
 
