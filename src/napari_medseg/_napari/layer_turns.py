@@ -1,0 +1,215 @@
+"""Adding result layers to a viewer without one long GUI stall: napari's set-up spread over event-loop turns.
+
+Adding a layer runs all of napari's reactions in one call on the GUI thread: the vispy layer, the layer's
+Qt controls, selecting it (which swaps the controls panel and restyles the layer buttons), and, for a
+Labels layer, two editing overlays (the polygon tool's and the brush outline's vispy visuals, more than
+a third of the whole ``add_labels``), followed by the first draw. Measured on the chest CT: 110–210 ms for
+the labels layer and 90–140 ms for the uncertainty image, each in one turn, so the two together (or a busy
+CPU) passed the 200 ms the GUI may stall.
+
+`TurnQueue` runs callables one per event-loop turn, a few milliseconds apart, so that Qt draws and handles
+input (and a heartbeat timer fires) between them. `add_layer_in_turns` adds a layer with only what the
+first draw needs, and queues the rest, in napari's own ways of deferring them:
+
+- a layer overlay that is not visible gets no vispy visual until it becomes visible (napari's canvas
+  creates it then), so the Labels overlays are added hidden and made visible one per turn;
+- the layer list selects a new layer only when it activates on insert: the selection (napari's behaviour,
+  kept) follows in its own turn.
+
+Both use napari attributes without a public setter (``Layer._overlays``, ``LayerList._activate_on_insert``);
+where a napari version lacks them, the layer is added the plain way (one turn, as before).
+
+The garbage collector stays frozen (`_worker._gc_hold`) while turns are queued: a full collection over
+napari + torch objects takes about half a second, far more than any turn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from contextlib import contextmanager, nullcontext
+from typing import Callable
+
+from qtpy.QtCore import QObject, QTimer, Signal
+
+#: pause between two turns (ms): long enough for Qt to handle the draw and input queued by the last one
+TURN_GAP_MS = 5
+#: Labels overlays whose vispy visuals are built in later turns (napari's names)
+DEFERRED_OVERLAYS = ("polygon", "brush_stroke")
+
+
+class TurnQueue(QObject):
+    """Callables run one per event-loop turn; ``done`` is emitted when the queue runs empty.
+
+    A step that raises ends the queue (the rest is dropped) and goes to ``on_error``. A child of its owner
+    widget: deleted with it, it never fires into a deleted widget.
+    """
+
+    done = Signal()
+
+    def __init__(self, parent: QObject, on_error: Callable[[BaseException], None]):
+        super().__init__(parent)
+        self._steps: deque = deque()
+        self._on_error = on_error
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(TURN_GAP_MS)
+        self._timer.timeout.connect(self._next)
+        self._holds_gc = False
+        #: (name, start, seconds) of every step run, in order (``time.perf_counter`` clock): where the turns went
+        self.log: list[tuple[str, float, float]] = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._steps)
+
+    def push(self, name: str, step: Callable[[], None]) -> None:
+        """Queue ``step`` (``name`` is for `log`); the first one runs in the next turn."""
+        if not self._steps and not self._holds_gc:
+            from napari_medseg._napari._worker import _gc_hold
+
+            _gc_hold()
+            self._holds_gc = True
+        self._steps.append((name, step))
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def clear(self) -> None:
+        """Drop what is still queued (e.g. the viewer closes)."""
+        self._steps.clear()
+        self._timer.stop()
+        self._release()
+
+    def _release(self) -> None:
+        if self._holds_gc:
+            from napari_medseg._napari._worker import _gc_release
+
+            self._holds_gc = False
+            _gc_release()
+
+    def _next(self) -> None:
+        if not self._steps:
+            return
+        name, step = self._steps.popleft()
+        t = time.perf_counter()
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - a slot must not raise: said by the owner
+            self._steps.clear()
+            self._release()
+            self._on_error(e)
+            return
+        finally:
+            self.log.append((name, t, time.perf_counter() - t))
+        if self._steps:
+            self._timer.start()
+        else:
+            self._release()
+            self.done.emit()
+
+
+@contextmanager
+def _not_activated(layers):
+    """Inserting into ``layers`` does not select the new layer (napari's ``_activate_on_insert``)."""
+    had = getattr(layers, "_activate_on_insert", None)
+    if had is None:
+        yield False
+        return
+    layers._activate_on_insert = False
+    try:
+        yield True
+    finally:
+        layers._activate_on_insert = had
+
+
+def _hide_overlays(layer) -> list:
+    """Hide ``layer``'s deferrable overlays that are visible now; returns them (to be shown again)."""
+    overlays = getattr(layer, "_overlays", None)
+    hidden = []
+    for key in DEFERRED_OVERLAYS:
+        try:
+            overlay = overlays[key]
+        except (TypeError, KeyError):
+            continue
+        if getattr(overlay, "visible", False):
+            overlay.visible = False
+            hidden.append(overlay)
+    return hidden
+
+
+def _controls_container(viewer):
+    """napari's Qt layer-controls container of ``viewer`` (None without a Qt window, or where it differs)."""
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    container = getattr(qt_viewer, "controls", None)
+    if callable(getattr(container, "_add", None)) and isinstance(getattr(container, "widgets", None), dict):
+        return container
+    return None
+
+
+class _DeferredControls:
+    """The layer's Qt controls, built in a later turn: napari's container builds them on insert (blocked here),
+    and looks them up when the layer is selected or removed, so either of those, should it come first (a
+    click on the new row), builds them right before napari needs them."""
+
+    def __init__(self, viewer, container, layer):
+        self.viewer, self.container, self.layer = viewer, container, layer
+        self._guarded = False
+
+    @contextmanager
+    def blocking(self):
+        with self.viewer.layers.events.inserted.blocker(self.container._add):
+            yield
+        self.viewer.layers.events.removing.connect(self._on_removing, position="first")
+        self.viewer.layers.selection.events.changed.connect(self.build, position="first")
+        self._guarded = True
+
+    def _on_removing(self, event=None) -> None:
+        index = getattr(event, "index", None)
+        layers = self.viewer.layers
+        if index is None or (isinstance(index, int) and 0 <= index < len(layers) and layers[index] is self.layer):
+            self.build()
+
+    def build(self, _event=None) -> None:
+        if self._guarded:
+            self._guarded = False
+            self.viewer.layers.events.removing.disconnect(self._on_removing)
+            self.viewer.layers.selection.events.changed.disconnect(self.build)
+        if self.layer in self.viewer.layers and self.layer not in self.container.widgets:
+            from types import SimpleNamespace
+
+            self.container._add(SimpleNamespace(value=self.layer))  # napari's own handler of the insert
+
+
+def add_layer_in_turns(viewer, layer, turns: TurnQueue):
+    """Add ``layer`` to ``viewer`` now with its vispy layer; queue on ``turns`` its Qt controls, its selection
+    and the visuals of its editing overlays, each in a turn of its own. Returns ``layer``."""
+    hidden = _hide_overlays(layer)
+    container = _controls_container(viewer)
+    controls = _DeferredControls(viewer, container, layer) if container is not None else None
+    try:
+        with _not_activated(viewer.layers) as deferred, (controls.blocking() if controls else nullcontext()):
+            viewer.add_layer(layer)
+    except Exception:
+        for overlay in hidden:
+            overlay.visible = True
+        raise
+    name = getattr(layer, "name", "layer")
+
+    def present() -> bool:
+        return layer in viewer.layers
+
+    if controls is not None:
+        turns.push(f"'{name}' controls", controls.build)
+    if deferred:
+        turns.push(f"select '{name}'", lambda: present() and _select(viewer, layer))
+    for overlay in hidden:
+        turns.push(f"'{name}' overlay {type(overlay).__name__}", lambda o=overlay: _show(o))
+    return layer
+
+
+def _select(viewer, layer) -> None:
+    viewer.layers.selection.active = layer
+
+
+def _show(overlay) -> None:
+    overlay.visible = True  # also when the layer was removed meanwhile: napari's canvas then builds nothing
