@@ -7,17 +7,20 @@ a third of the whole ``add_labels``), followed by the first draw. Measured on th
 the labels layer and 90–140 ms for the uncertainty image, each in one turn, so the two together (or a busy
 CPU) passed the 200 ms the GUI may stall.
 
-`TurnQueue` runs callables one per event-loop turn, a few milliseconds apart, so that Qt draws and handles
+`TurnQueue` runs callables one per event-loop turn, about a frame apart, so that Qt draws and handles
 input (and a heartbeat timer fires) between them. `add_layer_in_turns` adds a layer with only what the
 first draw needs, and queues the rest, in napari's own ways of deferring them:
 
 - a layer overlay that is not visible gets no vispy visual until it becomes visible (napari's canvas
   creates it then), so the Labels overlays are added hidden and made visible one per turn;
+- napari's layer-controls container builds a layer's Qt controls on insert (that call is blocked) and looks
+  them up as ``widgets[layer]``: that dict builds them when first asked (`_ControlsOnDemand`), in their own
+  turn or earlier should napari need them (a click selecting the new row, the layer removed);
 - the layer list selects a new layer only when it activates on insert: the selection (napari's behaviour,
-  kept) follows in its own turn.
+  kept) follows in its own turn, after the controls.
 
-Both use napari attributes without a public setter (``Layer._overlays``, ``LayerList._activate_on_insert``);
-where a napari version lacks them, the layer is added the plain way (one turn, as before).
+These use napari attributes without a public setter (``Layer._overlays``, ``LayerList._activate_on_insert``,
+the Qt viewer's ``controls``); where a napari version lacks one, that part is done the plain way.
 
 The garbage collector stays frozen (`_worker._gc_hold`) while turns are queued: a full collection over
 napari + torch objects takes about half a second, far more than any turn.
@@ -32,8 +35,10 @@ from typing import Callable
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
-#: pause between two turns (ms): long enough for Qt to handle the draw and input queued by the last one
-TURN_GAP_MS = 5
+#: pause between two turns (ms), about a frame: the draw a step causes comes right after it, and timers
+#: and input that became due meanwhile are handled before the next step (a shorter pause lets the next
+#: step run straight after the draw, the two then block as one)
+TURN_GAP_MS = 25
 #: Labels overlays whose vispy visuals are built in later turns (napari's names)
 DEFERRED_OVERLAYS = ("polygon", "brush_stroke")
 
@@ -146,60 +151,65 @@ def _controls_container(viewer):
     return None
 
 
-class _DeferredControls:
-    """The layer's Qt controls, built in a later turn: napari's container builds them on insert (blocked here),
-    and looks them up when the layer is selected or removed, so either of those, should it come first (a
-    click on the new row), builds them right before napari needs them."""
+class _ControlsOnDemand(dict):
+    """napari's ``{layer: Qt controls}`` of its layer-controls container, whose controls for a layer added in
+    turns are built when napari first asks for them: in the layer's controls turn, or earlier when napari
+    needs them (the layer selected by a click on its new row, or removed) -- napari looks them up by
+    ``widgets[layer]`` for both."""
 
-    def __init__(self, viewer, container, layer):
-        self.viewer, self.container, self.layer = viewer, container, layer
-        self._guarded = False
+    def __init__(self, container, widgets: dict):
+        super().__init__(widgets)
+        self.container = container
+        self.pending: list = []  # layers (by identity: napari layers compare by identity)
 
-    @contextmanager
-    def blocking(self):
-        with self.viewer.layers.events.inserted.blocker(self.container._add):
-            yield
-        self.viewer.layers.events.removing.connect(self._on_removing, position="first")
-        self.viewer.layers.selection.events.changed.connect(self.build, position="first")
-        self._guarded = True
+    def defer(self, layer) -> None:
+        self.pending.append(layer)
 
-    def _on_removing(self, event=None) -> None:
-        index = getattr(event, "index", None)
-        layers = self.viewer.layers
-        if index is None or (isinstance(index, int) and 0 <= index < len(layers) and layers[index] is self.layer):
-            self.build()
+    def __missing__(self, layer):
+        self.build(layer)
+        if not dict.__contains__(self, layer):
+            raise KeyError(layer)
+        return dict.__getitem__(self, layer)
 
-    def build(self, _event=None) -> None:
-        if self._guarded:
-            self._guarded = False
-            self.viewer.layers.events.removing.disconnect(self._on_removing)
-            self.viewer.layers.selection.events.changed.disconnect(self.build)
-        if self.layer in self.viewer.layers and self.layer not in self.container.widgets:
+    def build(self, layer) -> None:
+        if any(p is layer for p in self.pending):
             from types import SimpleNamespace
 
-            self.container._add(SimpleNamespace(value=self.layer))  # napari's own handler of the insert
+            self.pending = [p for p in self.pending if p is not layer]
+            self.container._add(SimpleNamespace(value=layer))  # napari's own handler of the insert
+
+
+def _deferred_controls(viewer) -> _ControlsOnDemand | None:
+    container = _controls_container(viewer)
+    if container is None:
+        return None
+    if not isinstance(container.widgets, _ControlsOnDemand):
+        container.widgets = _ControlsOnDemand(container, container.widgets)
+    return container.widgets
 
 
 def add_layer_in_turns(viewer, layer, turns: TurnQueue):
     """Add ``layer`` to ``viewer`` now with its vispy layer; queue on ``turns`` its Qt controls, its selection
     and the visuals of its editing overlays, each in a turn of its own. Returns ``layer``."""
     hidden = _hide_overlays(layer)
-    container = _controls_container(viewer)
-    controls = _DeferredControls(viewer, container, layer) if container is not None else None
+    controls = _deferred_controls(viewer)
+    blocked = viewer.layers.events.inserted.blocker(controls.container._add) if controls is not None else nullcontext()
     try:
-        with _not_activated(viewer.layers) as deferred, (controls.blocking() if controls else nullcontext()):
+        with _not_activated(viewer.layers) as deferred, blocked:
             viewer.add_layer(layer)
     except Exception:
         for overlay in hidden:
             overlay.visible = True
         raise
+    if controls is not None:
+        controls.defer(layer)
     name = getattr(layer, "name", "layer")
 
     def present() -> bool:
         return layer in viewer.layers
 
     if controls is not None:
-        turns.push(f"'{name}' controls", controls.build)
+        turns.push(f"'{name}' controls", lambda: present() and controls.build(layer))
     if deferred:
         turns.push(f"select '{name}'", lambda: present() and _select(viewer, layer))
     for overlay in hidden:
