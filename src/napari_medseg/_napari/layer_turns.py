@@ -188,14 +188,17 @@ def _deferred_controls(viewer) -> _ControlsOnDemand | None:
     return container.widgets
 
 
-def add_layer_in_turns(viewer, layer, turns: TurnQueue):
+def add_layer_in_turns(viewer, layer, turns: TurnQueue, select: bool = True):
     """Add ``layer`` to ``viewer`` now with its vispy layer; queue on ``turns`` its Qt controls, its selection
-    and the visuals of its editing overlays, each in a turn of its own. Returns ``layer``."""
+    and the visuals of its editing overlays, each in a turn of its own. Returns ``layer``.
+
+    ``select=False``: the selection stays as it is, and the layer's controls are built only when napari first
+    asks for them (the user selects the layer): no turn is spent on controls nobody looks at."""
     hidden = _hide_overlays(layer)
     controls = _deferred_controls(viewer)
     blocked = viewer.layers.events.inserted.blocker(controls.container._add) if controls is not None else nullcontext()
     try:
-        with _not_activated(viewer.layers) as deferred, blocked:
+        with _not_activated(viewer.layers) as not_activated, blocked:
             viewer.add_layer(layer)
     except Exception:
         for overlay in hidden:
@@ -208,9 +211,9 @@ def add_layer_in_turns(viewer, layer, turns: TurnQueue):
     def present() -> bool:
         return layer in viewer.layers
 
-    if controls is not None:
+    if controls is not None and select:
         turns.push(f"'{name}' controls", lambda: present() and controls.build(layer))
-    if deferred:
+    if select and not_activated:
         turns.push(f"select '{name}'", lambda: present() and _select(viewer, layer))
     for overlay in hidden:
         turns.push(f"'{name}' overlay {type(overlay).__name__}", lambda o=overlay: _show(o))

@@ -183,7 +183,9 @@ class SegmentWidget(QWidget):
         t = time.perf_counter()
         layer = outcome.uncertainty_layer if outcome.uncertainty_layer is not None else build_layer(outcome.uncertainty_data)
         layer.name = unique_layer_name(self.viewer, f"{source_name} uncertainty")
-        self.uncertainty_layer = add_layer_in_turns(self.viewer, layer, self.turns)
+        # not selected: the labels stay the active layer (the one to correct next); the map's controls are
+        # built when the user selects it
+        self.uncertainty_layer = add_layer_in_turns(self.viewer, layer, self.turns, select=False)
         if self.result is not None:
             self.result.timings["show_uncertainty"] = time.perf_counter() - t
 
