@@ -1,6 +1,7 @@
 """What the GUI thread was doing during its longest heartbeat gaps: a sampling profiler of one thread.
 
-A daemon thread samples the main thread's Python stack (``sys._current_frames``) every few milliseconds.
+A daemon thread samples the main thread's Python stack (``sys._current_frames``) every few milliseconds,
+and those of the other threads at work (the segmentation worker).
 `explain(t0, t1)` then names the heaviest call path among the samples taken inside a gap, with the share
 of the gap's samples each frame is on, e.g. ``_show_result 95% > add_labels 90% > ... > compile 40%``.
 While the main thread holds the GIL in C code without releasing it, no sample is taken: the gap then
@@ -23,6 +24,8 @@ class GapSampler:
         self.interval = interval_s
         self.target = thread_id if thread_id is not None else threading.main_thread().ident
         self.samples: list[tuple[float, tuple[str, ...]]] = []
+        #: the other threads' stacks at the same instants (a worker holding the GIL in C code stalls the GUI too)
+        self.other_samples: list[tuple[float, tuple[str, ...]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gap sampler", daemon=True)
 
@@ -35,22 +38,37 @@ class GapSampler:
         self._thread.join(1.0)
 
     def _run(self) -> None:
+        me = threading.get_ident()
         while not self._stop.is_set():
-            frame = sys._current_frames().get(self.target)
+            frames = sys._current_frames()
             t = time.perf_counter()
-            stack = []
-            while frame is not None:
-                code = frame.f_code
-                stack.append(f"{code.co_filename}:{code.co_name}")
-                frame = frame.f_back
-            self.samples.append((t, tuple(reversed(stack))))
+            for ident, frame in frames.items():
+                if ident == me:
+                    continue
+                stack = []
+                while frame is not None:
+                    code = frame.f_code
+                    stack.append(f"{code.co_filename}:{code.co_name}")
+                    frame = frame.f_back
+                if ident == self.target:
+                    self.samples.append((t, tuple(reversed(stack))))
+                elif len(stack) > 8:  # a thread at work, not one parked in a wait
+                    self.other_samples.append((t, tuple(reversed(stack))))
             time.sleep(self.interval)
 
     def explain(self, t0: float, t1: float, depth: int = 7) -> str:
-        """The heaviest call path of the samples in ``[t0, t1]`` (outermost first, our frames only)."""
-        stacks = [s for t, s in self.samples if t0 <= t <= t1]
+        """The heaviest call path of the GUI thread's samples in ``[t0, t1]`` (outermost first, our frames
+        only) and, when other threads were at work, theirs (``worker:``)."""
+        text = self._path([s for t, s in self.samples if t0 <= t <= t1], depth)
+        others = [s for t, s in self.other_samples if t0 <= t <= t1]
+        if others:
+            text += f"; worker: {self._path(others, depth)}"
+        return text
+
+    @staticmethod
+    def _path(stacks, depth: int) -> str:
         if not stacks:
-            return "no sample (the GUI thread held the GIL in C code)"
+            return "no sample (a thread held the GIL in C code)"
         n = len(stacks)
         path: list[str] = []
         prefix: tuple[str, ...] = ()

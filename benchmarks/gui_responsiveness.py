@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     ap.add_argument("--vs-cli", action="store_true", help="also time `medseg predict` on the same input and preset")
     ap.add_argument("--cancel-after", type=float, default=None, metavar="S",
                     help="click Cancel S seconds into the run and report how fast the GUI and the thread stop")
+    ap.add_argument("--linger", type=float, default=0.0, metavar="S",
+                    help="keep the heartbeat on S seconds after everything is shown (the GUI idle after the run; "
+                         "e.g. a full garbage collection once the run's gc.freeze is lifted)")
     ap.add_argument("--no-sampler", action="store_true",
                     help="do not sample the GUI thread's stack (by default the 3 longest gaps are explained)")
     args = ap.parse_args(argv)
@@ -174,6 +177,10 @@ def main(argv=None) -> int:
         napari.qt.get_qapp().processEvents()
         time.sleep(0.02)
     t1 = time.perf_counter()
+    while time.perf_counter() < t1 + args.linger:
+        napari.qt.get_qapp().processEvents()
+        time.sleep(0.002)
+    t_linger = time.perf_counter()
     if cancel_times:
         while widget.panel.draining:
             napari.qt.get_qapp().processEvents()
@@ -185,6 +192,12 @@ def main(argv=None) -> int:
     timer.stop()
     if sampler is not None:
         sampler.stop()
+    if args.linger:
+        idle = np.diff(np.asarray([b for b in beats if b >= t1] + [t_linger])) * 1000.0
+        print(f"GUI heartbeat gap in the {args.linger:.0f} s after the run (idle): max {idle.max():.0f} ms, "
+              f"p99 {np.percentile(idle, 99):.0f} ms")
+        beats = [b for b in beats if b < t1]
+        stages = stages[:len(beats)]
     all_beats = np.asarray(beats + [t1])
     gaps = np.diff(all_beats) * 1000.0
     print(f"input: {what}; preset {args.preset}; device {args.device}; outcome: {outcome[0] if outcome else '?'}; "
