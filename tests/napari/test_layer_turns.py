@@ -52,12 +52,13 @@ def test_turn_by_turn_add_ends_as_napari_own_add(make_napari_viewer, qtbot):
     layer = add_layer_in_turns(viewer, _labels("turns"), turns)
     # in this turn: the layer and its vispy layer, nothing else yet
     assert layer in viewer.layers and layer in viewer.window._qt_viewer.canvas.layer_to_visual
-    assert _state(viewer, layer) == (None, [], False, [False, False])
+    assert _state(viewer, layer) == (None, [], False, [False, False]) and not layer.visible
     assert turns.busy and gc_holds() == holds + 1
     qtbot.waitUntil(lambda: not turns.busy, timeout=5_000)
     assert _state(viewer, layer) == expected
     assert gc_holds() == holds and not errors
-    assert [name for name, _, _ in turns.log] == ["'turns' controls", "select 'turns'",
+    assert layer.visible
+    assert [name for name, _, _ in turns.log] == ["'turns' shown", "'turns' controls", "select 'turns'",
                                                  "'turns' overlay LabelsPolygonOverlay",
                                                  "'turns' overlay LabelsBrushStrokeOverlay"]
     owner.deleteLater()

@@ -189,12 +189,16 @@ def _deferred_controls(viewer) -> _ControlsOnDemand | None:
 
 
 def add_layer_in_turns(viewer, layer, turns: TurnQueue, select: bool = True):
-    """Add ``layer`` to ``viewer`` now with its vispy layer; queue on ``turns`` its Qt controls, its selection
-    and the visuals of its editing overlays, each in a turn of its own. Returns ``layer``.
+    """Add ``layer`` to ``viewer`` now with its vispy layer; queue on ``turns`` its slice (napari slices a
+    visible layer, and updates its thumbnail, when it is added: the layer is added hidden and shown in the
+    next turn), its Qt controls, its selection and the visuals of its editing overlays, each in a turn of its
+    own. Returns ``layer``.
 
     ``select=False``: the selection stays as it is, and the layer's controls are built only when napari first
     asks for them (the user selects the layer): no turn is spent on controls nobody looks at."""
     hidden = _hide_overlays(layer)
+    shown = bool(layer.visible)
+    layer.visible = False
     controls = _deferred_controls(viewer)
     blocked = viewer.layers.events.inserted.blocker(controls.container._add) if controls is not None else nullcontext()
     try:
@@ -203,6 +207,7 @@ def add_layer_in_turns(viewer, layer, turns: TurnQueue, select: bool = True):
     except Exception:
         for overlay in hidden:
             overlay.visible = True
+        layer.visible = shown
         raise
     if controls is not None:
         controls.defer(layer)
@@ -211,6 +216,8 @@ def add_layer_in_turns(viewer, layer, turns: TurnQueue, select: bool = True):
     def present() -> bool:
         return layer in viewer.layers
 
+    if shown:
+        turns.push(f"'{name}' shown", lambda: setattr(layer, "visible", True))
     if controls is not None and select:
         turns.push(f"'{name}' controls", lambda: present() and controls.build(layer))
     if select and not_activated:

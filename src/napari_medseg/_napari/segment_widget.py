@@ -185,9 +185,7 @@ class SegmentWidget(QWidget):
         layer.name = unique_layer_name(self.viewer, f"{source_name} uncertainty")
         # not selected: the labels stay the active layer (the one to correct next); the map's controls are
         # built when the user selects it
-        layer.visible = False  # made, without its slice; sliced and drawn in the next turn
         self.uncertainty_layer = add_layer_in_turns(self.viewer, layer, self.turns, select=False)
-        self.turns.push("uncertainty layer shown", lambda: setattr(layer, "visible", True))
         if self.result is not None:
             self.result.timings["show_uncertainty"] = time.perf_counter() - t
 
