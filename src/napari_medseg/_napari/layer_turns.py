@@ -11,6 +11,8 @@ CPU) passed the 200 ms the GUI may stall.
 input (and a heartbeat timer fires) between them. `add_layer_in_turns` adds a layer with only what the
 first draw needs, and queues the rest, in napari's own ways of deferring them:
 
+- napari slices a visible layer (and redoes its thumbnail) when it is added: the layer is added hidden and
+  shown in the next turn;
 - a layer overlay that is not visible gets no vispy visual until it becomes visible (napari's canvas
   creates it then), so the Labels overlays are added hidden and made visible one per turn;
 - napari's layer-controls container builds a layer's Qt controls on insert (that call is blocked) and looks
