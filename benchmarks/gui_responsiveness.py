@@ -60,6 +60,11 @@ def main(argv=None) -> int:
     ap.add_argument("--vs-cli", action="store_true", help="also time `medseg predict` on the same input and preset")
     ap.add_argument("--cancel-after", type=float, default=None, metavar="S",
                     help="click Cancel S seconds into the run and report how fast the GUI and the thread stop")
+    ap.add_argument("--linger", type=float, default=0.0, metavar="S",
+                    help="keep the heartbeat on S seconds after everything is shown (the GUI idle after the run; "
+                         "e.g. a full garbage collection once the run's gc.freeze is lifted)")
+    ap.add_argument("--no-sampler", action="store_true",
+                    help="do not sample the GUI thread's stack (by default the 3 longest gaps are explained)")
     args = ap.parse_args(argv)
 
     import napari
@@ -140,6 +145,12 @@ def main(argv=None) -> int:
             gc_times.append((info["generation"], (time.perf_counter() - gc_start[0]) * 1000))
 
     gc.callbacks.append(gc_cb)
+    import os
+
+    from _gap_sampler import GapSampler
+
+    load = os.getloadavg()
+    sampler = GapSampler().start() if not args.no_sampler else None
     timer.start()
     t0 = time.perf_counter()
     beats.append(t0)
@@ -155,15 +166,21 @@ def main(argv=None) -> int:
         QTimer.singleShot(int(args.cancel_after * 1000), click_cancel)
     widget.run()
     app_loop.exec()
-    if args.uncertainty:  # the uncertainty layer is added in a later event-loop turn: keep the heartbeat on
-        w_end = time.perf_counter() + 30
-        while widget.uncertainty_layer is None and time.perf_counter() < w_end:
-            napari.qt.get_qapp().processEvents()
-            time.sleep(0.002)
-        for _ in range(10):  # and its first draw
-            napari.qt.get_qapp().processEvents()
-            time.sleep(0.02)
+    # the rest of the result (selection, editing overlays, the uncertainty layer, the final info line) is
+    # added turn by turn after the run has ended: keep the heartbeat on until the last turn and its draw
+    w_end = time.perf_counter() + 30
+    while getattr(widget, "showing", False) and time.perf_counter() < w_end:
+        napari.qt.get_qapp().processEvents()
+        time.sleep(0.002)
+    t_shown = time.perf_counter()
+    for _ in range(10):  # and its first draw
+        napari.qt.get_qapp().processEvents()
+        time.sleep(0.02)
     t1 = time.perf_counter()
+    while time.perf_counter() < t1 + args.linger:
+        napari.qt.get_qapp().processEvents()
+        time.sleep(0.002)
+    t_linger = time.perf_counter()
     if cancel_times:
         while widget.panel.draining:
             napari.qt.get_qapp().processEvents()
@@ -173,15 +190,26 @@ def main(argv=None) -> int:
               f"{(cancel_times['released'] - cancel_times['clicked']) * 1000:.0f} ms, worker thread ended after "
               f"{(ended - cancel_times['clicked']) * 1000:.0f} ms; layers now: {[layer.name for layer in viewer.layers]}")
     timer.stop()
+    if sampler is not None:
+        sampler.stop()
+    if args.linger:
+        idle = np.diff(np.asarray([b for b in beats if b >= t1] + [t_linger])) * 1000.0
+        print(f"GUI heartbeat gap in the {args.linger:.0f} s after the run (idle): max {idle.max():.0f} ms, "
+              f"p99 {np.percentile(idle, 99):.0f} ms")
+        beats = [b for b in beats if b < t1]
+        stages = stages[:len(beats)]
     all_beats = np.asarray(beats + [t1])
     gaps = np.diff(all_beats) * 1000.0
-    print(f"input: {what}; preset {args.preset}; device {args.device}; outcome: {outcome[0] if outcome else '?'}")
+    print(f"input: {what}; preset {args.preset}; device {args.device}; outcome: {outcome[0] if outcome else '?'}; "
+          f"load average at Run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
     print(f"segmentation run (as the user waits): {t1 - t0:.1f} s; heartbeats: {len(beats)} (every 20 ms)")
     if shown:
         during = gaps[all_beats[1:] <= shown[0]]
         print(f"GUI heartbeat gap while the worker segments: max {during.max():.0f} ms, p99 {np.percentile(during, 99):.0f} ms, "
               f"median {np.median(during):.0f} ms; goal max < 200 ms -> {'OK' if during.max() < 200 else 'NOT MET'}")
-        print(f"showing the result on the GUI thread (napari add_labels + class table): {(shown[1] - shown[0]) * 1000:.0f} ms")
+        print(f"showing the result, first turn on the GUI thread (labels layer + class table): {(shown[1] - shown[0]) * 1000:.0f} ms")
+        showing = gaps[all_beats[1:] > shown[0]]  # from the gap holding the first turn to the end
+        print(f"GUI heartbeat gap while showing the result (first turn to the last, turn by turn): max {showing.max():.0f} ms")
     print(f"GUI heartbeat gap over the whole run incl. showing the result: max {gaps.max():.0f} ms, "
           f"p99 {np.percentile(gaps, 99):.0f} ms")
     gc.callbacks.remove(gc_cb)
@@ -191,6 +219,18 @@ def main(argv=None) -> int:
               f"full (gen 2): {len(g2)}" + (f", longest {max(g2):.0f} ms" if g2 else ""))
     worst = np.argsort(gaps)[::-1][:5]
     print("longest gaps (ms, during stage):", ", ".join(f"{gaps[i]:.0f} ({stages[i] if i < len(stages) else 'end'})" for i in worst))
+    if sampler is not None and os.environ.get("MEDSEG_GAP_DUMP"):  # raw samples + gaps, for a closer look
+        import pickle
+
+        with open(os.environ["MEDSEG_GAP_DUMP"], "wb") as f:
+            pickle.dump({"samples": sampler.samples, "beats": all_beats, "stages": stages}, f)
+    turns = getattr(getattr(widget, "turns", None), "log", [])
+    for rank, i in enumerate(worst[:3], 1):  # what ran in the gap: the widget's turns, and the sampled stacks
+        ran = [f"{name} {1000 * sec:.0f} ms" for name, start, sec in turns if all_beats[i] <= start <= all_beats[i + 1]]
+        if shown and all_beats[i] <= shown[0] <= all_beats[i + 1]:
+            ran.insert(0, f"first turn (labels layer + class table) {1000 * (shown[1] - shown[0]):.0f} ms")
+        print(f"  gap {rank}: {gaps[i]:.0f} ms ({stages[i] if i < len(stages) else 'end'}); turns: {', '.join(ran) or 'none'}"
+              + (f"; GUI thread: {sampler.explain(all_beats[i], all_beats[i + 1])}" if sampler is not None else ""))
     if unc_shown:
         layer = widget.uncertainty_layer
         print(f"adding the uncertainty layer {tuple(layer.data.shape) if layer is not None else '?'} on the GUI thread: "
@@ -201,8 +241,11 @@ def main(argv=None) -> int:
         from napari_medseg._napari.segment_job import stage_profile
 
         print(f"stages incl. the widget's (layer_data, show, show_uncertainty): {stage_profile(widget.result.timings)}")
-    widget_s = (t1 - 0.2 if args.uncertainty else (shown[1] if shown else t1)) - t0  # less the 10 settling turns
-    print(f"widget: Run click -> all layers shown{' (incl. the uncertainty layer)' if args.uncertainty else ''}: "
+    if turns:
+        print("after the run, turn by turn on the GUI thread (ms): "
+              + ", ".join(f"{name} {1000 * sec:.0f}" for name, _, sec in turns))
+    widget_s = t_shown - t0
+    print(f"widget: Run click -> all layers shown and the info line final{' (incl. the uncertainty layer)' if args.uncertainty else ''}: "
           f"{widget_s:.1f} s")
     viewer.close()
     if args.vs_cli:

@@ -130,6 +130,16 @@ def test_plain_array_runs_in_voxel_units(make_napari_viewer, qtbot, phantom, tin
     np.testing.assert_allclose(np.subtract(unc.data_to_world((1, 1, 1)), unc.data_to_world((0, 0, 0))), (2.5, 1.6, 1.6),
                                atol=1e-6)
     assert unc.metadata["medseg_kind"] == "uncertainty"
+    # the rest of napari's set-up came turn by turn: in the end as napari's own add leaves it
+    qtbot.waitUntil(lambda: not widget.showing, timeout=5_000)
+    controls = viewer.window._qt_viewer.controls
+    assert viewer.layers.selection.active is labels  # the layer to correct next stays the active one
+    assert type(controls.widgets[labels]).__name__ == "QtLabelsControls" and unc not in dict.keys(controls.widgets)
+    viewer.layers.selection.active = unc  # the map's controls are built when the user selects it
+    assert type(controls.widgets[unc]).__name__ == "QtImageControls" and controls.currentWidget() is controls.widgets[unc]
+    assert labels._overlays["polygon"].visible and labels._overlays["brush_stroke"].visible
+    assert len(viewer.window._qt_viewer.canvas._layer_overlay_to_visual[labels]) == 2
+    assert widget.info.text().startswith("added 'plain labels' in ")
     assert any("voxel units" in w for w in warnings)
     assert run_synchronously()
 

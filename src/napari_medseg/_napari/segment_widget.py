@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import time
 
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_medseg._napari._worker import ProgressPanel, notify_error
 from napari_medseg._napari.warm_up import warm_up_imports
 from napari_medseg._napari.class_table import ClassTablePanel
+from napari_medseg._napari.layer_turns import TurnQueue, add_layer_in_turns
 from napari_medseg._napari.layers import check_volume_layer, unique_layer_name, volume_from_layer
 from napari_medseg._napari.recent_models import config_dir, load_recent, remember_model  # noqa: F401 - re-exported
-from napari_medseg._napari.segment_job import SegmentOutcome, segment_job, stage_profile  # noqa: F401 - re-exported
+from napari_medseg._napari.segment_job import SegmentOutcome, build_layer, segment_job, stage_profile  # noqa: F401 - re-exported
 from napari_medseg._napari.segment_settings import SegmentSettingsPanel
 from napari_medseg.errors import InputError
 from napari_medseg.inference.config import DEVICES, PRESETS  # noqa: F401 - re-exported
@@ -46,6 +46,8 @@ class SegmentWidget(QWidget):
         self.info = QLabel("")
         self.info.setWordWrap(True)
         self.class_table = ClassTablePanel(napari_viewer)
+        self.turns = TurnQueue(self, self._on_turn_error)  # the result's layers, added turn by turn
+        self.turns.done.connect(self._final_info)
         self.table, self.export_button = self.class_table.table, self.class_table.export_button
         from napari_medseg._napari.display import scroll_body
 
@@ -140,6 +142,9 @@ class SegmentWidget(QWidget):
             self._on_error(e)
 
     def _show_result(self, outcome: SegmentOutcome):
+        """Add the result's layers. What the user sees first (the labels, their class table and the info line)
+        comes in this turn; napari's remaining set-up (selection, editing overlays) and the uncertainty layer
+        follow one per event-loop turn (`layer_turns`), so that no turn blocks the GUI for long."""
         source = self._source_layer
         result, classes = outcome.result, outcome.classes
         unknown = [row["value"] for row in outcome.stats if row["value"] not in classes and row["voxels"]]
@@ -150,33 +155,42 @@ class SegmentWidget(QWidget):
         if source.name not in self.viewer.layers:  # the image was removed during the run
             raise InputError(f"the image layer '{source.name}' was removed during the run; nothing was added")
         name = unique_layer_name(self.viewer, f"{source.name} labels")
-        data, kwargs, _ = outcome.layer_data
         self.result = result
         t_show = time.perf_counter()
-        self.result_layer = self.viewer.add_labels(data, **{**kwargs, "name": name})
+        layer = outcome.labels_layer if outcome.labels_layer is not None else build_layer(outcome.layer_data)
+        layer.name = name
+        self.result_layer = add_layer_in_turns(self.viewer, layer, self.turns)
         result.timings["show"] = time.perf_counter() - t_show
-        if outcome.uncertainty_data is not None:
-            # a second layer is a second napari/vispy set-up on the GUI thread: in its own event loop turn,
-            # after the labels have been drawn, so that no single turn blocks for both
-            timer = QTimer(self)  # a child: it dies with the widget, never firing into a deleted one
-            timer.setSingleShot(True)
-            timer.timeout.connect(lambda: self._add_uncertainty(outcome.uncertainty_data, source.name))
-            timer.start(0)
         self.class_table.track(self.result_layer, source, rows=outcome.stats)
-        self.info.setText(f"added '{name}' {stage_profile(result.timings, time.perf_counter() - self._t_run)}")
+        if outcome.uncertainty_data is not None:
+            self.turns.push("uncertainty layer", lambda: self._add_uncertainty(outcome, source.name))
+        self._info_final = f"added '{name}'"
+        self.info.setText(f"{self._info_final} {stage_profile(result.timings, time.perf_counter() - self._t_run)}")
 
-    def _add_uncertainty(self, layer_data, source_name: str):
+    def _final_info(self) -> None:
+        """The info line once every layer is shown: the run's stages and the time from the click on Run."""
+        if self.result is not None:
+            self.info.setText(f"{self._info_final} {stage_profile(self.result.timings, time.perf_counter() - self._t_run)}")
+
+    @property
+    def showing(self) -> bool:
+        """True while the result's layers are still being added (turn by turn, after the run has ended)."""
+        return self.turns.busy
+
+    def _add_uncertainty(self, outcome: SegmentOutcome, source_name: str):
         if source_name not in self.viewer.layers:  # the image (or the whole viewer) went away meanwhile
             return
-        try:
-            data, kwargs, _ = layer_data
-            t = time.perf_counter()
-            self.uncertainty_layer = self.viewer.add_image(
-                data, **{**kwargs, "name": unique_layer_name(self.viewer, f"{source_name} uncertainty")})
-            if self.result is not None:
-                self.result.timings["show_uncertainty"] = time.perf_counter() - t
-        except Exception as e:  # noqa: BLE001 - e.g. the viewer closed in between: say so, never raise in a slot
-            notify_error(e, "Segment (uncertainty layer)")
+        t = time.perf_counter()
+        layer = outcome.uncertainty_layer if outcome.uncertainty_layer is not None else build_layer(outcome.uncertainty_data)
+        layer.name = unique_layer_name(self.viewer, f"{source_name} uncertainty")
+        # not selected: the labels stay the active layer (the one to correct next); the map's controls are
+        # built when the user selects it
+        self.uncertainty_layer = add_layer_in_turns(self.viewer, layer, self.turns, select=False)
+        if self.result is not None:
+            self.result.timings["show_uncertainty"] = time.perf_counter() - t
+
+    def _on_turn_error(self, exc):  # e.g. the viewer closed in between: say so, never raise in a slot
+        notify_error(exc, "Segment (showing the result)")
 
     def export_csv(self, path):
         """Write the class table (as shown: recomputed after corrections) as CSV."""
@@ -184,6 +198,9 @@ class SegmentWidget(QWidget):
 
     # ------------------------------------------------------------------ viewer closing
     def _on_viewer_closing(self):
+        turns = getattr(self, "turns", None)
+        if turns is not None:
+            turns.clear()
         panel = getattr(self, "panel", None)
         if panel is not None and panel.running:
             panel.cancel()
