@@ -57,6 +57,13 @@ class TrainConfig:
     rehearsal_fraction: float = 0.0
     rehearsal_boxes: int = 8
     average_from: float | None = None  # average the weights over the run's last part (0.6: last 40 %)
+    # fine-tune: loss share of distillation from the parent (training/sparse.py "distillation"): on every
+    # training patch the frozen parent's softmax is a soft target for the voxels off the corrected slices,
+    # weighted 0 within distill_near planes of a corrected slice rising to 1 at distill_far planes; with it the
+    # rehearsal centres (rehearsal_fraction, rehearsal_boxes) spread over the whole image
+    distill_weight: float = 0.0
+    distill_near: int = 3
+    distill_far: int = 16
 
     def __post_init__(self):
         if self.augment not in ("basic", "few_slice"):
@@ -69,6 +76,9 @@ class TrainConfig:
         if not 0 <= self.rehearsal_fraction <= 1 or self.rehearsal_boxes < 0:
             raise InputError(f"rehearsal_fraction must be in [0, 1] and rehearsal_boxes >= 0, got "
                              f"{self.rehearsal_fraction}, {self.rehearsal_boxes}")
+        if self.distill_weight < 0 or self.distill_near < 0 or self.distill_far <= self.distill_near:
+            raise InputError(f"distill_weight must be >= 0 and 0 <= distill_near < distill_far (got "
+                             f"{self.distill_weight}, {self.distill_near}, {self.distill_far})")
         if self.average_from is not None and not 0 <= self.average_from < 1:
             raise InputError(f"average_from must be in [0, 1) or None, got {self.average_from}")
         if self.steps < 1:

@@ -206,12 +206,15 @@ def training_steps(
     stage: str = "train",
     initial_validation: bool = True,
     time_left=None,
+    parent=None,
 ):
     """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`.
 
     ``initial_validation=False`` skips validating the untrained weights (nothing to compare with, e.g. a
     new model from scratch). ``time_left()`` (optional) gives the seconds the caller still allows for
     training, re-read before every step (a fine-tune job reserves time for what follows training).
+    ``parent``: the model whose predictions are weak targets and the distillation teacher (default: a frozen
+    copy of ``net`` as it is before the first step -- the parent of a fine-tune).
     """
     from napari_medseg.inference.train_plan import apply_training_plan
 
@@ -224,11 +227,19 @@ def training_steps(
         raise ModelError("no trainable parameters left (is the whole network frozen?)")
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     t0 = time.perf_counter()  # preparing the weak targets counts against the budget
-    if config.weak_weight > 0 or config.parent_weight > 0:  # weak targets around the labelled slices
+    teacher = None
+    if config.parent_weight > 0 or config.distill_weight > 0:
+        import copy
+
+        # the untrained weights: the parent of a fine-tune (frozen: it teaches, it does not learn)
+        teacher = (parent if parent is not None else copy.deepcopy(net)).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    if config.weak_weight > 0 or teacher is not None:  # weak targets around the labelled slices
         from napari_medseg.training.sparse import sparse_case
 
-        parent = net if config.parent_weight > 0 else None  # the untrained weights: the parent of a fine-tune
-        cases = [sparse_case(c, config, parent, case_patch_size(config.patch_size, c)) for c in cases]
+        cases = [sparse_case(c, config, teacher, case_patch_size(config.patch_size, c)) for c in cases]
+    distill = teacher is not None and config.distill_weight > 0
     sampler = PatchSampler(cases, config, n_classes)
     averager = WeightAverage(net, config.average_from)
     val_cases = list(val_cases or [])
@@ -265,7 +276,11 @@ def training_steps(
         t_step = time.perf_counter()
         img, tgt, msk = sampler.sample()
         logits = net(img)
-        loss = sparse_loss(logits, tgt, msk, config)
+        teach = None
+        if distill and msk.shape[1] > 3 and bool(msk[:, 3].any()):
+            with torch.no_grad():
+                teach = torch.softmax(teacher(img), dim=1)
+        loss = sparse_loss(logits, tgt, msk, config, teach)
         if not torch.isfinite(loss):
             raise ModelError(
                 f"training diverged (loss {loss.item()}) at step {step + 1}; lower the learning rate (now {config.lr})"

@@ -125,5 +125,5 @@ def scratch_start(card: ModelCard, config):
 
     net = build_network(card)
     report = init_from(net, card, config.scratch_init, config.scratch_transfer)
-    tcfg = dataclasses.replace(config.train, lr=config.scratch_lr, parent_weight=0.0)
+    tcfg = dataclasses.replace(config.train, lr=config.scratch_lr, parent_weight=0.0, distill_weight=0.0)
     return net, tcfg, report
