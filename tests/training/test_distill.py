@@ -114,3 +114,43 @@ def test_distillation_keeps_the_parent_far_from_the_slice_and_learns_the_slice()
     assert kept_ok > 0.6 and kept_ok > plain_ok + 0.4
     on = disc[:, :, 36]  # the corrected plane is learnt
     assert (kept.argmax(0)[:, :, 36][on] == 2).float().mean().item() > 0.9
+
+
+# ------------------------------------------------------------------ the one-slice case: what can be checked
+def test_agreement_outside_ignores_the_corrected_slices():
+    from napari_medseg.training.safety import agreement_outside
+
+    parent = np.zeros((6, 8, 8), np.uint8)
+    parent[:, 2:6, 2:6] = 1
+    new = parent.copy()
+    new[3] = 0  # the corrected slice changed completely: not counted
+    new[3, 0, 0] = 2
+    new[5, 2:4, 2:6] = 0  # outside it, half of one plane's class 1 is lost
+    res = agreement_outside(parent, new, {1: "organ", 2: "ball"}, [(0, 3)])
+    assert res["dice"] == {"organ": pytest.approx(2 * 72 / (80 + 72), abs=1e-4)}  # "ball" only on the slice
+    assert res["unchanged"] == pytest.approx(1 - 8 / (5 * 64), abs=1e-6)
+
+
+def test_check_plan_says_what_a_fine_tune_can_check():
+    from napari_medseg.training.safety import check_plan
+
+    one = check_plan(1, from_scratch=False)
+    assert "none can be held out" in one and "not activated automatically" in one and "2nd slice" in one
+    assert "trial run" in check_plan(3, False) and "held out" in check_plan(5, False)
+    assert "none is held out" in check_plan(2, True)
+
+
+def test_one_slice_report_says_what_was_and_was_not_checked(tiny_parent):
+    from napari_medseg.training.finetune import finetune
+    from training_helpers import blob_volumes, ft_config
+
+    image, labels = blob_volumes(7)
+    res = finetune(image, labels, [(0, 16)], model="tiny", config=ft_config(4))
+    assert res.check == "none" and not res.activated
+    assert res.metrics_before["on"].startswith("training slices") and res.metrics_after["dice_fg"] is not None
+    assert set(res.agreement["dice"]) <= {"organ", "ball"} and 0 < res.agreement["unchanged"] <= 1
+    text = res.summary()
+    assert "NOT checked is how the new model does on slices you did not correct" in text
+    assert "fit on the corrected slice it trained on" in text and "current model" in text
+    assert "agreement of the new model with the current one outside the corrected slice" in text
+    assert "Agreement with your corrections on those slices" not in text  # no held-out figures claimed

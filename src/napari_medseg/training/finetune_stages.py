@@ -275,6 +275,9 @@ def train_final(start: Start, cases: Cases, split: Split, cfg: TrainConfig, run,
     if split.check == "none":
         after = evaluate_cases(start.net, [cases.train], nc, cfg.patch_size, names)
         after["on"] = "training slices (no held-out slice available)"
+        if start.parent_net is not None:  # the parent's fit on the same slice: did the correction get learnt?
+            log.initial_val = evaluate_cases(start.parent_net, [cases.train], nc, cfg.patch_size, names)
+            log.initial_val["on"] = after["on"]
     start.net.eval()
     return log, after
 
@@ -306,7 +309,7 @@ def train_all(start: Start, cases: Cases, split: Split, image, slices, config: F
         final_cfg = final_config(tcfg, config, split)
         time_left = job.time_left_for_training if job.budget is not None else None
         log, final_after = yield from train_final(start, cases, split, final_cfg, run, time_left)
-        if split.check == "holdout":
+        if split.check in ("holdout", "none"):
             before = log.initial_val if start.parent is not None else None
         if split.check != "cv":
             after = final_after
