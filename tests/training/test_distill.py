@@ -154,3 +154,27 @@ def test_one_slice_report_says_what_was_and_was_not_checked(tiny_parent):
     assert "fit on the corrected slice it trained on" in text and "current model" in text
     assert "agreement of the new model with the current one outside the corrected slice" in text
     assert "Agreement with your corrections on those slices" not in text  # no held-out figures claimed
+
+
+@pytest.mark.parametrize("cont", [True, False])
+def test_cv_trial_weights_carry_into_the_final_run(tiny_parent, cont):
+    import dataclasses
+
+    from napari_medseg.progress import run_steps
+    from napari_medseg.training import finetune_stages as st
+    from napari_medseg.training.finetune import check_slices
+    from training_helpers import blob_volumes, ft_config
+
+    image, labels = blob_volumes(7)
+    slices = [(0, 12), (0, 16), (0, 20)]
+    cfg = dataclasses.replace(ft_config(3), cv_continue=cont)
+    start = st.start_model(image, labels, slices, "tiny", False, None, cfg, None)
+    split = st.split_slices(slices, cfg, True, labels.spatial_shape, check_slices)
+    assert split.check == "cv"
+    cases = st.build_cases(image, labels, slices, start.card, split)
+    parent = {k: v.clone() for k, v in start.parent_net.state_dict().items()}
+    before, after, held = run_steps(st.cross_validate(start, cases, image, slices, cfg.train, cfg, lambda g: g))
+    assert held == [(0, 16)] and before is not None and after is not None
+    moved = any(not torch.equal(start.net.state_dict()[k], parent[k]) for k in parent)
+    assert moved == cont  # continued: the final run starts from the trial's weights; else from the parent
+    assert all(torch.equal(start.parent_net.state_dict()[k], parent[k]) for k in parent)  # the teacher is intact

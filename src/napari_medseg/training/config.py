@@ -129,6 +129,7 @@ class FinetuneConfig:
     holdout_slices: tuple[tuple[int, int], ...] | None = None  # explicit held-out slices (axis, index)
     cv_folds: int = 1
     cv_budget_fraction: float = 0.45
+    cv_continue: bool = True  # one fold: the final run continues from the trial run's weights
     tolerance: float = 0.0
     class_check: bool = True
     max_class_shrink: float = 0.5

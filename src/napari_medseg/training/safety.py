@@ -210,6 +210,12 @@ def _dice(m) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _continued(result) -> bool:
+    prov = getattr(getattr(result, "card", None), "provenance", None) or {}
+    cfg = prov.get("finetune_config") or {}
+    return bool(cfg.get("cv_continue")) and int(cfg.get("cv_folds", 1)) == 1
+
+
 def _per_class(before, after) -> str:
     per = (after or {}).get("dice") or {}
     bper = (before or {}).get("dice") or {}
@@ -263,7 +269,8 @@ def describe(result) -> str:
     if result.check == "holdout":
         lines.append(f"Held out (not trained on, used to compare the models): {held}.")
     elif result.check == "cv":
-        lines.append(f"Checked by a trial run that held out {held}; the new model then trained on every corrected slice.")
+        lines.append(f"Checked by a trial run that held out {held}; the new model then trained on every corrected slice"
+                     + (" (continuing from the trial run's weights)." if _continued(result) else "."))
     else:
         lines.extend(_unchecked_lines(result))
     before, after = result.metrics_before, result.metrics_after
