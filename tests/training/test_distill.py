@@ -178,3 +178,30 @@ def test_cv_trial_weights_carry_into_the_final_run(tiny_parent, cont):
     moved = any(not torch.equal(start.net.state_dict()[k], parent[k]) for k in parent)
     assert moved == cont  # continued: the final run starts from the trial's weights; else from the parent
     assert all(torch.equal(start.parent_net.state_dict()[k], parent[k]) for k in parent)  # the teacher is intact
+
+
+def test_new_model_head_copies_the_classes_its_source_knows_by_name(tiny_parent):
+    from napari_medseg.models import load_model
+    from napari_medseg.models.network import build_network
+    from napari_medseg.training.train import unet_card
+    from napari_medseg.training.transfer import head_channels, init_from
+    from training_helpers import TINY_PATCH
+
+    src = load_model("tiny")  # classes 1 organ, 2 ball
+    card = unet_card("new", {1: "Ball", 2: "lesion"}, spacing=(1.5, 1.5, 1.5), channels=(4, 8), strides=(2,),
+                     num_res_units=0, roi_size=TINY_PATCH)
+    assert head_channels(src.card, card) == {0: 0, 1: 2}
+    torch.manual_seed(3)
+    net = build_network(card)
+    rep = init_from(net, card, "tiny", scope="all", classes=True)
+    assert "output channels of Ball" in rep.note
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = net.eval()(x), src.network.eval()(x)
+    assert torch.allclose(a[:, 1], b[:, 2], atol=1e-5) and torch.allclose(a[:, 0], b[:, 0], atol=1e-5)
+    assert not torch.allclose(a[:, 2], b[:, 1], atol=1e-3)  # the new class is not the source's "organ"
+    torch.manual_seed(3)
+    plain = build_network(card)
+    init_from(plain, card, "tiny", scope="all", classes=False)
+    with torch.no_grad():
+        assert not torch.allclose(plain.eval()(x)[:, 1], b[:, 2], atol=1e-3)  # without it the head is new

@@ -150,6 +150,9 @@ class FinetuneConfig:
     # (every tensor but the output head)
     scratch_init: str = "default"
     scratch_transfer: str = "all"
+    # with scratch_transfer "all": the output channels of classes the source model names alike (liver, ...)
+    # are copied from its head too (training/transfer.copy_head); other classes start newly initialised
+    scratch_head: bool = True
 
     def __post_init__(self):
         if self.scratch_transfer not in ("encoder", "all"):
