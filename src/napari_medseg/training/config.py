@@ -62,6 +62,11 @@ class TrainConfig:
     # weighted 0 within distill_near planes of a corrected slice rising to 1 at distill_far planes; with it the
     # rehearsal centres (rehearsal_fraction, rehearsal_boxes) spread over the whole image
     distill_weight: float = 0.0
+    # held-out stopping rule (training/schedule.py; only with validation cases): keep the best validated
+    # weights; stop after stop_patience validations in a row more than stop_drop below the best (0: never)
+    keep_best: bool = False
+    stop_patience: int = 0
+    stop_drop: float = 0.02
     distill_near: int = 3
     distill_far: int = 16
 

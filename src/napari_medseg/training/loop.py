@@ -40,6 +40,7 @@ class TrainLog:
     stopped_by: str = "steps"  # or "time"
     initial_val: dict | None = None  # evaluate_cases() result before the first step
     final_val: dict | None = None  # evaluate_cases() result of the final weights
+    selected_step: int | None = None  # the step whose weights were kept (held-out stopping rule, schedule.py)
 
     @property
     def val_curve(self) -> list[tuple[int, float, float]]:
@@ -259,6 +260,9 @@ def training_steps(
         val_cost[0] = time.perf_counter() - tv
         return res
 
+    from napari_medseg.training.schedule import BestCheckpoint
+
+    best = BestCheckpoint(bool(val_cases) and config.keep_best, config.stop_patience, config.stop_drop)
     if val_cases and initial_validation:
         res = log.initial_val = validate()
         log.history.append({"step": 0, "loss": None, "val_dice": res["dice_mean"], "time_s": 0.0})
@@ -300,10 +304,21 @@ def training_steps(
         if val_cases and (step % config.val_every == 0 or last):
             res = validate()
             val = res["dice_mean"]
+            best.update(step, res, net)
             if last:
                 log.final_val = res
+            elif best.should_stop:  # the held-out slices stopped supporting further steps
+                log.stopped_by = "held-out"
+                averager.apply()
+                log.final_val = validate() if averager.applied else res
+                best.update(step, log.final_val, net)
+                last = True
             elapsed = time.perf_counter() - t0
         log.history.append({"step": step, "loss": losses[-1], "val_dice": val, "time_s": round(elapsed, 3)})
+        if last and log.stopped_by == "held-out":
+            yield TrainProgress(config.steps, config.steps, stage, f"step {step}: stopped (held-out Dice fell)",
+                                step=step, loss=losses[-1], val_dice=val, elapsed_s=elapsed)
+            break
         done = step if budget is None else max(step, min(config.steps, int(config.steps * elapsed / budget)))
         yield TrainProgress(
             min(done, config.steps), config.steps, stage, f"step {step} loss {losses[-1]:.4f}",
@@ -315,4 +330,6 @@ def training_steps(
     log.elapsed_s = time.perf_counter() - t0
     if val_cases and log.final_val is None:
         log.final_val = validate()
+    if val_cases:
+        log.final_val, log.selected_step = best.restore(net, log.final_val, step)
     return log
