@@ -69,6 +69,7 @@ class TrainConfig:
     stop_drop: float = 0.02
     distill_near: int = 3
     distill_far: int = 16
+    distill_mode: str = "soft"  # "soft": KL to the parent's softmax; "hard": cross-entropy to its labels
 
     def __post_init__(self):
         if self.augment not in ("basic", "few_slice"):
@@ -84,6 +85,8 @@ class TrainConfig:
         if self.distill_weight < 0 or self.distill_near < 0 or self.distill_far <= self.distill_near:
             raise InputError(f"distill_weight must be >= 0 and 0 <= distill_near < distill_far (got "
                              f"{self.distill_weight}, {self.distill_near}, {self.distill_far})")
+        if self.distill_mode not in ("soft", "hard"):
+            raise InputError(f"distill_mode must be 'soft' or 'hard', got {self.distill_mode!r}")
         if self.average_from is not None and not 0 <= self.average_from < 1:
             raise InputError(f"average_from must be in [0, 1) or None, got {self.average_from}")
         if self.steps < 1:

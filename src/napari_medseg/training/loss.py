@@ -53,22 +53,29 @@ def sparse_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tenso
     """
     loss = masked_dice_ce(logits, target, weights[:, 0], config.ce_weight, config.dice_weight)
     if teacher_probs is not None and weights.shape[1] > 3 and getattr(config, "distill_weight", 0) > 0:
-        loss = loss + config.distill_weight * distill_loss(logits, teacher_probs, weights[:, 3])
+        hard = getattr(config, "distill_mode", "soft") == "hard"
+        loss = loss + config.distill_weight * distill_loss(logits, teacher_probs, weights[:, 3], hard)
     for ch, share in ((1, config.weak_weight), (2, config.parent_weight)):
         if share > 0 and bool(weights[:, ch].any()):
             loss = loss + share * masked_dice_ce(logits, target, weights[:, ch], config.ce_weight, config.dice_weight)
     return loss
 
 
-def distill_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def distill_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, weight: torch.Tensor,
+                 hard: bool = False) -> torch.Tensor:
     """KL divergence of the network's softmax from the teacher's (``teacher_probs [N, C, ...]``), per voxel,
     averaged with ``weight [N, ...]`` (0 = not distilled). The parent's uncertain voxels count too, with
     their soft distribution: a fine-tune that turns the parent's 0.3-"spine" pelvic bone into spine is pulled
-    back, which hard targets on confident voxels alone do not do."""
+    back, which hard targets on confident voxels alone do not do. ``hard``: cross-entropy against the
+    teacher's argmax instead, on every weighted voxel (it holds a voxel's *label* where the teacher's
+    decision was close, which the soft term lets drift: the measured figure is the label)."""
     w = weight.to(logits.dtype)
     total = w.sum()
     if total <= 0:
         return logits.sum() * 0.0
+    if hard:
+        ce = F.cross_entropy(logits, teacher_probs.argmax(1), reduction="none")
+        return (ce * w).sum() / total
     logq = torch.log_softmax(logits, dim=1)
     p = teacher_probs.to(logits.dtype)
     kl = (p * (torch.log(p.clamp_min(1e-8)) - logq)).sum(1)
