@@ -216,21 +216,21 @@ def report(rows: list[dict]) -> None:
 
 
 def acceptance(rs: list[dict], organs: list[str], worse: float = 0.01) -> str:
-    """Issue 14's one-slice point on the mean over seeds: a gain on every organ of the slice, on the unseen
-    block and on all other slices, and no organ worse by more than ``worse``."""
-    parts, ok = [], True
-    for where in ("block", "all"):
-        for o in organs:
-            a = [r[f"dice_{where}"].get(o) for r in rs]
-            b = [r[f"before_{where}"].get(o) for r in rs]
-            if None in a or None in b:
-                continue
-            d = float(np.mean(a) - np.mean(b))
-            if d <= 0:
-                ok = False
-                parts.append(f"{o} ({where}) {d:+.3f}" + (" WORSE by more than 0.01" if d < -worse else " no gain"))
-    return ("every organ gains on the unseen block and on all other slices" if ok
-            else "not every organ gains: " + "; ".join(parts))
+    """Issue 14's one-slice point on the means over seeds: a gain on every organ of the slice on the block the
+    default model never saw, and on all other slices (where it trained) no organ worse by more than ``worse``."""
+    def delta(o, where):
+        a = [r[f"dice_{where}"].get(o) for r in rs]
+        b = [r[f"before_{where}"].get(o) for r in rs]
+        return None if None in a or None in b else float(np.mean(a) - np.mean(b))
+
+    block = {o: delta(o, "block") for o in organs}
+    other = {o: delta(o, "all") for o in organs}
+    no_gain = [f"{o} {d:+.3f}" for o, d in block.items() if d is not None and d <= 0]
+    worst = min(((d, o) for o, d in other.items() if d is not None), default=(0.0, "-"))
+    lost = [f"{o} {d:+.3f}" for o, d in other.items() if d is not None and d < -worse]
+    return ("gain on every organ on the unseen block: " + ("yes" if not no_gain else "NO (" + ", ".join(no_gain) + ")")
+            + f"; all other slices: worst change {worst[1]} {worst[0]:+.3f}"
+            + (f", worse by more than {worse}: " + ", ".join(lost) if lost else f" (none worse by more than {worse})"))
 
 
 def main(argv=None):
@@ -256,6 +256,9 @@ def main(argv=None):
     img, lab = load(args.data)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs ({cpu_flags()}); results -> {args.out}",
           flush=True)
+    if any(not CONDITIONS[c]["scratch"] for c in args.condition):
+        baseline_prediction(img)  # the default model's segmentation first: its CPU plan is then measured before
+        # the first job, as on a machine that has segmented before (each job's own stages are still timed)
     for cond in args.condition:
         for seed in args.seeds:
             done = {(r["condition"], r["seed"], r.get("variant", "")) for r in read_rows(args.out)}

@@ -207,16 +207,14 @@ def test_new_model_head_copies_the_classes_its_source_knows_by_name(tiny_parent)
         assert not torch.allclose(plain.eval()(x)[:, 1], b[:, 2], atol=1e-3)  # without it the head is new
 
 
-def test_hard_distillation_is_cross_entropy_to_the_teachers_labels():
-    import torch.nn.functional as F
-
-    from napari_medseg.training.loss import distill_loss
+def test_hard_distillation_is_dice_ce_to_the_teachers_labels():
+    from napari_medseg.training.loss import distill_loss, masked_dice_ce
 
     g = torch.Generator().manual_seed(1)
     logits, teacher = torch.randn(1, 3, 4, 4, 4, generator=g), torch.softmax(torch.randn(1, 3, 4, 4, 4, generator=g), 1)
     w = torch.ones(1, 4, 4, 4)
-    ce = F.cross_entropy(logits, teacher.argmax(1))
-    assert distill_loss(logits, teacher, w, hard=True).item() == pytest.approx(ce.item(), rel=1e-5)
+    ref = masked_dice_ce(logits, teacher.argmax(1), w)
+    assert distill_loss(logits, teacher, w, hard=True).item() == pytest.approx(ref.item(), rel=1e-5)
     # the teacher itself still pays for its uncertainty under the soft term only
     assert distill_loss(torch.log(teacher), teacher, w).item() == pytest.approx(0.0, abs=1e-5)
     assert distill_loss(torch.log(teacher), teacher, w, hard=True).item() > 0

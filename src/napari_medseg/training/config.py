@@ -129,8 +129,11 @@ class FinetuneConfig:
 
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=300, time_budget_s=120.0, lr=1e-3, patch_size=(96, 96, 16), batch_size=2, val_every=50,
-            augment="few_slice", weak_weight=0.5, parent_weight=0.3, average_from=0.6, rehearsal_fraction=0.2,
+            steps=300, time_budget_s=120.0, lr=1e-3, patch_size=(96, 96, 16), batch_size=2, val_every=30,
+            augment="few_slice", weak_weight=0.5, parent_weight=0.0, average_from=0.6,
+            # docs/training.md "Few slices": distillation from the parent on patches all over the image
+            distill_weight=1.5, distill_mode="hard", distill_near=3, distill_far=12, rehearsal_fraction=0.5,
+            rehearsal_boxes=32, keep_best=True, stop_patience=2,
         )
     )
     holdout: int | str = "auto"
