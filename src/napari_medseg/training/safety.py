@@ -245,8 +245,8 @@ def _unchecked_lines(result) -> list[str]:
              "held-out check can run)."]
     before, after = result.metrics_before, result.metrics_after
     if after:
-        lines.append(f"Checked: the fit on the corrected slice it trained on (Dice, all classes pooled; this shows it "
-                     f"learnt your correction, not that it generalises): "
+        lines.append("Checked: the fit on the corrected slice it trained on (Dice, all classes pooled; this shows it "
+                     "learnt your correction, not that it generalises): "
                      + (f"current model {_dice(before)}, new model {_dice(after)}." if before else f"{_dice(after)}."))
         per = _per_class(before, after)
         if per:
