@@ -141,7 +141,7 @@ def run_one(img, lab, cond: str, seed: int, args) -> dict:
            "steps": res.timing.get("steps"), "train_s": res.timing.get("train_s"), "check": res.check,
            "heldout": [list(s) for s in res.heldout_slices], "config": over, "reason": res.reason,
            "init": (res.card.provenance.get("init") or {}).get("note"),
-           "dice_all": per_class_dice(pred, truth, other, names)}
+           "dice_all": per_class_dice(pred, truth, other, names), "summary": res.summary()}
     if not spec["scratch"]:
         block = [k for k in UNSEEN_BLOCK if k not in slices]
         row["dice_block"] = per_class_dice(pred, truth, block, names)
