@@ -66,3 +66,18 @@ def test_loop_stops_on_the_held_out_curve_and_restores_the_best_step(monkeypatch
     assert log.selected_step == 4 and log.final_val["dice_fg"] == 0.8
     kept = snapshots[2]  # the weights validated at step 4
     assert all(torch.equal(net.state_dict()[k], kept[k]) for k in kept)
+
+
+def test_the_result_text_names_the_held_out_stop_and_the_kept_step():
+    from types import SimpleNamespace
+
+    from napari_medseg.training.safety import describe
+
+    res = SimpleNamespace(name="m", version="v2", activated=True, reason="held-out Dice 0.7 -> 0.8", heldout_slices=[(0, 5)],
+                          check="holdout", metrics_before=_res(0.7), metrics_after=_res(0.8), class_changes={},
+                          timing={"job_s": 50.0, "budget_s": 120.0, "train_s": 30.0, "steps": 40, "segment_s": 10.0,
+                                  "stopped_by": "held-out", "selected_step": 20})
+    text = describe(res)
+    assert "Training stopped early: the held-out Dice fell" in text and "weights of step 20" in text
+    res.timing.update(stopped_by="time", selected_step=40)
+    assert "stopped early" not in describe(res) and "weights of step" not in describe(res)

@@ -234,6 +234,7 @@ def finetune_steps(
                                                                            reason, log, cancel)
     job.timed("save", clock() - t)
     timing = {**job.timing(), "train_s": round(job.stages.get("train", 0.0), 2), "steps": log.steps,
+              "stopped_by": log.stopped_by, "selected_step": log.selected_step,
               "segment_s": round(sum(v for k, v in job.stages.items() if k.startswith(("segment", "check"))), 2)}
     return FinetuneResult(
         model_path=path, version=version, name=start.name, card=card, metrics_before=before,

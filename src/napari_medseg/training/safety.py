@@ -297,6 +297,11 @@ def describe(result) -> str:
             + f" (training {t.get('train_s', 0):.0f} s, {t.get('steps', 0)} steps; whole-image segmentations "
             f"{t.get('segment_s', 0):.0f} s)" + (f"; {t['steps_per_min']:.0f} steps/min." if t.get("steps_per_min") else ".")
         )
+        sel, steps = t.get("selected_step"), t.get("steps")
+        if t.get("stopped_by") == "held-out" or (sel is not None and steps and sel != steps):
+            lines.append(("Training stopped early: the held-out Dice fell at consecutive checks. " if t.get("stopped_by")
+                          == "held-out" else "") + (f"The weights of step {sel} (the best held-out check) were kept."
+                                                    if sel is not None and sel != steps else ""))
         if budget and t["job_s"] > 1.1 * budget:
             big = sorted((t.get("stages_s") or {}).items(), key=lambda kv: -kv[1])[:3]
             spent = f" (longest parts: {', '.join(f'{k} {v:.0f} s' for k, v in big)})" if big else ""
