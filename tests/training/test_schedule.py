@@ -34,6 +34,12 @@ def test_best_checkpoint_keeps_the_best_weights_and_counts_drops():
     with torch.no_grad():
         net.weight.fill_(9)
     assert best.restore(net, _res(0.7), 6)[1] == 6 and float(net.weight.detach()[0, 0]) == 9.0
+    late = BestCheckpoint(True, patience=1, after=0.5)  # validations in the first half of the run do not count
+    late.update(1, _res(0.9), net, frac=0.2)
+    late.update(2, _res(0.1), net, frac=0.4)
+    assert late.state is None and not late.should_stop
+    late.update(3, _res(0.5), net, frac=0.6)
+    assert late.step == 3
     off = BestCheckpoint(False, patience=1)
     off.update(1, _res(0.9), net)
     assert off.state is None and not off.should_stop
@@ -59,7 +65,7 @@ def test_loop_stops_on_the_held_out_curve_and_restores_the_best_step(monkeypatch
     monkeypatch.setattr(loop, "evaluate_cases", fake_eval)
     card = tiny_card()
     net = build_network(card)
-    cfg = tiny_config(40, val_every=2, keep_best=True, stop_patience=2, stop_drop=0.05)
+    cfg = tiny_config(40, val_every=2, keep_best=True, stop_patience=2, stop_drop=0.05, stop_after=0.0)
     log = run_steps(loop.training_steps(net, [case], cfg, card.out_channels, [case]))
     # validations: step 0 (0.5), 2 (0.6), 4 (0.8), 6 (0.7: drop 0.1), 8 (0.65: drop again) -> stop at step 8
     assert log.stopped_by == "held-out" and log.steps == 8

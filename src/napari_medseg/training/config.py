@@ -67,6 +67,7 @@ class TrainConfig:
     keep_best: bool = False
     stop_patience: int = 0
     stop_drop: float = 0.02
+    stop_after: float = 0.5  # validations before this share of the run (steps or time) neither stop nor select
     distill_near: int = 3
     distill_far: int = 16
     distill_mode: str = "soft"  # "soft": KL to the parent's softmax; "hard": cross-entropy to its labels
@@ -85,6 +86,8 @@ class TrainConfig:
         if self.distill_weight < 0 or self.distill_near < 0 or self.distill_far <= self.distill_near:
             raise InputError(f"distill_weight must be >= 0 and 0 <= distill_near < distill_far (got "
                              f"{self.distill_weight}, {self.distill_near}, {self.distill_far})")
+        if not 0 <= self.stop_after < 1:
+            raise InputError(f"stop_after must be in [0, 1), got {self.stop_after}")
         if self.distill_mode not in ("soft", "hard"):
             raise InputError(f"distill_mode must be 'soft' or 'hard', got {self.distill_mode!r}")
         if self.average_from is not None and not 0 <= self.average_from < 1:

@@ -262,7 +262,8 @@ def training_steps(
 
     from napari_medseg.training.schedule import BestCheckpoint
 
-    best = BestCheckpoint(bool(val_cases) and config.keep_best, config.stop_patience, config.stop_drop)
+    best = BestCheckpoint(bool(val_cases) and config.keep_best, config.stop_patience, config.stop_drop,
+                          config.stop_after)
     if val_cases and initial_validation:
         res = log.initial_val = validate()
         log.history.append({"step": 0, "loss": None, "val_dice": res["dice_mean"], "time_s": 0.0})
@@ -304,14 +305,15 @@ def training_steps(
         if val_cases and (step % config.val_every == 0 or last):
             res = validate()
             val = res["dice_mean"]
-            best.update(step, res, net)
+            run_frac = max(step / config.steps, elapsed / budget if budget else 0.0)
+            best.update(step, res, net, 1.0 if last else run_frac)
             if last:
                 log.final_val = res
             elif best.should_stop:  # the held-out slices stopped supporting further steps
                 log.stopped_by = "held-out"
                 averager.apply()
                 log.final_val = validate() if averager.applied else res
-                best.update(step, log.final_val, net)
+                best.update(step, log.final_val, net, run_frac)
                 last = True
             elapsed = time.perf_counter() - t0
         log.history.append({"step": step, "loss": losses[-1], "val_dice": val, "time_s": round(elapsed, 3)})
