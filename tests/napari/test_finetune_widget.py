@@ -50,6 +50,10 @@ def test_finetune_widget_end_to_end(make_napari_viewer, qtbot, phantom, tiny_mod
     finetune.set_layers(viewer.layers["abdomen"], layer)
     assert finetune.corrected_slices() == [(0, 20), (0, 30)]
     assert "2 corrected slice(s)" in finetune.slices_label.text()
+    assert "a trial run holds one corrected slice out" in finetune.slices_label.text()  # what the check can do
+    finetune.scratch.setChecked(True)
+    assert "none is held out" in finetune.slices_label.text()
+    finetune.scratch.setChecked(False)
     finetune.set_model(str(tiny_model))
     finetune.name_edit.setText("liver-tuned")
     finetune.steps.setValue(4)

@@ -108,6 +108,7 @@ class FinetuneWidget(QWidget):
         self.settings = TrainingSettings(self)
         for attr in ("scratch", "freeze", "allow_class_change", "name_edit", "steps", "budget", "lr"):
             setattr(self, attr, getattr(self.settings, attr))
+        self.scratch.toggled.connect(self.refresh_slices)  # what the check can measure depends on the mode
         layout.addWidget(self.settings)
         self.warn_label = QLabel("")  # classes on ticked slices that look unreviewed (outside the form: wraps)
         self.warn_label.setWordWrap(True)
@@ -228,6 +229,10 @@ class FinetuneWidget(QWidget):
         if key != getattr(self, "_warn_key", None):  # checking the slices costs a little: only when they change
             self._warn_key, self._warnings = key, self.review_warnings(slices)
         text = describe_slices(slices)
+        if slices:  # what the safety check will be able to measure (one slice: not much; say so before the run)
+            from napari_medseg.training.safety import check_plan
+
+            text += "\nCheck: " + check_plan(len(slices), self.scratch.isChecked())
         pending = store_for(layer).edited_unmarked() if layer is not None else []
         if pending:
             text += (f"\n{len(pending)} edited slice(s) not marked corrected (not used until marked in 'Correct "

@@ -57,6 +57,20 @@ class TrainConfig:
     rehearsal_fraction: float = 0.0
     rehearsal_boxes: int = 8
     average_from: float | None = None  # average the weights over the run's last part (0.6: last 40 %)
+    # fine-tune: loss share of distillation from the parent (training/sparse.py "distillation"): on every
+    # training patch the frozen parent's softmax is a soft target for the voxels off the corrected slices,
+    # weighted 0 within distill_near planes of a corrected slice rising to 1 at distill_far planes; with it the
+    # rehearsal centres (rehearsal_fraction, rehearsal_boxes) spread over the whole image
+    distill_weight: float = 0.0
+    # held-out stopping rule (training/schedule.py; only with validation cases): keep the best validated
+    # weights; stop after stop_patience validations in a row more than stop_drop below the best (0: never)
+    keep_best: bool = False
+    stop_patience: int = 0
+    stop_drop: float = 0.02
+    stop_after: float = 0.5  # validations before this share of the run (steps or time) neither stop nor select
+    distill_near: int = 3
+    distill_far: int = 16
+    distill_mode: str = "soft"  # "soft": KL to the parent's softmax; "hard": cross-entropy to its labels
 
     def __post_init__(self):
         if self.augment not in ("basic", "few_slice"):
@@ -69,6 +83,13 @@ class TrainConfig:
         if not 0 <= self.rehearsal_fraction <= 1 or self.rehearsal_boxes < 0:
             raise InputError(f"rehearsal_fraction must be in [0, 1] and rehearsal_boxes >= 0, got "
                              f"{self.rehearsal_fraction}, {self.rehearsal_boxes}")
+        if self.distill_weight < 0 or self.distill_near < 0 or self.distill_far <= self.distill_near:
+            raise InputError(f"distill_weight must be >= 0 and 0 <= distill_near < distill_far (got "
+                             f"{self.distill_weight}, {self.distill_near}, {self.distill_far})")
+        if not 0 <= self.stop_after < 1:
+            raise InputError(f"stop_after must be in [0, 1), got {self.stop_after}")
+        if self.distill_mode not in ("soft", "hard"):
+            raise InputError(f"distill_mode must be 'soft' or 'hard', got {self.distill_mode!r}")
         if self.average_from is not None and not 0 <= self.average_from < 1:
             raise InputError(f"average_from must be in [0, 1) or None, got {self.average_from}")
         if self.steps < 1:
@@ -111,14 +132,18 @@ class FinetuneConfig:
 
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=300, time_budget_s=120.0, lr=1e-3, patch_size=(96, 96, 16), batch_size=2, val_every=50,
-            augment="few_slice", weak_weight=0.5, parent_weight=0.3, average_from=0.6, rehearsal_fraction=0.2,
+            steps=300, time_budget_s=120.0, lr=1e-3, patch_size=(96, 96, 16), batch_size=2, val_every=30,
+            augment="few_slice", weak_weight=0.5, parent_weight=0.0, average_from=0.6,
+            # docs/training.md "Few slices": distillation from the parent on patches all over the image
+            distill_weight=1.5, distill_mode="hard", distill_near=3, distill_far=12, rehearsal_fraction=0.5,
+            rehearsal_boxes=32, keep_best=True, stop_patience=2,
         )
     )
     holdout: int | str = "auto"
     holdout_slices: tuple[tuple[int, int], ...] | None = None  # explicit held-out slices (axis, index)
     cv_folds: int = 1
     cv_budget_fraction: float = 0.45
+    cv_continue: bool = True  # one fold: the final run continues from the trial run's weights
     tolerance: float = 0.0
     class_check: bool = True
     max_class_shrink: float = 0.5
@@ -139,6 +164,9 @@ class FinetuneConfig:
     # (every tensor but the output head)
     scratch_init: str = "default"
     scratch_transfer: str = "all"
+    # with scratch_transfer "all": the output channels of classes the source model names alike (liver, ...)
+    # are copied from its head too (training/transfer.copy_head); other classes start newly initialised
+    scratch_head: bool = True
 
     def __post_init__(self):
         if self.scratch_transfer not in ("encoder", "all"):

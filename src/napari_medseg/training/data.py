@@ -27,9 +27,9 @@ class Case:
     target: torch.Tensor  # [i, j, k] int64 channel indices
     mask: torch.Tensor  # [i, j, k] float32, 1 where the loss applies
     thin_axis: int | None = None  # model axis normal to the corrected slices, when they share one
-    # weak targets (training/sparse.py): [2, i, j, k] float32 -- channel 0 the relative weight of labels
+    # weak targets (training/sparse.py): [2 or 3, i, j, k] float32 -- channel 0 the relative weight of labels
     # interpolated between the labelled slices, channel 1 the parent's confident predictions (0/1); ``target``
-    # then holds those labels off the mask. None: the loss sees only ``mask``
+    # then holds those labels off the mask; channel 2 (optional) the weight of distillation from the parent. None: the loss sees only ``mask``
     weak: torch.Tensor | None = None
     rehearsal: tuple = ()  # centres (i, j, k) of boxes far from the labelled slices with parent targets
 
@@ -160,7 +160,7 @@ class PatchSampler:
     (small organs get seen); the rest on any masked voxel (for sparse labels that is a corrected slice, so
     every patch contains one). Patches through corrected slices are thin along the slice normal when the
     case says so (``thin_axis``), which spends compute where the loss is. `sample` returns ``(image, target,
-    weights)`` with ``weights [N, 3, *patch]``: the mask, then the case's two weak-target weights
+    weights)`` with ``weights [N, 3 or 4, *patch]``: the mask, then the case's weak-target weights
     (`training.sparse`; zeros without them); centres are always drawn on the mask.
     ``config.augment == "few_slice"`` augments with MONAI transforms (`training.augment`).
     """
@@ -169,6 +169,7 @@ class PatchSampler:
         self.cfg = config
         self.cases = cases = [pad_case(c, self._patch_size(c)) for c in cases]
         self.n_classes = n_classes
+        self.n_weak = max([2] + [c.weak.shape[0] for c in cases if c.weak is not None])
         self.rng = np.random.default_rng(config.seed)
         self.augment = None
         if getattr(config, "augment", "basic") == "few_slice":
@@ -212,7 +213,7 @@ class PatchSampler:
             offs = [cs // 2 for cs in crop] if rehearse else [rng.integers(0, cs) for cs in crop]
             lo = [int(np.clip(c - o, 0, n - cs)) for c, o, cs, n in zip(center, offs, crop, case.shape)]
             sl = tuple(slice(a, a + cs) for a, cs in zip(lo, crop))
-            weak = case.weak[(slice(None), *sl)] if case.weak is not None else torch.zeros((2, *crop))
+            weak = case.weak[(slice(None), *sl)] if case.weak is not None else torch.zeros((self.n_weak, *crop))
             img, tgt, msk = case.image[(slice(None), *sl)], case.target[sl], torch.cat([case.mask[sl][None], weak])
             if tuple(crop) != tuple(size):
                 img = F.interpolate(img[None], size=size, mode="trilinear", align_corners=False)[0]

@@ -26,7 +26,7 @@ from napari_medseg.training.config import FinetuneConfig
 from napari_medseg.training.finetune_stages import slice_mask as _slice_mask, split_holdout, subcase as _subcase
 from napari_medseg.training.job import JobClock, estimate_segment_s, timed_segment
 from napari_medseg.training.preflight import finetune_preflight
-from napari_medseg.training.safety import class_verdict, compare_classes, decide
+from napari_medseg.training.safety import agreement_outside, class_verdict, compare_classes, decide
 from napari_medseg.training.train import TrainResult, finish_card
 from napari_medseg.volume import Volume
 
@@ -55,6 +55,8 @@ class FinetuneResult:
     timing: dict = field(default_factory=dict)  # job_s, budget_s, train_s, segment_s, steps, stages_s, reserved_s
     other_changes: dict = field(default_factory=dict)  # other checked image -> class name -> compare_classes row
     check_notes: list = field(default_factory=list)  # other images not checked, and why
+    # one corrected slice: the new model's agreement with the parent outside it (safety.agreement_outside)
+    agreement: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         """The result in plain words: decision and why, held-out slices, per-class changes, time."""
@@ -206,7 +208,7 @@ def finetune_steps(
     held = split.held
 
     # ---- the new model segments the image (class check, re-segmentation) and the other check images
-    new_seg, changes = None, {}
+    new_seg, changes, agreement = None, {}, {}
     if check_classes or resegment:
         new_seg, _ = yield from timed_segment(image, start.net, start.card, "check: the new model segments the image",
                                               job, "segment (new model)")
@@ -216,6 +218,8 @@ def finetune_steps(
         changes = compare_classes(parent_seg.labels.array, new_seg.labels.array, classes_,
                                   float(image.voxel_volume_mm3) / 1000.0, slices, config,
                                   image=str(image.meta.get("source_path") or "image"))
+        if split.check == "none":  # one corrected slice: agreement with the parent is what can be checked
+            agreement = agreement_outside(parent_seg.labels.array, new_seg.labels.array, classes_, slices)
         job.timed("compare", clock() - t)
     others = yield from new_pass(others_set, start.net, start.card, config, job)
 
@@ -230,12 +234,14 @@ def finetune_steps(
                                                                            reason, log, cancel)
     job.timed("save", clock() - t)
     timing = {**job.timing(), "train_s": round(job.stages.get("train", 0.0), 2), "steps": log.steps,
+              "stopped_by": log.stopped_by, "selected_step": log.selected_step,
               "segment_s": round(sum(v for k, v in job.stages.items() if k.startswith(("segment", "check"))), 2)}
     return FinetuneResult(
         model_path=path, version=version, name=start.name, card=card, metrics_before=before,
         metrics_after=after, history=log.history, activated=activated, reason=reason,
         network=start.net, heldout_slices=list(held), check=split.check, class_changes=changes,
         segmentation=new_seg, timing=timing, other_changes=others, check_notes=list(others_set.notes),
+        agreement=agreement,
     )
 
 

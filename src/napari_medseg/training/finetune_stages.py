@@ -230,6 +230,9 @@ def build_cases(image: Volume, labels: Volume, slices, card: ModelCard, split: S
 def cross_validate(start: Start, cases: Cases, image, slices, tcfg: TrainConfig, config: FinetuneConfig, run):
     """Short trial runs from the parent, each holding out one slice; returns ``(before, after, held)``.
 
+    With one fold and ``config.cv_continue`` the final run starts from the trial run's weights (and still
+    learns from the parent as its teacher), so the job's budget trains one model instead of two.
+
     ``run(steps)`` drives a training generator as a stage of the job (progress, time accounting)."""
     folds = min(len(slices), max(1, config.cv_folds))
     _, fold_slices = split_holdout(slices, folds)
@@ -240,10 +243,13 @@ def cross_validate(start: Start, cases: Cases, image, slices, tcfg: TrainConfig,
         tc = cases.of([s for s in slices if s != hs])
         vc = cases.of([hs], thin=model_axis_of_array_axis(image, start.card, hs[0]))
         fold_cfg = dataclasses.replace(budget_share(tcfg, frac), seed=tcfg.seed + f)
-        log = yield from run(training_steps(copy.deepcopy(start.parent_net), [tc], fold_cfg, nc, [vc], names,
+        trial = copy.deepcopy(start.parent_net)
+        log = yield from run(training_steps(trial, [tc], fold_cfg, nc, [vc], names,
                                             stage=f"trial run {f + 1}/{folds} (held-out check)"))
         befores.append(log.initial_val)
         afters.append(log.final_val)
+        if config.cv_continue and folds == 1:  # the final run goes on from here: the trial's steps are not lost
+            start.net.load_state_dict(trial.state_dict())
     return pool(befores), pool(afters), list(fold_slices)
 
 
@@ -270,11 +276,14 @@ def train_final(start: Start, cases: Cases, split: Split, cfg: TrainConfig, run,
     nc, names = start.card.out_channels, class_names(start.card)
     kw = {"time_left": time_left} if time_left is not None else {}
     log = yield from run(training_steps(start.net, [cases.train], cfg, nc, val, names, stage="fine-tune: training",
-                                        initial_validation=start.parent is not None, **kw))
+                                        initial_validation=start.parent is not None, parent=start.parent_net, **kw))
     after = log.final_val
     if split.check == "none":
         after = evaluate_cases(start.net, [cases.train], nc, cfg.patch_size, names)
         after["on"] = "training slices (no held-out slice available)"
+        if start.parent_net is not None:  # the parent's fit on the same slice: did the correction get learnt?
+            log.initial_val = evaluate_cases(start.parent_net, [cases.train], nc, cfg.patch_size, names)
+            log.initial_val["on"] = after["on"]
     start.net.eval()
     return log, after
 
@@ -306,7 +315,7 @@ def train_all(start: Start, cases: Cases, split: Split, image, slices, config: F
         final_cfg = final_config(tcfg, config, split)
         time_left = job.time_left_for_training if job.budget is not None else None
         log, final_after = yield from train_final(start, cases, split, final_cfg, run, time_left)
-        if split.check == "holdout":
+        if split.check in ("holdout", "none"):
             before = log.initial_val if start.parent is not None else None
         if split.check != "cv":
             after = final_after

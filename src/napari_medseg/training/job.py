@@ -68,10 +68,12 @@ class JobClock:
 
     def slowdown(self) -> float:
         """Recent step time / early step time: > 1 when the machine got busier since the stages were measured."""
-        if len(self._steps) < 6:
+        # at least 10 steps and a median over the last 8: a load spike over a few steps (another job starting)
+        # must not triple the reserve and end a run after 9 of its steps, as it did under a fluctuating load
+        if len(self._steps) < 10:
             return 1.0
         early = statistics.median(self._steps[:5])
-        recent = statistics.median(self._steps[-5:])
+        recent = statistics.median(self._steps[-8:])
         lo, hi = SLOWDOWN_RANGE
         return min(max(recent / max(early, 1e-9), lo), hi)
 

@@ -40,6 +40,7 @@ class TrainLog:
     stopped_by: str = "steps"  # or "time"
     initial_val: dict | None = None  # evaluate_cases() result before the first step
     final_val: dict | None = None  # evaluate_cases() result of the final weights
+    selected_step: int | None = None  # the step whose weights were kept (held-out stopping rule, schedule.py)
 
     @property
     def val_curve(self) -> list[tuple[int, float, float]]:
@@ -206,12 +207,15 @@ def training_steps(
     stage: str = "train",
     initial_validation: bool = True,
     time_left=None,
+    parent=None,
 ):
     """Train ``net`` in place on ``cases``; yields `TrainProgress`, returns `TrainLog`.
 
     ``initial_validation=False`` skips validating the untrained weights (nothing to compare with, e.g. a
     new model from scratch). ``time_left()`` (optional) gives the seconds the caller still allows for
     training, re-read before every step (a fine-tune job reserves time for what follows training).
+    ``parent``: the model whose predictions are weak targets and the distillation teacher (default: a frozen
+    copy of ``net`` as it is before the first step -- the parent of a fine-tune).
     """
     from napari_medseg.inference.train_plan import apply_training_plan
 
@@ -224,11 +228,19 @@ def training_steps(
         raise ModelError("no trainable parameters left (is the whole network frozen?)")
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     t0 = time.perf_counter()  # preparing the weak targets counts against the budget
-    if config.weak_weight > 0 or config.parent_weight > 0:  # weak targets around the labelled slices
+    teacher = None
+    if config.parent_weight > 0 or config.distill_weight > 0:
+        import copy
+
+        # the untrained weights: the parent of a fine-tune (frozen: it teaches, it does not learn)
+        teacher = (parent if parent is not None else copy.deepcopy(net)).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    if config.weak_weight > 0 or teacher is not None:  # weak targets around the labelled slices
         from napari_medseg.training.sparse import sparse_case
 
-        parent = net if config.parent_weight > 0 else None  # the untrained weights: the parent of a fine-tune
-        cases = [sparse_case(c, config, parent, case_patch_size(config.patch_size, c)) for c in cases]
+        cases = [sparse_case(c, config, teacher, case_patch_size(config.patch_size, c)) for c in cases]
+    distill = teacher is not None and config.distill_weight > 0
     sampler = PatchSampler(cases, config, n_classes)
     averager = WeightAverage(net, config.average_from)
     val_cases = list(val_cases or [])
@@ -248,6 +260,10 @@ def training_steps(
         val_cost[0] = time.perf_counter() - tv
         return res
 
+    from napari_medseg.training.schedule import BestCheckpoint
+
+    best = BestCheckpoint(bool(val_cases) and config.keep_best, config.stop_patience, config.stop_drop,
+                          config.stop_after)
     if val_cases and initial_validation:
         res = log.initial_val = validate()
         log.history.append({"step": 0, "loss": None, "val_dice": res["dice_mean"], "time_s": 0.0})
@@ -265,7 +281,11 @@ def training_steps(
         t_step = time.perf_counter()
         img, tgt, msk = sampler.sample()
         logits = net(img)
-        loss = sparse_loss(logits, tgt, msk, config)
+        teach = None
+        if distill and msk.shape[1] > 3 and bool(msk[:, 3].any()):
+            with torch.no_grad():
+                teach = torch.softmax(teacher(img), dim=1)
+        loss = sparse_loss(logits, tgt, msk, config, teach)
         if not torch.isfinite(loss):
             raise ModelError(
                 f"training diverged (loss {loss.item()}) at step {step + 1}; lower the learning rate (now {config.lr})"
@@ -285,10 +305,22 @@ def training_steps(
         if val_cases and (step % config.val_every == 0 or last):
             res = validate()
             val = res["dice_mean"]
+            run_frac = max(step / config.steps, elapsed / budget if budget else 0.0)
+            best.update(step, res, net, 1.0 if last else run_frac)
             if last:
                 log.final_val = res
+            elif best.should_stop:  # the held-out slices stopped supporting further steps
+                log.stopped_by = "held-out"
+                averager.apply()
+                log.final_val = validate() if averager.applied else res
+                best.update(step, log.final_val, net, run_frac)
+                last = True
             elapsed = time.perf_counter() - t0
         log.history.append({"step": step, "loss": losses[-1], "val_dice": val, "time_s": round(elapsed, 3)})
+        if last and log.stopped_by == "held-out":
+            yield TrainProgress(config.steps, config.steps, stage, f"step {step}: stopped (held-out Dice fell)",
+                                step=step, loss=losses[-1], val_dice=val, elapsed_s=elapsed)
+            break
         done = step if budget is None else max(step, min(config.steps, int(config.steps * elapsed / budget)))
         yield TrainProgress(
             min(done, config.steps), config.steps, stage, f"step {step} loss {losses[-1]:.4f}",
@@ -300,4 +332,6 @@ def training_steps(
     log.elapsed_s = time.perf_counter() - t0
     if val_cases and log.final_val is None:
         log.final_val = validate()
+    if val_cases:
+        log.final_val, log.selected_step = best.restore(net, log.final_val, step)
     return log

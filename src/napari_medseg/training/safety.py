@@ -82,6 +82,41 @@ def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str]
     return rows
 
 
+def agreement_outside(parent: np.ndarray, new: np.ndarray, classes: dict[int, str], slices) -> dict:
+    """How far the new model's labels agree with the parent's *outside the corrected slices* (the one thing a
+    single corrected slice lets us check away from it): per class the Dice between the two label maps
+    there (1 = unchanged; absent when neither predicts the class there), and the share of voxels whose label
+    is unchanged. Returns ``{"dice": {name: float}, "unchanged": float}``."""
+    p, n = np.asarray(parent), np.asarray(new)
+    out = outside_mask(p.shape, slices)
+    both = {}
+    for v in (int(v) for v in classes if int(v) != 0):
+        pv, nv = (p == v) & out, (n == v) & out
+        sp, sn = int(np.count_nonzero(pv)), int(np.count_nonzero(nv))
+        if sp + sn:
+            both[classes[v]] = round(2 * int(np.count_nonzero(pv & nv)) / (sp + sn), 4)
+    total = int(np.count_nonzero(out))
+    same = int(np.count_nonzero((p == n) & out))
+    return {"dice": both, "unchanged": round(same / total, 6) if total else None}
+
+
+def check_plan(n_slices: int, from_scratch: bool) -> str:
+    """What the safety check of a fine-tune on ``n_slices`` corrected slices can and cannot measure (the
+    widget shows it before the run, with the default ``holdout="auto"``)."""
+    if from_scratch:
+        if n_slices >= 4:
+            return "a quarter of the corrected slices is held out to measure the new model"
+        return (f"{n_slices} corrected slice(s): fewer than 4, so none is held out and nothing measures the new model "
+                "on a slice it did not learn")
+    if n_slices >= 4:
+        return "a quarter of the corrected slices is held out to compare the current and the new model"
+    if n_slices >= 2:
+        return "a trial run holds one corrected slice out to compare the current and the new model"
+    return ("1 corrected slice: none can be held out, so nothing can test the new model on a slice it did not "
+            "learn. Checked instead: its fit on this slice and its agreement with the current model elsewhere; "
+            "the new version is saved but not activated automatically. Correct a 2nd slice for a held-out check")
+
+
 # ------------------------------------------------------------------------------ held-out Dice decision
 def pool(results: list[dict | None]) -> dict | None:
     vals = [r for r in results if r and r.get("dice_mean") is not None]
@@ -175,6 +210,57 @@ def _dice(m) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _continued(result) -> bool:
+    prov = getattr(getattr(result, "card", None), "provenance", None) or {}
+    cfg = prov.get("finetune_config") or {}
+    return bool(cfg.get("cv_continue")) and int(cfg.get("cv_folds", 1)) == 1
+
+
+def _per_class(before, after) -> str:
+    per = (after or {}).get("dice") or {}
+    bper = (before or {}).get("dice") or {}
+    names = list(dict.fromkeys([*bper, *per]))
+
+    def f(d, n):
+        return f"{d[n]:.2f}" if n in d else "absent"
+
+    if names and before:
+        return "; ".join(f"{n} {f(bper, n)} -> {f(per, n)}" for n in names)
+    return "; ".join(f"{n} {d:.2f}" for n, d in per.items())
+
+
+def _heldout_lines(before, after) -> list[str]:
+    lines = [f"Agreement with your corrections on those slices (Dice, all classes pooled, 1 = identical): "
+             f"before {_dice(before)}, after {_dice(after)}."]
+    per = _per_class(before, after)
+    if per:
+        lines.append(("  per class (absent = neither predicted nor painted there): " if before else "  per class: ") + per)
+    return lines
+
+
+def _unchecked_lines(result) -> list[str]:
+    """One corrected slice (or a new model from under 4): what was checked, and what could not be."""
+    lines = ["No slice could be held out: NOT checked is how the new model does on slices you did not correct "
+             "(its accuracy there is unknown; look at the re-segmentation, or correct one more slice so that a "
+             "held-out check can run)."]
+    before, after = result.metrics_before, result.metrics_after
+    if after:
+        lines.append("Checked: the fit on the corrected slice it trained on (Dice, all classes pooled; this shows it "
+                     "learnt your correction, not that it generalises): "
+                     + (f"current model {_dice(before)}, new model {_dice(after)}." if before else f"{_dice(after)}."))
+        per = _per_class(before, after)
+        if per:
+            lines.append("  per class: " + per)
+    agree = getattr(result, "agreement", None) or {}
+    if agree.get("dice"):
+        lines.append("Checked: agreement of the new model with the current one outside the corrected slice (Dice "
+                     "per class, 1 = unchanged; where your correction says nothing, a large change is unverified): "
+                     + "; ".join(f"{n} {d:.2f}" for n, d in agree["dice"].items())
+                     + (f"; {agree['unchanged'] * 100:.1f} % of voxels unchanged." if agree.get("unchanged") is not None
+                        else "."))
+    return lines
+
+
 def describe(result) -> str:
     """The result of a fine-tune in plain words: decision and why, held-out slices, per-class changes."""
     where = f"{result.name}@{result.version}" if result.version else str(result.model_path)
@@ -183,25 +269,13 @@ def describe(result) -> str:
     if result.check == "holdout":
         lines.append(f"Held out (not trained on, used to compare the models): {held}.")
     elif result.check == "cv":
-        lines.append(f"Checked by a trial run that held out {held}; the new model then trained on every corrected slice.")
+        lines.append(f"Checked by a trial run that held out {held}; the new model then trained on every corrected slice"
+                     + (" (continuing from the trial run's weights)." if _continued(result) else "."))
     else:
-        lines.append("No slice could be held out (only one corrected slice): nothing compared the two models there.")
+        lines.extend(_unchecked_lines(result))
     before, after = result.metrics_before, result.metrics_after
     if result.check != "none" and after:
-        lines.append(f"Agreement with your corrections on those slices (Dice, all classes pooled, 1 = identical): "
-                     f"before {_dice(before)}, after {_dice(after)}.")
-        per = (after or {}).get("dice") or {}
-        bper = (before or {}).get("dice") or {}
-        names = list(dict.fromkeys([*bper, *per]))
-
-        def f(d, n):
-            return f"{d[n]:.2f}" if n in d else "absent"
-
-        if names and before:
-            lines.append("  per class (absent = neither predicted nor painted there): "
-                         + "; ".join(f"{n} {f(bper, n)} -> {f(per, n)}" for n in names))
-        elif per:
-            lines.append("  per class: " + "; ".join(f"{n} {d:.2f}" for n, d in per.items()))
+        lines.extend(_heldout_lines(before, after))
     changes = result.class_changes or {}
     if changes:
         lines.append("Predicted volume on the whole image, parent -> new (change outside the corrected slices):")
@@ -223,6 +297,11 @@ def describe(result) -> str:
             + f" (training {t.get('train_s', 0):.0f} s, {t.get('steps', 0)} steps; whole-image segmentations "
             f"{t.get('segment_s', 0):.0f} s)" + (f"; {t['steps_per_min']:.0f} steps/min." if t.get("steps_per_min") else ".")
         )
+        sel, steps = t.get("selected_step"), t.get("steps")
+        if t.get("stopped_by") == "held-out" or (sel is not None and steps and sel != steps):
+            lines.append(("Training stopped early: the held-out Dice fell at consecutive checks. " if t.get("stopped_by")
+                          == "held-out" else "") + (f"The weights of step {sel} (the best held-out check) were kept."
+                                                    if sel is not None and sel != steps else ""))
         if budget and t["job_s"] > 1.1 * budget:
             big = sorted((t.get("stages_s") or {}).items(), key=lambda kv: -kv[1])[:3]
             spent = f" (longest parts: {', '.join(f'{k} {v:.0f} s' for k, v in big)})" if big else ""

@@ -16,6 +16,14 @@ grow with the number of unlabelled planes in a patch:
   This keeps what the parent got right away from the corrected slices (a single corrected slice has nothing
   to interpolate, and without it a few steps on one slice move the model everywhere).
 
+* **distillation from the parent** (fine-tune only, ``TrainConfig.distill_weight``): the frozen parent's
+  softmax on each training patch is a soft target (`loss.distill_loss`, KL) for the voxels off the corrected
+  slices, weighted by the distance from them (`distill_ramp`: 0 within ``distill_near`` planes, 1 from
+  ``distill_far`` on), and a share of the patches (``rehearsal_fraction``) is centred anywhere in the image
+  (``rehearsal_boxes`` centres spread along the slice normal). Unlike the confident hard targets above it also
+  holds the parent's *uncertain* voxels where they were: a few steps on one slice otherwise turn them into
+  whatever class the slice taught.
+
 The strong labels (the corrected slices) keep weight 1 and still decide where patches are centred
 (`data.PatchSampler`); the held-out slices are never a source of weak targets (they are not in the mask of
 the training case).
@@ -106,29 +114,46 @@ def reach_box(mask: torch.Tensor, patch) -> tuple[slice, ...]:
     return tuple(slice(max(0, a - int(p)), min(n, b + 1 + int(p))) for a, b, p, n in zip(lo, hi, patch, mask.shape))
 
 
+def distill_ramp(mask: torch.Tensor, thin_axis: int, near: int, far: int) -> torch.Tensor:
+    """Distillation weight per voxel: 0 within ``near`` planes (along ``thin_axis``) of a labelled plane,
+    rising linearly to 1 at ``far`` planes and beyond, where the corrections say nothing."""
+    planes = np.asarray(labelled_planes(mask.numpy(), thin_axis))
+    n = mask.shape[thin_axis]
+    d = np.abs(np.arange(n)[:, None] - planes[None]).min(axis=1) if planes.size else np.full(n, far)
+    ramp = np.clip((d - near) / max(1e-9, far - near), 0.0, 1.0).astype(np.float32)
+    shape = [1, 1, 1]
+    shape[thin_axis] = n
+    return torch.from_numpy(ramp.reshape(shape)).expand(*mask.shape).clone()
+
+
 def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
     """``case`` with weak targets: their labels in ``target`` off the mask, their weights in ``weak`` (see the
-    module docstring; `loss.sparse_loss` weighs the two kinds with ``weak_weight`` and ``parent_weight``).
+    module docstring; `loss.sparse_loss` weighs the kinds with ``weak_weight``, ``parent_weight`` and
+    ``distill_weight``).
 
     ``parent``: the network before training (fine-tuning), whose confident predictions become targets when
-    ``config.parent_weight`` > 0. Returns ``case`` itself when no weak target applies (fully labelled cases,
-    weights 0, no slice normal).
+    ``config.parent_weight`` > 0; with ``config.distill_weight`` > 0 a third weight channel holds where its
+    softmax is distilled (`distill_ramp`, computed by the training loop on each patch) and the rehearsal
+    centres spread over the whole image. Returns ``case`` itself when no weak target applies (fully labelled
+    cases, weights 0, no slice normal).
     """
     ww, pw = float(config.weak_weight), float(config.parent_weight)
-    if case.thin_axis is None or (ww <= 0 and (pw <= 0 or parent is None)):
+    distill = float(getattr(config, "distill_weight", 0.0)) > 0 and parent is not None
+    if case.thin_axis is None or (ww <= 0 and (pw <= 0 or parent is None) and not distill):
         return case
     strong = case.mask > 0
     if bool(strong.all()):
         return case
     target = case.target.clone()
-    weak = torch.zeros((2, *case.shape), dtype=torch.float32)
+    weak = torch.zeros((3 if distill else 2, *case.shape), dtype=torch.float32)
     free = ~strong
     rehearsal: tuple = ()
+    patch = patch or config.patch_size
     if pw > 0 and parent is not None:
         from napari_medseg.training.loop import predict_probs
 
-        box = reach_box(case.mask, patch or config.patch_size)
-        probs = predict_probs(parent, case, patch or config.patch_size, box)
+        box = reach_box(case.mask, patch)
+        probs = predict_probs(parent, case, patch, box)
         conf, lab = probs.max(0)
         take = torch.zeros_like(strong)
         take[box] = conf >= float(config.parent_confidence)
@@ -137,8 +162,14 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
         region_lab[box] = lab
         target[take] = region_lab[take]
         weak[1][take] = 1.0
-        if config.rehearsal_fraction > 0 and config.rehearsal_boxes > 0:
-            rehearsal = _rehearse(parent, case, config, patch or config.patch_size, box, target, weak, free)
+        if config.rehearsal_fraction > 0 and config.rehearsal_boxes > 0 and not distill:
+            rehearsal = _rehearse(parent, case, config, patch, box, target, weak, free)
+    if distill:
+        weak[2] = distill_ramp(case.mask, case.thin_axis, config.distill_near, config.distill_far) * free
+        if config.rehearsal_fraction > 0 and config.rehearsal_boxes > 0:  # anywhere: the parent teaches on the fly
+            everywhere = (slice(0, 0),) * 3
+            rehearsal = tuple(rehearsal_centres(case.shape, case.thin_axis, everywhere, patch,
+                                                config.rehearsal_boxes, config.seed))
     if ww > 0:
         lab, w = interpolate_planes(case.target.numpy(), case.mask.numpy(), case.thin_axis, config.weak_margin,
                                     config.weak_max_gap, config.weak_extend)
@@ -146,7 +177,7 @@ def sparse_case(case: Case, config, parent=None, patch=None) -> Case:
         take = free & (w_t > 0)  # the user's interpolated labels override the parent's near the slices
         target[take] = lab_t[take]
         weak[0][take] = w_t[take]
-        weak[1][take] = 0.0
+        weak[1:][:, take] = 0.0
     return Case(case.name, case.image, target, case.mask, case.thin_axis, weak=weak, rehearsal=rehearsal)
 
 

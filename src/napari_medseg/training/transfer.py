@@ -4,7 +4,10 @@ A model trained from scratch on 5 slices has seen five images of its organ; the 
 learnt CT anatomy from many. `init_from` copies a source model's tensors into a new network wherever the
 parameter name *and* shape match -- with ``scope="encoder"`` only the down-path and the bottom (the blocks
 `loop.freeze_encoder` names), with ``scope="all"`` the decoder too; the output head, whose shape follows
-the class count, always stays newly initialised.
+the class count, is newly initialised -- except, with ``classes=True`` (`FinetuneConfig.scratch_head`), the
+output channels of the classes the source model knows *by name* (and background): `copy_head` copies those
+rows of the head, so a new model for liver and spleen starts out finding them as its source did, and only a
+class the source does not know starts from scratch.
 
 The source must be the same architecture (MONAI ``UNet`` with the same channels, strides and residual
 units) and the same input (channels, intensity normalisation); otherwise the copy would be meaningless.
@@ -59,8 +62,9 @@ def is_encoder(name: str) -> bool:
     return rest.startswith(("0.", "conv.", "residual."))
 
 
-def copy_matching(net, source_net, scope: str = "all") -> tuple[int, int, list[str]]:
-    """Copy ``source_net``'s tensors into ``net`` where name and shape match (and in ``scope``)."""
+def copy_matching(net, source_net, scope: str = "all", skip: str | None = None) -> tuple[int, int, list[str]]:
+    """Copy ``source_net``'s tensors into ``net`` where name and shape match (and in ``scope``; names starting
+    with ``skip`` are left alone)."""
     import torch
 
     src = source_net.state_dict()
@@ -69,7 +73,8 @@ def copy_matching(net, source_net, scope: str = "all") -> tuple[int, int, list[s
     with torch.no_grad():
         for k, v in state.items():
             s = src.get(k)
-            if s is not None and tuple(s.shape) == tuple(v.shape) and (scope == "all" or is_encoder(k)):
+            ok = s is not None and tuple(s.shape) == tuple(v.shape) and not (skip and k.startswith(skip))
+            if ok and (scope == "all" or is_encoder(k)):
                 v.copy_(s.to(v.dtype))
                 copied += 1
                 names.append(k)
@@ -78,7 +83,61 @@ def copy_matching(net, source_net, scope: str = "all") -> tuple[int, int, list[s
     return copied, kept, names
 
 
-def init_from(net, card: ModelCard, source: str | None = "default", scope: str = "all") -> TransferReport:
+HEAD_PREFIX = "model.2."  # MONAI UNet: Sequential(down, SkipConnection(...), up): the top up-layer is the head
+
+
+def head_channels(source: ModelCard, target: ModelCard) -> dict[int, int]:
+    """Output channel of ``target`` -> channel of ``source`` for background and every class both name alike."""
+    from napari_medseg.training.data import value_to_channel
+
+    sv, tv = value_to_channel(source), value_to_channel(target)
+    by_name = {str(n).lower(): sv[int(v)] for v, n in source.class_names().items() if int(v) in sv}
+    out = {0: 0}
+    for v, n in target.class_names().items():
+        c = by_name.get(str(n).lower())
+        if int(v) in tv and int(v) != 0 and c is not None and c != 0:
+            out[tv[int(v)]] = c
+    return out
+
+
+def copy_head(net, source_net, mapping: dict[int, int], n_src: int, n_new: int) -> list[str]:
+    """Copy the head's class-indexed rows (``mapping``: new channel -> source channel) from ``source_net``.
+
+    A head tensor's class dimensions are its channel dimensions of size ``n_new`` here and ``n_src`` in the
+    source (the transposed conv's output, the last residual conv's input and output, the biases); other
+    dimensions must match. Rows of unmapped channels keep their new initialisation."""
+    import itertools
+
+    import torch
+
+    src, names = source_net.state_dict(), []
+    pairs = sorted(mapping.items())
+    with torch.no_grad():
+        for k, v in net.state_dict().items():
+            s = src.get(k)
+            if not k.startswith(HEAD_PREFIX) or s is None or s.ndim != v.ndim:
+                continue
+            # channel dimensions only (0, 1 of a conv weight; 0 of a bias), never a kernel's spatial sides
+            dims = [d for d in range(min(2, v.ndim)) if v.shape[d] == n_new and s.shape[d] == n_src]
+            if any(v.shape[d] != s.shape[d] for d in range(v.ndim) if d not in dims):
+                continue
+            if not dims:
+                v.copy_(s.to(v.dtype))
+            else:
+                if len(dims) > 1:  # a known class's output reads nothing from a new class's (random) features
+                    for a, _ in pairs:
+                        v.select(dims[0], a).zero_()
+                for combo in itertools.product(pairs, repeat=len(dims)):
+                    dst, srci = [slice(None)] * v.ndim, [slice(None)] * v.ndim
+                    for d, (a, b) in zip(dims, combo):
+                        dst[d], srci[d] = a, b
+                    v[tuple(dst)] = s[tuple(srci)].to(v.dtype)
+            names.append(k)
+    return names
+
+
+def init_from(net, card: ModelCard, source: str | None = "default", scope: str = "all",
+              classes: bool = False) -> TransferReport:
     """Initialise ``net`` (built from ``card``) from ``source``'s weights; see the module docstring.
 
     ``source``: ``"random"``/None (nothing copied), ``"default"`` (the active default model; skipped with a
@@ -106,10 +165,22 @@ def init_from(net, card: ModelCard, source: str | None = "default", scope: str =
             f"cannot start the new model from {spec}: {why}. Choose a model of the same architecture and input, "
             "or start from random weights (scratch_init='random')"
         )
-    copied, kept, names = copy_matching(net, loaded.network, scope)
+    mapping = head_channels(loaded.card, card) if classes and scope == "all" else {}
+    known = len(mapping) > 1  # a class besides background: the head is copied row by row
+    copied, kept, names = copy_matching(net, loaded.network, scope, skip=HEAD_PREFIX if known else None)
     if copied == 0:
         raise ModelError(f"no weight of {spec} matches the new network's parameters; nothing to transfer")
-    return TransferReport(spec, copied, kept, f"{scope} weights from {spec}", names)
+    note = f"{scope} weights from {spec}"
+    if known:
+        head = copy_head(net, loaded.network, mapping, loaded.card.out_channels, card.out_channels)
+        names += head
+        cls = {v: n for v, n in card.class_names().items() if int(v) != 0}
+        from napari_medseg.training.data import value_to_channel
+
+        c2v = {c: v for v, c in value_to_channel(card).items()}
+        same = [cls.get(c2v.get(c), str(c)) for c in sorted(mapping) if c != 0]
+        note += f"; output channels of {', '.join(same)} from {spec}'s classes of the same name"
+    return TransferReport(spec, copied, kept, note, names)
 
 
 def scratch_start(card: ModelCard, config):
@@ -124,6 +195,6 @@ def scratch_start(card: ModelCard, config):
     from napari_medseg.models.network import build_network
 
     net = build_network(card)
-    report = init_from(net, card, config.scratch_init, config.scratch_transfer)
-    tcfg = dataclasses.replace(config.train, lr=config.scratch_lr, parent_weight=0.0)
+    report = init_from(net, card, config.scratch_init, config.scratch_transfer, classes=config.scratch_head)
+    tcfg = dataclasses.replace(config.train, lr=config.scratch_lr, parent_weight=0.0, distill_weight=0.0)
     return net, tcfg, report
