@@ -229,6 +229,7 @@ def test_a_busy_machine_gets_fewer_threads_and_the_plan_says_why(cache, monkeypa
     try:
         segment(image(), model, device="cpu")  # first run: calibration with all cores
         res = segment(image(), model, device="cpu")  # cached plan: the busy machine's count
+        assert torch.get_num_threads() == 2  # the caller's setting is back
     finally:
         torch.set_num_threads(before)
     assert "threads=1 (of 2: other processes keep about 1.8" in res.plan and res.plan_info["run_threads"] == 1

@@ -78,7 +78,7 @@ def busy_cores(samples: int = 3, interval_s: float = 0.005) -> float:
 
     Taking the smaller of a one-minute average and an instantaneous count keeps a short burst, or a load that
     has just ended, from halving a run's threads."""
-    counts, load1 = [], None
+    counts, load1 = [], 0.0
     for i in range(max(1, samples)):
         try:
             fields = Path("/proc/loadavg").read_text().split()
@@ -94,7 +94,7 @@ def busy_cores(samples: int = 3, interval_s: float = 0.005) -> float:
         except (AttributeError, OSError):
             return 0.0
     others = float(sorted(counts)[len(counts) // 2])
-    return max(0.0, min(load1 if load1 is not None else others, others))
+    return max(0.0, min(load1, others))
 
 
 def run_threads(planned: int) -> tuple[int, str | None]:

@@ -166,8 +166,10 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
 
 
 def _calibrate(torch_net, build, folded, x, roi, sw_batch_size, amp, max_batch, usable, notes):
-    """Stage 1 (batch 1) and stage 2 (the best at a larger batch, OpenVINO as parallel requests): the predictor of
-    the fastest candidate that works, it, the whole table, the calibration windows and the seconds it took."""
+    """Stage 1 (batch 1) and stage 2 (the best at a larger batch, OpenVINO as parallel requests).
+
+    Returns ``(predictor, candidate, table, windows, seconds)``: the fastest working candidate and its predictor,
+    every candidate measured, the calibration windows and the time it took."""
     t_cal = time.perf_counter()
     batches = [int(sw_batch_size)] if sw_batch_size else sorted({1, max(1, min(BIG_BATCH, int(max_batch)))})
     windows = calibration_windows(x, roi, max(batches))

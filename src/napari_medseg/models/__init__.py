@@ -32,12 +32,15 @@ def is_bundle(path) -> bool:
     """True for a MONAI Model Zoo bundle folder or zip (``configs/inference.json``)."""
     import zipfile
 
+    from napari_medseg.models.bundle_config import CONFIG_EXTS
+
     p = Path(path)
+    names = tuple(f"configs/inference{ext}" for ext in CONFIG_EXTS)
     if p.is_dir():
-        return (p / "configs" / "inference.json").is_file() or (p / "configs" / "inference.yaml").is_file()
+        return any((p / n).is_file() for n in names)
     if p.is_file() and p.suffix.lower() == ".zip" and zipfile.is_zipfile(p):
         with zipfile.ZipFile(p) as zf:
-            return any(n.endswith(("configs/inference.json", "configs/inference.yaml")) for n in zf.namelist())
+            return any(n.endswith(names) for n in zf.namelist())
     return False
 
 

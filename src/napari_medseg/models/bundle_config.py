@@ -57,9 +57,13 @@ class BundleFiles:
         return f"{self.path}/{rel}" if self.zip is None else f"{self.path}!{self.find(rel) or rel}"
 
 
+#: the suffixes a bundle's config files may have
+CONFIG_EXTS = (".json", ".yaml", ".yml")
+
+
 def load_config(files: BundleFiles, stem: str) -> tuple[dict, str]:
     """``configs/<stem>.json|yaml|yml`` parsed (YAML with ``safe_load``), and where it was read from."""
-    for ext in (".json", ".yaml", ".yml"):
+    for ext in CONFIG_EXTS:
         blob = files.read(f"configs/{stem}{ext}")
         if blob is None:
             continue

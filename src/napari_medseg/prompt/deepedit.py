@@ -51,13 +51,6 @@ class DeepEditModel:
     warnings: list[str] = field(default_factory=list)
 
 
-def is_bundle(path) -> bool:
-    p = Path(path)
-    if p.is_file():
-        return p.suffix.lower() == ".zip"
-    return any((p / "configs" / f"inference{ext}").is_file() for ext in (".json", ".yaml", ".yml"))
-
-
 def _fail(where: str, what: str) -> PromptModelError:
     return PromptModelError(f"{where}: {what}")
 

@@ -94,8 +94,9 @@ def check_prompt_card(card: ModelCard, source: str = "") -> PromptSettings:
 def load_prompt_model(spec=None):
     """The prompt model as a `LoadedModel` (None: the shipped one, loaded once and cached; or a path/LoadedModel),
     or a `DeepEditModel` for the path of a MONAI DeepEdit bundle (folder or zip)."""
+    from napari_medseg.models import is_bundle
     from napari_medseg.models.package import LoadedModel, load_model_package
-    from napari_medseg.prompt.deepedit import DeepEditModel, is_bundle, load_deepedit_bundle
+    from napari_medseg.prompt.deepedit import DeepEditModel, load_deepedit_bundle
 
     if isinstance(spec, DeepEditModel):
         return spec
