@@ -100,7 +100,7 @@ def _model(spec):
     if key not in _MODELS:
         from napari_medseg.models import load_model
 
-        _MODELS[key] = load_model(spec)
+        _MODELS[key] = load_model(spec, lazy=True)
     return _MODELS[key]
 
 

@@ -94,14 +94,15 @@ def _outputs(cases: list[Path], out: Path, fmt: str) -> list[Path]:
 
 
 def _versions(device: str) -> dict:
-    import monai
+    from importlib.metadata import version  # not ``import monai``: that alone takes seconds (all its submodules)
+
     import numpy
     import torch
 
     from napari_medseg import __version__
 
     return {"napari_medseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "monai": monai.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
+            "monai": version("monai"), "numpy": numpy.__version__, "platform": platform.platform(),
             "device": device, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -176,7 +177,7 @@ def run_predict(args) -> int:
     if single and not (args.force or args.resume):
         check_overwrite(out, False)  # one case: an existing output is the command's error, not a failed case
     t = time.perf_counter()
-    model = load_model(args.model)
+    model = load_model(args.model, lazy=True)
     load_s = time.perf_counter() - t
     for w in model.warnings:
         print(f"medseg predict: warning: {w}", file=sys.stderr)

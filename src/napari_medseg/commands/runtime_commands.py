@@ -31,14 +31,15 @@ def run_plan(args) -> int:
     from napari_medseg.inference.cpu_plan import cpu_plan, format_table
     from napari_medseg.models import load_model
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, lazy=True)  # built below; lazy only so the plan is also filed under the file
     x = None
     if args.image:
         from napari_medseg.inference.preprocess import model_input
         from napari_medseg.io import read_volume
 
         x, _ = model_input(read_volume(args.image), loaded.card)
-    _, info = cpu_plan(loaded.network, loaded.card, x, sw_batch_size=args.sw_batch_size, recalibrate=args.recalibrate)
+    _, info = cpu_plan(loaded.network, loaded.card, x, sw_batch_size=args.sw_batch_size, recalibrate=args.recalibrate,
+                       loaded=loaded)
     print(json.dumps(info, indent=1) if args.json else format_table(info))
     return 0
 

@@ -23,19 +23,37 @@ _CONFIG = ("runtime", "precision", "channels_last", "batch", "streams")
 
 
 def prepare_network(net, card, plan, x=None, sw_batch_size=None, amp=None, calibrate=None, recalibrate=False):
-    """``(predictor, plan)`` for the sliding window; ``plan`` is updated in place."""
+    """``(predictor, plan)`` for the sliding window; ``plan`` is updated in place.
+
+    ``net``: a ``torch.nn.Module``, or a `LoadedModel`: one whose network is still unbuilt runs a cached plan's
+    converted runtime without building it (`fast_plan`), so such a run never imports MONAI."""
     import torch
 
     from napari_medseg.inference.optimize import fold_batchnorm
 
+    loaded = net if hasattr(net, "is_module") else None
     if plan.device != "cpu" or not calibration_enabled(calibrate):
-        net = fold_batchnorm(net).to(plan.device)
+        net = fold_batchnorm(loaded.network if loaded is not None else net).to(plan.device)
         if plan.channels_last:
             net = net.to(memory_format=torch.channels_last_3d)
         return net, plan
-    max_batch = _memory_batch(card, x)
     threads_now = plan.torch_threads or min(cpu_threads(), torch.get_num_threads())
-    pred, info = cpu_plan(net, card, x, sw_batch_size, amp, recalibrate, max_batch, threads_now)
+    from napari_medseg.inference.fast_plan import plan_without_network
+
+    n_windows = None
+    if x is not None:
+        from napari_medseg.inference.sliding import SlidingWindow
+
+        n_windows = SlidingWindow(tuple(card.roi_size), float(card.overlap)).n_windows(tuple(x.shape[1:]))
+    found = None if recalibrate or loaded is None else plan_without_network(loaded, card, sw_batch_size, amp, threads_now,
+                                                                            n_windows)
+    if found is not None:
+        pred, info = found
+    else:
+        if loaded is not None:
+            net = loaded.network
+        max_batch = _memory_batch(card, x)
+        pred, info = cpu_plan(net, card, x, sw_batch_size, amp, recalibrate, max_batch, threads_now, loaded)
     best = info["chosen"]
     plan.runtime, plan.sw_batch_size, plan.info = best["runtime"], int(best["batch"]), info
     # a converted runtime built by calibration keeps calibration's threads for this first run
@@ -75,11 +93,16 @@ def load_plan(path):
     return data if isinstance(data, dict) and isinstance(data.get("chosen"), dict) else None
 
 
-def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False, max_batch=BIG_BATCH, threads_now=None):
+def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False, max_batch=BIG_BATCH, threads_now=None,
+             loaded=None):
     """``(predictor, info)``: the cached plan for this CPU, libraries, weights and ROI, or a new measured one.
 
     ``threads_now``: the threads a cached plan's converted runtime runs with (`calibrate.run_threads`: fewer on a
-    busy machine); calibration always measures with all of this process's cores."""
+    busy machine); calibration always measures with all of this process's cores. ``loaded``: the `LoadedModel`
+    ``net`` came from; while ``net`` is still its weights file's, the plan is also filed under that file
+    (`fast_plan.remember`) for a later process to find without building the network."""
+    from napari_medseg.inference.fast_plan import remember
+
     import torch
 
     from napari_medseg._atomic import atomic_path
@@ -130,6 +153,7 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
                                     "(same layers, other weights) was reused"])
                 with atomic_path(path, force=True) as tmp:
                     tmp.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+            remember(loaded, card, sha, saved)
             info = dict(saved, cached=True, calibration_s=0.0, convert_s=conv.seconds if conv else 0.0,
                         prepare_s=time.perf_counter() - t0, path=str(path))
             return pred, info
@@ -161,6 +185,7 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
     for target in (path, arch_path):
         with atomic_path(target, force=True) as tmp:
             tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    remember(loaded, card, sha, info)
     info.update(cached=False, prepare_s=time.perf_counter() - t0, path=str(path))
     return pred, info
 

@@ -175,7 +175,7 @@ def _open(volume_or_path, model, series, cfg: InferenceConfig, mem_info):
     read_s = time.perf_counter() - t0
     t = time.perf_counter()
     yield Progress(0, 1, "load", "loading the model")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, lazy=True)
     run = _Run(cfg, volume, loaded, mem_info, timings={"read": read_s, "load_model": time.perf_counter() - t})
     run.warnings = list(volume.warnings) + list(loaded.warnings)
     return run
@@ -183,7 +183,6 @@ def _open(volume_or_path, model, series, cfg: InferenceConfig, mem_info):
 
 def _preprocess(run: _Run):
     """Check the input fits, plan the run, resample to the model grid: ``(x [C, i, j, k], model-grid Volume)``."""
-    import torch
 
     from napari_medseg.inference.planner import plan_run
     from napari_medseg.inference.preprocess import model_grid, model_input
@@ -193,7 +192,7 @@ def _preprocess(run: _Run):
         grid = model_grid(volume, card)
         run.warnings += check_input(volume, card, grid.spatial_shape)
         run.plan = plan_run(card, int(np.prod(grid.spatial_shape)), cfg.device, cfg.sw_batch_size, mem_info=run.mem_info,
-                            amp=cfg.amp, is_module=isinstance(run.loaded.network, torch.nn.Module))
+                            amp=cfg.amp, is_module=run.loaded.is_module())
         run.warnings += run.plan.notes
         yield Progress(0, 1, "preprocess", "resampling to the model grid")
         work = volume
@@ -205,17 +204,14 @@ def _preprocess(run: _Run):
 
 def _prepare_network(run: _Run, x):
     """BatchNorm folded; on a CPU the measured (cached) plan's runtime: inference/cpu_plan.py."""
-    import torch
-
-    net = run.loaded.network
-    if not isinstance(net, torch.nn.Module):
-        return net
+    if not run.loaded.is_module():
+        return run.loaded.network
     from napari_medseg.inference.cpu_plan import prepare_network
 
     yield Progress(0, 1, "plan", "preparing the network (on a CPU: the plan measured on a model's first run)")
     cfg = run.config
     with run.timed("plan"):
-        net, run.plan = prepare_network(net, run.card, run.plan, x, sw_batch_size=cfg.sw_batch_size, amp=cfg.amp,
+        net, run.plan = prepare_network(run.loaded, run.card, run.plan, x, sw_batch_size=cfg.sw_batch_size, amp=cfg.amp,
                                         calibrate=cfg.calibrate)
     run.warnings += run.plan.info.get("notes", [])
     return net

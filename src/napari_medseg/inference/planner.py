@@ -43,6 +43,8 @@ class Plan:
             text += f" ({self.threads_note})"
         if self.info.get("ms_per_window") is not None:
             how = "cached plan" if self.info.get("cached") else f"calibrated in {self.info.get('calibration_s', 0):.1f} s"
+            if self.info.get("switched"):
+                how += f"; {self.info['switched']}"
             text += f"; {self.info['ms_per_window']:.0f} ms/window measured ({how})"
         return text
 

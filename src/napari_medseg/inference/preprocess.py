@@ -52,12 +52,12 @@ def model_grid(volume, card) -> Grid:
             raise ModelError(f"model {card.name!r}: spacing {fmt(card.spacing)} must be 3 positive numbers (i, j, k mm)")
         # MONAI's Spacingd geometry: the same direction, the new spacing, shape and offset from
         # compute_shape_offset (first voxel kept when axis-aligned, centres aligned when oblique)
-        # (MONAI's own functions, so that even its float-noise-dependent choice for oblique grids matches)
-        from monai.data.utils import compute_shape_offset, zoom_affine
+        # (MONAI's functions restated, tested against MONAI: even its float-noise-dependent choice for oblique grids)
+        from napari_medseg.inference.monai_parity import compute_shape_offset, zoom_affine
 
         aff = _ras_affine(g)
-        new_aff = zoom_affine(aff, target, diagonal=False)
-        shape, offset = compute_shape_offset(g.size_ijk, aff, new_aff, False)
+        new_aff = zoom_affine(aff, target)
+        shape, offset = compute_shape_offset(g.size_ijk, aff, new_aff)
         new_aff[:3, 3] = offset
         n_out = np.maximum(1, np.asarray(shape, dtype=int))
         lps = LPS_TO_RAS @ new_aff[:3, :]

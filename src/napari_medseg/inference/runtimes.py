@@ -141,15 +141,15 @@ def _check(runtime: str, folder: Path, example, ref: np.ndarray) -> float:
     return float(np.abs(out - ref).max())
 
 
-def convert_network(net, roi, in_channels: int, sha: str, runtimes=None, root: Path | None = None) -> Converted:
-    """The cache entry for ``net`` (fp32, eval mode) at ``roi``: converted now, or reused. Never raises for a
-    conversion problem: what failed is in ``notes`` and that runtime is not usable."""
-    import torch
+def _entry_folder(sha: str, roi, in_channels: int, root: Path | None = None) -> Path:
+    return (root or cache_dir()) / "networks" / f"{sha[:24]}-{'x'.join(map(str, roi))}-c{int(in_channels)}-f{FORMAT}"
 
+
+def cached_conversion(sha: str, roi, in_channels: int, runtimes=None, root: Path | None = None) -> Converted | None:
+    """The cache entry of the network whose in-memory weights hash to ``sha``, when it was converted with these
+    libraries for these runtimes; None otherwise (the network is not needed to look)."""
     runtimes = [r for r in (runtimes or available_runtimes()) if r != "torch"]
-    roi = tuple(int(r) for r in roi)
-    base = (root or cache_dir()) / "networks"
-    folder = base / f"{sha[:24]}-{'x'.join(map(str, roi))}-c{int(in_channels)}-f{FORMAT}"
+    folder = _entry_folder(sha, tuple(int(r) for r in roi), in_channels, root)
     info_path = folder / "info.json"
     if info_path.is_file():
         with contextlib.suppress(OSError, ValueError):
@@ -157,6 +157,21 @@ def convert_network(net, roi, in_channels: int, sha: str, runtimes=None, root: P
             if (info.get("sha256") == sha and info.get("versions") == runtime_versions()
                     and all(r in info.get("tried", []) for r in runtimes)):  # same weights, libraries, runtimes
                 return _from_info(folder, info)
+    return None
+
+
+def convert_network(net, roi, in_channels: int, sha: str, runtimes=None, root: Path | None = None) -> Converted:
+    """The cache entry for ``net`` (fp32, eval mode) at ``roi``: converted now, or reused. Never raises for a
+    conversion problem: what failed is in ``notes`` and that runtime is not usable."""
+    import torch
+
+    runtimes = [r for r in (runtimes or available_runtimes()) if r != "torch"]
+    roi = tuple(int(r) for r in roi)
+    found = cached_conversion(sha, roi, in_channels, runtimes, root)
+    if found is not None:
+        return found
+    folder = _entry_folder(sha, roi, in_channels, root)
+    base = folder.parent
     t0 = time.perf_counter()
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=base))

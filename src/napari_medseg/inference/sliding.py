@@ -64,10 +64,9 @@ class SlidingWindow:
 
 
 def _importance(roi, mode: str, sigma_scale: float, device):
-    import torch
-    from monai.data.utils import compute_importance_map
+    from napari_medseg.inference.monai_parity import importance_map
 
-    return compute_importance_map(tuple(roi), mode=mode, sigma_scale=sigma_scale, device=device, dtype=torch.float32)
+    return importance_map(tuple(roi), mode=mode, sigma_scale=sigma_scale, device=device)
 
 
 def _is_oom(e: BaseException) -> bool:

@@ -44,13 +44,17 @@ def is_bundle(path) -> bool:
     return False
 
 
-def load_model(spec=None) -> LoadedModel:
-    """Load a model by name, ``name@version``, package path or MONAI bundle path (None: the default model)."""
+def load_model(spec=None, lazy: bool = False) -> LoadedModel:
+    """Load a model by name, ``name@version``, package path or MONAI bundle path (None: the default model).
+
+    ``lazy``: leave the network unbuilt until first used when an earlier run built it from the same weights and
+    card (what `segment` and ``medseg predict`` do: a cached plan on a converted runtime then never imports
+    MONAI); a model not seen before is always built and checked here."""
     if isinstance(spec, LoadedModel):
         return spec
     path = resolve_model(spec)
     if is_bundle(path):
         from napari_medseg.models.bundle import load_bundle
 
-        return load_bundle(path)
-    return load_model_package(path)
+        return load_bundle(path, lazy)
+    return load_model_package(path, lazy)

@@ -27,7 +27,7 @@ from napari_medseg.errors import ModelError
 from napari_medseg.models.bundle_config import BundleFiles, Resolver, load_config
 from napari_medseg.models.card import ModelCard
 from napari_medseg.models.expressions import DEVICE
-from napari_medseg.models.package import LoadedModel, load_state_dict_bytes, load_weights, sha256_bytes
+from napari_medseg.models.package import LoadedModel, load_state_dict_bytes, sha256_bytes
 
 #: transforms that need no translation (loading, typing, channel handling)
 NO_OPS = {"LoadImaged", "LoadImage", "EnsureChannelFirstd", "EnsureChannelFirst", "AddChanneld", "EnsureTyped",
@@ -95,6 +95,7 @@ def _dints_args(args: dict, res: Resolver) -> dict:
 
 
 def _network(cfg: dict, res: Resolver, warnings: list[str]) -> tuple[str, dict]:
+    from napari_medseg.models.known import network_args, remember_network_args
     from napari_medseg.models.network import network_class
     from napari_medseg.models.stale_args import apply_stale_args
 
@@ -112,12 +113,18 @@ def _network(cfg: dict, res: Resolver, warnings: list[str]) -> tuple[str, dict]:
     name = target_name(target, "network_def", res.where)
     if "." in str(target) and not str(target).startswith("monai.networks.nets."):
         raise ModelError(f"{res.where}: network_def._target_ {target!r} is not in monai.networks.nets; refusing it")
-    try:
-        cls = network_class(name)
-    except ModelError as e:
-        raise ModelError(f"{res.where}: network_def._target_ {target!r}: {e}") from e
-    args = res.args(net, "network_def")
-    args, stale = apply_stale_args(cls, name, args)
+    raw = res.args(net, "network_def")
+    known = network_args(name, raw) if name != "DiNTS" else None  # checked by an earlier run: no MONAI import
+    if known is not None:
+        args, stale = known
+    else:
+        try:
+            cls = network_class(name)
+        except ModelError as e:
+            raise ModelError(f"{res.where}: network_def._target_ {target!r}: {e}") from e
+        args, stale = apply_stale_args(cls, name, dict(raw))
+        if name != "DiNTS":
+            remember_network_args(name, raw, args, stale)
     warnings += stale
     if name == "DiNTS":
         args = _dints_args(args, res)
@@ -293,9 +300,10 @@ def bundle_card(path) -> tuple[ModelCard, list[str]]:
     ), warnings
 
 
-def load_bundle(path) -> LoadedModel:
-    """A `LoadedModel` from a MONAI Model Zoo bundle folder or zip (see the module docstring)."""
-    from napari_medseg.models.network import build_network
+def load_bundle(path, lazy: bool = False) -> LoadedModel:
+    """A `LoadedModel` from a MONAI Model Zoo bundle folder or zip (see the module docstring); ``lazy``: as
+    `package.loaded_model`."""
+    from napari_medseg.models.package import built_network, loaded_model
 
     path = Path(path)
     card, warnings = bundle_card(path)
@@ -310,10 +318,8 @@ def load_bundle(path) -> LoadedModel:
         raise ModelError(f"{path}: bundle has no {rel} weights (named by its CheckpointLoader)")
     source = files.where(rel)
     sd = load_state_dict_bytes(blob, PurePosixPath(rel).name, source)
-    net = build_network(card)
-    load_weights(net, sd, source, card.architecture)
-    net.eval()
     card.weights_sha256 = sha256_bytes(blob)
     card.provenance["bundle_sha256"] = card.weights_sha256
     warnings.append(f"{path.name}: MONAI bundle weights carry no SHA-256 in the bundle; not integrity-checked")
-    return LoadedModel(network=net, card=card, path=path, warnings=warnings)
+    return loaded_model(card, path, warnings, lambda: built_network(card, sd, source, card.weights_sha256),
+                        card.weights_sha256, lazy)

@@ -24,10 +24,27 @@ def check_literal(value: Any, where: str) -> Any:
     raise ModelError(f"{where}: {type(value).__name__} is not a literal value")
 
 
+#: seconds this process spent importing MONAI (its ``__init__`` loads every submodule), 0 until it has
+_MONAI_IMPORT_S = [0.0]
+
+
+def monai_import_seconds() -> float:
+    return _MONAI_IMPORT_S[0]
+
+
 def network_class(name: str):
     """The class ``monai.networks.nets.<name>``; `ModelError` for anything else."""
+    import sys
+    import time
+
     import torch
+
+    t = time.perf_counter()
+    fresh = "monai" not in sys.modules
     from monai.networks import nets
+
+    if fresh:
+        _MONAI_IMPORT_S[0] = time.perf_counter() - t
 
     short = name.rsplit(".", 1)[-1] if name.startswith(("monai.networks.nets.", "monai.networks.nets")) else name
     if "." in short or not short.isidentifier():

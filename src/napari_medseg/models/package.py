@@ -20,8 +20,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,50 @@ INTEGRITY_FORMAT = "napari-medseg-integrity/1"
 MAX_ROI_SIDE = 1024
 
 
-@dataclass
 class LoadedModel:
-    network: Any  # torch.nn.Module in eval mode, on the CPU
-    card: ModelCard
-    path: Path
-    warnings: list[str] = field(default_factory=list)
+    """A model: its network (a ``torch.nn.Module`` in eval mode on the CPU, or any callable
+    ``[N, C, *roi] -> logits``), card, path and load warnings.
+
+    ``build``: a loader that builds the network on first use of ``network`` (``load_model(lazy=True)``): a run
+    whose cached plan needs no PyTorch network (a converted runtime) then never imports MONAI.
+    ``weights_file_sha256``: SHA-256 of the weights file as read, when loaded from one."""
+
+    def __init__(self, network: Any = None, card: ModelCard | None = None, path: Path | None = None,
+                 warnings: list[str] | None = None, build=None, weights_file_sha256: str = ""):
+        self._network, self.card, self.path = network, card, path
+        self.warnings = list(warnings or [])
+        self._build = build if network is None else None
+        self.weights_file_sha256 = weights_file_sha256
+        self.built_sha256 = ""  # `runtimes.weights_sha256` of the network as built from that file (lazy loads)
+        self.build_s = 0.0  # seconds that build took
+
+    @property
+    def network(self) -> Any:
+        if self._build is not None:
+            self._network = self._build()
+            self._build = None
+        return self._network
+
+    @network.setter
+    def network(self, value: Any) -> None:
+        self._network, self._build = value, None
+
+    @property
+    def built(self) -> bool:
+        """False while the network is still the weights file's, unbuilt (nothing can have changed it)."""
+        return self._build is None
+
+    def is_module(self) -> bool:
+        """Whether the network is a ``torch.nn.Module`` (an unbuilt one will be), without building it."""
+        if not self.built:
+            return True
+        import torch
+
+        return isinstance(self._network, torch.nn.Module)
+
+    def __repr__(self) -> str:
+        what = type(self._network).__name__ if self.built else "not built yet"
+        return f"LoadedModel({self.card.name if self.card else None!r}, network {what}, path={self.path})"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -266,9 +304,11 @@ def load_weights(network, state_dict: dict, source: str, architecture: str = "")
         ) from e
 
 
-def load_model_package(path) -> LoadedModel:
-    """Load and verify a model package (folder, ``.zip`` or the ``card.json`` inside a folder)."""
-    from napari_medseg.models.network import build_network, check_fits
+def load_model_package(path, lazy: bool = False) -> LoadedModel:
+    """Load and verify a model package (folder, ``.zip`` or the ``card.json`` inside a folder).
+
+    ``lazy``: build the network on first use if an earlier run built it from these weights (see `loaded_model`)."""
+    from napari_medseg.models.network import check_fits
 
     path = Path(path)
     text, card_src, blob, wsrc = _read_package(path)
@@ -287,11 +327,52 @@ def load_model_package(path) -> LoadedModel:
     else:
         warnings.append(f"{card_src} records no weights_sha256; the weights were not integrity-checked")
     sd = load_state_dict_bytes(blob, Path(card.weights_file).name, wsrc)
-    check_fits(card, sd, wsrc)  # on the meta device: nothing big is built for a card that does not fit
+    file_sha = sha256_bytes(blob)
+
+    def build():
+        check_fits(card, sd, wsrc)  # on the meta device: nothing big is built for a card that does not fit
+        return built_network(card, sd, wsrc, file_sha)
+
+    return loaded_model(card, path, warnings, build, file_sha, lazy)
+
+
+def built_network(card: ModelCard, state_dict: dict, source: str, file_sha: str):
+    """The card's network with the weights loaded strictly, in eval mode; recorded as validated (`known`)."""
+    from napari_medseg.models.known import mark_validated
+    from napari_medseg.models.network import build_network
+
     network = build_network(card)
-    load_weights(network, sd, wsrc, card.architecture)
+    load_weights(network, state_dict, source, card.architecture)
     network.eval()
-    return LoadedModel(network=network, card=card, path=path, warnings=warnings)
+    mark_validated(card, file_sha)
+    return network
+
+
+def loaded_model(card, path, warnings, build, file_sha: str, lazy: bool) -> LoadedModel:
+    """A `LoadedModel`, its network built now unless ``lazy`` and an earlier run built this card with these
+    weights (so a load error still shows at load time for a model not seen before)."""
+    from napari_medseg.models.known import is_validated
+
+    if not lazy:
+        return LoadedModel(build(), card, path, warnings, weights_file_sha256=file_sha)
+    model = LoadedModel(card=card, path=path, warnings=warnings, weights_file_sha256=file_sha)
+
+    def build_and_hash():
+        from napari_medseg.inference.runtimes import weights_sha256
+
+        from napari_medseg.models.network import monai_import_seconds
+
+        before, t = monai_import_seconds(), time.perf_counter()
+        net = build()
+        model.build_s = time.perf_counter() - t + before  # with MONAI's import, wherever this process did it
+        model.built_sha256 = weights_sha256(net)  # a plan may map the file to this network while they agree
+        return net
+
+    if is_validated(card, file_sha):
+        model._build = build_and_hash
+    else:
+        model.network = build_and_hash()
+    return model
 
 
 def read_card(path) -> ModelCard:
