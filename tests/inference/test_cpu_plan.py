@@ -207,6 +207,12 @@ def test_a_busy_machine_gets_fewer_threads_and_the_plan_says_why(cache, monkeypa
     assert cal.run_threads(1) == (1, None)
     monkeypatch.setenv("MEDSEG_THREADS", "3")
     assert cal.run_threads(4) == (3, None)  # fixed by the user: no adaptation
+    from napari_medseg.errors import InputError
+
+    for bad in ("two", "0", "-1"):
+        monkeypatch.setenv("MEDSEG_THREADS", bad)
+        with pytest.raises(InputError, match="MEDSEG_THREADS"):
+            cal.run_threads(4)
     monkeypatch.delenv("MEDSEG_THREADS")
     assert cal.busy_cores() >= 0.0  # reads /proc/loadavg here
 

@@ -107,9 +107,15 @@ def run_threads(planned: int) -> tuple[int, str | None]:
     fixed = os.environ.get("MEDSEG_THREADS", "").strip()
     if fixed:
         try:
-            return max(1, int(fixed)), None
+            n = int(fixed)
         except ValueError:
-            pass
+            n = 0
+        if n < 1:
+            from napari_medseg.errors import InputError
+
+            raise InputError(f"MEDSEG_THREADS={fixed!r} is not a positive whole number of threads; set it to e.g. "
+                             f"MEDSEG_THREADS={cpu_threads()} (this machine's cores) or unset it to let the planner choose")
+        return n, None
     planned = max(1, int(planned))
     if planned == 1:
         return 1, None
