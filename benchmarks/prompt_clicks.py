@@ -49,6 +49,8 @@ def main(argv=None) -> int:
                     if p.is_dir()), here.parent / "shared/data")
     ap.add_argument("--data", type=Path, default=default)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--spacing-factor", type=float, default=1.0,
+                    help="diagnosis: run the model at its spacing times this (the crop covers that much more)")
     args = ap.parse_args(argv)
 
     import torch
@@ -63,6 +65,11 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()}")
     t = time.perf_counter()
     loaded = load_prompt_model(args.model)
+    if args.spacing_factor != 1.0:
+        import dataclasses
+
+        card = dataclasses.replace(loaded.card, spacing=tuple(v * args.spacing_factor for v in loaded.card.spacing))
+        loaded = dataclasses.replace(loaded, card=card)
     cases = list(_cases(args.data))
     first = prompt_segment(cases[0][1], positive=[first_click(cases[0][2])], model=loaded)
     print(f"# model {loaded.path} ({loaded.card.provenance.get('training', {}).get('steps', '?')} training steps); "
@@ -78,10 +85,14 @@ def main(argv=None) -> int:
         s = [r["seconds"] for r in res]
         secs += s
         cpus += [r["cpu_seconds"] for r in res]
-        rows.append({"structure": name, "voxels": int(truth.sum()), "dice": d, "seconds": s,
+        errs = [(r["false_negative"], r["false_positive"]) for r in res]
+        rows.append({"structure": name, "voxels": int(truth.sum()), "dice": d, "seconds": s, "errors": errs,
                      "clicks": [(r["point"], r["positive"]) for r in res], "crops": [r["crop"] for r in res]})
         print(f"{name:44s} {int(truth.sum()):7d} {at(1):7.3f} {at(3):7.3f} {at(5):7.3f} {np.mean(s):12.3f} {max(s):6.3f} {max(cpus[-len(s):]):11.3f}  "
               + " ".join("x".join(map(str, r["crop"])) + ("+" if r["runs"] > 1 else "") for r in res), flush=True)
+        print("    per click: " + " ".join(f"{r['dice']:.3f}{'+' if r['positive'] else '-'}(FN {r['false_negative']} FP "
+                                         f"{r['false_positive']})" for r in res)
+              + f"; torch threads per click {[r['threads'] for r in res]}", flush=True)
     c1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
     print(f"# all clicks: {len(secs)}, mean {np.mean(secs):.3f} s, worst {max(secs):.3f} s, CPU {cpu:.1f} s for "

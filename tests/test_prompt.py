@@ -233,3 +233,30 @@ def test_a_fixed_size_model_grows_by_a_coarser_spacing_never_a_bigger_crop():
     info = out.meta["prompt"]
     assert info["runs"] == 3 and info["crop_shape"] == [32, 32, 32]  # the trained size, after two growths
     assert info["crop_spacing"] == [12.0, 12.0, 12.0]  # 3 mm x (32 + 32) / 32, twice (a 64³ crop: x 1.5)
+
+
+class ThreadSpy(ClickBalls):
+    """ClickBalls that records torch's intra-op thread count while it runs."""
+
+    seen: list
+
+    def forward(self, x):
+        self.seen.append(torch.get_num_threads())
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("fixed", ["1", "2"])
+def test_a_click_runs_with_the_planned_threads_and_restores_torchs_setting(monkeypatch, fixed):
+    monkeypatch.setenv("MEDSEG_CALIBRATE", "1")
+    monkeypatch.setenv("MEDSEG_THREADS", fixed)  # the planner's fixed count (calibrate.run_threads)
+    before = torch.get_num_threads()
+    net = ThreadSpy()
+    net.seen = []
+    out = prompt_segment(volume(), positive=[(15, 20, 25)], bf16=False, model=fake_model(net))
+    assert net.seen and set(net.seen) == {int(fixed)}
+    assert out.meta["prompt"]["threads"] == int(fixed)
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("MEDSEG_CALIBRATE", "0")  # calibration off: torch's own setting
+    net.seen = []
+    out = prompt_segment(volume(), positive=[(15, 20, 25)], bf16=False, model=fake_model(net))
+    assert set(net.seen) == {before} and out.meta["prompt"]["threads"] == before

@@ -4,6 +4,7 @@ shipped prompt model (loaded and run once)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from napari_medseg.prompt.simulate import click_session, dice, first_click, next_click
@@ -83,3 +84,6 @@ def test_shipped_prompt_model_segments_a_phantom_kidney():
     res = click_session(image, truth, clicks=3, model=loaded)
     assert res[0]["dice"] > 0.3, res
     assert max(r["dice"] for r in res) > 0.6, res
+    for r in res:  # the error counts agree with the Dice: 2 TP / (2 TP + FN + FP), TP = |truth| - FN
+        tp = int(truth.sum()) - r["false_negative"]
+        assert r["dice"] == pytest.approx(2 * tp / (2 * tp + r["false_negative"] + r["false_positive"]))

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -98,6 +99,24 @@ def _predict(net, image, pos, neg, prev, sigma, bf16: bool) -> np.ndarray:
     x = to_network([input_array(image, guidance_json(pos, neg), prev, sigma)])
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         return from_network(net(x))[0]
+
+
+@contextmanager
+def _click_threads():
+    """torch's intra-op threads for one click: fewer when other processes keep cores busy (the inference
+    planner's `calibrate.run_threads`; ``MEDSEG_THREADS=N`` fixes the count, ``MEDSEG_CALIBRATE=0`` keeps torch's
+    setting), restored afterwards. On 2 shared cores a 2-thread click spins waiting for its descheduled thread."""
+    import torch
+
+    from napari_medseg.inference.calibrate import calibration_enabled, cpu_threads, run_threads
+
+    before = torch.get_num_threads()
+    n = run_threads(min(cpu_threads(), before))[0] if calibration_enabled(None) else before
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def _back_to_source(probs, g, volume: Volume, lo, hi) -> np.ndarray:
@@ -197,17 +216,20 @@ def prompt_segment(volume: Volume, positive=None, negative=None, box=None, previ
     crop = plan_crop(volume, prompts.all_points() + pos_all, loaded.card.spacing, settings,
                      _mask_box(prev) if prev is not None else None, anchor=pos_all[0] if pos_all else None)
     runs = 0
-    while True:
-        image, lo, hi, g, sub_box = _crop_image(volume, crop, loaded.card)
-        probs = _predict(loaded.network, image, _crop_points(pos_all, volume, g), _crop_points(list(prompts.negative), volume, g),
-                         _to_crop(prev, volume, g, sub_box), settings.sigma, bf16)
-        runs += 1
-        bigger = grow(crop, volume, touching_faces(probs, settings.threshold), settings) if runs <= settings.grow_steps else None
-        if bigger is None:
-            break
-        crop = bigger
+    with _click_threads() as threads:
+        while True:
+            image, lo, hi, g, sub_box = _crop_image(volume, crop, loaded.card)
+            probs = _predict(loaded.network, image, _crop_points(pos_all, volume, g),
+                             _crop_points(list(prompts.negative), volume, g), _to_crop(prev, volume, g, sub_box),
+                             settings.sigma, bf16)
+            runs += 1
+            bigger = grow(crop, volume, touching_faces(probs, settings.threshold), settings) if runs <= settings.grow_steps else None
+            if bigger is None:
+                break
+            crop = bigger
     sub = _back_to_source(probs, g, volume, lo, hi) >= settings.threshold
-    info = {"crop_shape": [int(s) for s in crop.shape], "crop_spacing": [round(float(s), 3) for s in crop.spacing], "runs": runs}
+    info = {"crop_shape": [int(s) for s in crop.shape], "crop_spacing": [round(float(s), 3) for s in crop.spacing],
+            "runs": runs, "threads": threads}
     return _result(volume, sub, lo, hi, prev, prompts, pos_all, info, loaded.card.name, t0)
 
 

@@ -74,8 +74,11 @@ def click_session(volume, truth: np.ndarray, clicks: int = 5, model=None, **kwar
             kind = nxt[1]
         t, c = time.perf_counter(), _cpu()
         prev = prompt_segment(volume, positive=pos, negative=neg, previous=prev, model=model, **kwargs)
-        out.append({"click": n + 1, "dice": dice(prev.array, truth), "seconds": time.perf_counter() - t,
+        sec = time.perf_counter() - t
+        m, tr = prev.array > 0, np.asarray(truth) > 0
+        out.append({"click": n + 1, "dice": dice(m, tr), "seconds": sec,
+                    "false_negative": int((tr & ~m).sum()), "false_positive": int((m & ~tr).sum()),
                     "cpu_seconds": _cpu() - c,
                     "positive": kind, "point": (pos if kind else neg)[-1], "crop": prev.meta["prompt"]["crop_shape"],
-                    "runs": prev.meta["prompt"]["runs"]})
+                    "runs": prev.meta["prompt"]["runs"], "threads": prev.meta["prompt"].get("threads")})
     return out
