@@ -337,21 +337,19 @@ def load_model_package(path, lazy: bool = False) -> LoadedModel:
 
 
 def built_network(card: ModelCard, state_dict: dict, source: str, file_sha: str):
-    """The card's network with the weights loaded strictly, in eval mode; recorded as validated (`known`)."""
-    from napari_medseg.models.known import mark_validated
+    """The card's network with the weights loaded strictly, in eval mode."""
     from napari_medseg.models.network import build_network
 
     network = build_network(card)
     load_weights(network, state_dict, source, card.architecture)
     network.eval()
-    mark_validated(card, file_sha)
     return network
 
 
 def loaded_model(card, path, warnings, build, file_sha: str, lazy: bool) -> LoadedModel:
     """A `LoadedModel`, its network built now unless ``lazy`` and an earlier run built this card with these
     weights (so a load error still shows at load time for a model not seen before)."""
-    from napari_medseg.models.known import is_validated
+    from napari_medseg.models.known import is_validated, mark_validated
 
     if not lazy:
         return LoadedModel(build(), card, path, warnings, weights_file_sha256=file_sha)
@@ -365,7 +363,8 @@ def loaded_model(card, path, warnings, build, file_sha: str, lazy: bool) -> Load
         before, t = monai_import_seconds(), time.perf_counter()
         net = build()
         model.build_s = time.perf_counter() - t + before  # with MONAI's import, wherever this process did it
-        model.built_sha256 = weights_sha256(net)  # a plan may map the file to this network while they agree
+        model.built_sha256 = weights_sha256(net)
+        mark_validated(card, file_sha)  # lazy loads only: a plain load_model writes nothing  # a plan may map the file to this network while they agree
         return net
 
     if is_validated(card, file_sha):
