@@ -40,13 +40,14 @@ def prepare_network(net, card, plan, x=None, sw_batch_size=None, amp=None, calib
     threads_now = plan.torch_threads or min(cpu_threads(), torch.get_num_threads())
     from napari_medseg.inference.fast_plan import plan_without_network
 
-    n_windows = None
-    if x is not None:
-        from napari_medseg.inference.sliding import SlidingWindow
+    found = None
+    if loaded is not None and not loaded.built and not recalibrate:
+        n_windows = None
+        if x is not None:
+            from napari_medseg.inference.sliding import SlidingWindow
 
-        n_windows = SlidingWindow(tuple(card.roi_size), float(card.overlap)).n_windows(tuple(x.shape[1:]))
-    found = None if recalibrate or loaded is None else plan_without_network(loaded, card, sw_batch_size, amp, threads_now,
-                                                                            n_windows)
+            n_windows = SlidingWindow(tuple(card.roi_size), float(card.overlap)).n_windows(tuple(x.shape[1:]))
+        found = plan_without_network(loaded, card, sw_batch_size, amp, threads_now, n_windows)
     if found is not None:
         pred, info = found
     else:
@@ -67,6 +68,11 @@ def prepare_network(net, card, plan, x=None, sw_batch_size=None, amp=None, calib
     else:
         plan.amp_dtype, plan.channels_last, plan.precision = None, False, best["precision"]
     return pred, plan
+
+
+def plan_fixed(sw_batch_size, amp, runtimes) -> dict:
+    """The caller's settings a plan is keyed by (with the CPU, libraries, weights and ROI)."""
+    return {"batch": int(sw_batch_size) if sw_batch_size else None, "amp": amp, "runtimes": runtimes}
 
 
 def _memory_batch(card, x) -> int:
@@ -116,7 +122,7 @@ def cpu_plan(net, card, x=None, sw_batch_size=None, amp=None, recalibrate=False,
     sha = weights_sha256(net)
     runtimes = available_runtimes()
     identity, versions, threads = cpu_identity(), runtime_versions(), cpu_threads()
-    fixed = {"batch": int(sw_batch_size) if sw_batch_size else None, "amp": amp, "runtimes": runtimes}
+    fixed = plan_fixed(sw_batch_size, amp, runtimes)
     key = plan_key(identity, versions, sha, roi, in_ch, fixed)
     path = plan_path(card.name, key)
     # another version of the same network (a fine-tune: same layers, new weights) reuses its measured choice;

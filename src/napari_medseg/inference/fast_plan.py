@@ -48,9 +48,14 @@ def remember(loaded, card, sha: str, info: dict) -> None:
         doc.update(file_key=key, weights_sha256=sha)
         path = _file_plan_path(card, key)
         old = load_plan(path) or {}
-        build_s = max(float(loaded.build_s or 0.0), float(old.get("network_build_s") or 0.0))  # a fresh process's
+        # a fresh process's cost: the largest seen (a process that had MONAI already reports less), kept unless a
+        # new one is clearly larger, so a cached run does not rewrite the file for a few milliseconds
+        build_s, seen = float(loaded.build_s or 0.0), float(old.get("network_build_s") or 0.0)
+        build_s = build_s if build_s > 1.25 * seen else seen
         if build_s:
             doc["network_build_s"] = round(build_s, 3)
+        if old == json.loads(json.dumps(doc)):
+            return  # filed already (every cached run of this model passes here): no write
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, force=True) as tmp:
             tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
@@ -62,8 +67,8 @@ def plan_without_network(loaded, card, sw_batch_size=None, amp=None, threads_now
     """``(predictor, info)`` of the cached plan of ``loaded``'s unbuilt network when it runs a converted runtime
     whose entry is cached (or, for a plan on PyTorch, when a converted candidate is cheaper for this case's
     ``n_windows`` than building the network: `converted_instead`); None otherwise."""
-    from napari_medseg.inference.calibrate import Candidate, cpu_identity
-    from napari_medseg.inference.cpu_plan import _CONFIG, load_plan
+    from napari_medseg.inference.calibrate import _HINT, Candidate, cpu_identity
+    from napari_medseg.inference.cpu_plan import _CONFIG, load_plan, plan_fixed
     from napari_medseg.inference.runtimes import (available_runtimes, cached_conversion, make_predictor,
                                                   runtime_versions)
 
@@ -72,8 +77,8 @@ def plan_without_network(loaded, card, sw_batch_size=None, amp=None, threads_now
     t0 = time.perf_counter()
     roi = tuple(int(r) for r in card.roi_size)
     runtimes = available_runtimes()
-    fixed = {"batch": int(sw_batch_size) if sw_batch_size else None, "amp": amp, "runtimes": runtimes}
-    key = _file_key(card, loaded.weights_file_sha256, cpu_identity(), runtime_versions(), roi, fixed)
+    key = _file_key(card, loaded.weights_file_sha256, cpu_identity(), runtime_versions(), roi,
+                    plan_fixed(sw_batch_size, amp, runtimes))
     path = _file_plan_path(card, key)
     saved = load_plan(path)
     if saved is None or saved.get("file_key") != key:
@@ -90,8 +95,6 @@ def plan_without_network(loaded, card, sw_batch_size=None, amp=None, threads_now
     chosen = Candidate(**{k: saved["chosen"][k] for k in _CONFIG if k in saved["chosen"]})
     if not conv.usable(chosen.runtime):
         return None
-    from napari_medseg.inference.calibrate import _HINT
-
     try:
         pred = make_predictor(chosen.runtime, conv.folder, chosen.batch, _HINT[chosen.precision],
                               threads_now or saved.get("threads"), chosen.streams)

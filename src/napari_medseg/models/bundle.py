@@ -321,5 +321,5 @@ def load_bundle(path, lazy: bool = False) -> LoadedModel:
     card.weights_sha256 = sha256_bytes(blob)
     card.provenance["bundle_sha256"] = card.weights_sha256
     warnings.append(f"{path.name}: MONAI bundle weights carry no SHA-256 in the bundle; not integrity-checked")
-    return loaded_model(card, path, warnings, lambda: built_network(card, sd, source, card.weights_sha256),
+    return loaded_model(card, path, warnings, lambda: built_network(card, sd, source),
                         card.weights_sha256, lazy)

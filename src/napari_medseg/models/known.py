@@ -2,14 +2,14 @@
 
 Importing ``monai`` loads every one of its submodules (about 2 s on a laptop CPU, more than the whole network
 costs on a small CT). A run whose plan is cached and whose network runs in a converted runtime (OpenVINO, ONNX
-Runtime, or the checked TorchScript trace) needs no MONAI class at all, so it should not pay for it. Two small
+Runtime) needs no MONAI class at all, so it should not pay for it. Two small
 records in the cache folder (``$MEDSEG_CACHE``) make that safe:
 
 * `network_args` / `remember_network_args`: a bundle's ``network_def`` as checked against the installed MONAI
   (``monai.networks.nets`` class, removed/renamed arguments rewritten with their warnings), keyed by the
   definition and MONAI's version. Building the network still checks the class again (`network.network_class`).
 * `is_validated` / `mark_validated`: the weights file (by SHA-256) was loaded into the card's network (by its
-  architecture, arguments and channels) strictly and ran, with these torch/MONAI versions. Only then does
+  architecture, arguments and channels) strictly, with these torch/MONAI versions. Only then does
   `load_model(lazy=True)` leave the network unbuilt; an unseen model is built and checked at load, as always.
 
 Each record is a tiny JSON file written atomically; a missing, damaged or foreign record only means the work

@@ -331,12 +331,12 @@ def load_model_package(path, lazy: bool = False) -> LoadedModel:
 
     def build():
         check_fits(card, sd, wsrc)  # on the meta device: nothing big is built for a card that does not fit
-        return built_network(card, sd, wsrc, file_sha)
+        return built_network(card, sd, wsrc)
 
     return loaded_model(card, path, warnings, build, file_sha, lazy)
 
 
-def built_network(card: ModelCard, state_dict: dict, source: str, file_sha: str):
+def built_network(card: ModelCard, state_dict: dict, source: str):
     """The card's network with the weights loaded strictly, in eval mode."""
     from napari_medseg.models.network import build_network
 
@@ -357,14 +357,13 @@ def loaded_model(card, path, warnings, build, file_sha: str, lazy: bool) -> Load
 
     def build_and_hash():
         from napari_medseg.inference.runtimes import weights_sha256
-
         from napari_medseg.models.network import monai_import_seconds
 
         before, t = monai_import_seconds(), time.perf_counter()
         net = build()
         model.build_s = time.perf_counter() - t + before  # with MONAI's import, wherever this process did it
-        model.built_sha256 = weights_sha256(net)
-        mark_validated(card, file_sha)  # lazy loads only: a plain load_model writes nothing  # a plan may map the file to this network while they agree
+        model.built_sha256 = weights_sha256(net)  # a plan may map the file to this network while they agree
+        mark_validated(card, file_sha)  # lazy loads only: a plain load_model writes nothing
         return net
 
     if is_validated(card, file_sha):
