@@ -18,6 +18,7 @@ Without an installed default model it builds a small random-weight U-Net package
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -149,6 +150,14 @@ def main(argv=None) -> int:
 
     from _gap_sampler import GapSampler
 
+    imports: list[tuple[float, str]] = []  # (time, module) of each import during the run, to explain gaps
+    armed = [True]
+
+    def audit(event, a):
+        if event == "import" and armed[0]:
+            imports.append((time.perf_counter(), a[0]))
+
+    sys.addaudithook(audit)
     load = os.getloadavg()
     sampler = GapSampler().start() if not args.no_sampler else None
     timer.start()
@@ -190,6 +199,7 @@ def main(argv=None) -> int:
               f"{(cancel_times['released'] - cancel_times['clicked']) * 1000:.0f} ms, worker thread ended after "
               f"{(ended - cancel_times['clicked']) * 1000:.0f} ms; layers now: {[layer.name for layer in viewer.layers]}")
     timer.stop()
+    armed[0] = False
     if sampler is not None:
         sampler.stop()
     if args.linger:
@@ -218,6 +228,18 @@ def main(argv=None) -> int:
         print(f"garbage collections: {len(gc_times)}, longest {max(ms for _, ms in gc_times):.0f} ms; "
               f"full (gen 2): {len(g2)}" + (f", longest {max(g2):.0f} ms" if g2 else ""))
     worst = np.argsort(gaps)[::-1][:5]
+    first = {}
+    for t, m in imports:
+        first.setdefault(m.split(".")[0], t)
+    print(f"modules imported during the run: {len({m for _, m in imports})} "
+          f"(packages: {', '.join(sorted(first)) or 'none'})")
+    if os.environ.get("MEDSEG_IMPORTS_DUMP"):  # every module imported during the run, in order
+        print("imported:", " ".join(dict.fromkeys(m for _, m in imports)))
+    first: dict[str, float] = {}
+    for t, m in imports:
+        first.setdefault(m.split(".")[0], t)
+    print(f"modules imported during the run: {len({m for _, m in imports})} "
+          f"(packages: {', '.join(sorted(first)) or 'none'})")
     print("longest gaps (ms, during stage):", ", ".join(f"{gaps[i]:.0f} ({stages[i] if i < len(stages) else 'end'})" for i in worst))
     if sampler is not None and os.environ.get("MEDSEG_GAP_DUMP"):  # raw samples + gaps, for a closer look
         import pickle
@@ -229,6 +251,9 @@ def main(argv=None) -> int:
         ran = [f"{name} {1000 * sec:.0f} ms" for name, start, sec in turns if all_beats[i] <= start <= all_beats[i + 1]]
         if shown and all_beats[i] <= shown[0] <= all_beats[i + 1]:
             ran.insert(0, f"first turn (labels layer + class table) {1000 * (shown[1] - shown[0]):.0f} ms")
+        new = sorted({m for t, m in imports if all_beats[i] <= t <= all_beats[i + 1]})
+        if new:
+            ran.append(f"imports {len(new)}: {', '.join(new[:8])}{' …' if len(new) > 8 else ''}")
         print(f"  gap {rank}: {gaps[i]:.0f} ms ({stages[i] if i < len(stages) else 'end'}); turns: {', '.join(ran) or 'none'}"
               + (f"; GUI thread: {sampler.explain(all_beats[i], all_beats[i + 1])}" if sampler is not None else ""))
     if unc_shown:

@@ -1,10 +1,23 @@
-"""Background warm-up when a widget opens: torch/MONAI/pipeline imports and napari/vispy first-use caches."""
+"""Background warm-up when a widget opens: torch/MONAI/pipeline/runtime imports and napari/vispy first-use caches."""
 
 from __future__ import annotations
 
 import threading
 
 _WARM_MODULES = ("torch", "monai.networks.nets", "napari_medseg.models", "napari_medseg.inference.pipeline")
+#: what a run imports after the pipeline, when installed: the planner and its runtimes (OpenVINO's import
+#: loads its C++ libraries with the GIL held: 75-115 ms here, more on a cold disk), safetensors, the stages
+#: that follow inference, and xarray (napari imports it on the GUI thread when the first layer is added)
+_WARM_OPTIONAL = ("safetensors.torch", "napari_medseg._limits", "napari_medseg._atomic",
+                  "napari_medseg.models.bundle_config", "napari_medseg.models.expressions", "napari_medseg.models.network",
+                  "napari_medseg.models.known", "napari_medseg.inference.preprocess",
+                  "napari_medseg.inference.monai_parity", "napari_medseg.inference.optimize",
+                  "napari_medseg.inference.planner",
+                  "napari_medseg.inference.cpu_plan", "napari_medseg.inference.fast_plan",
+                  "napari_medseg.inference.runtimes", "openvino", "openvino.tools.ovc",
+                  "napari_medseg.inference.sliding", "napari_medseg.inference.multilabel",
+                  "napari_medseg.inference.argmax_resample", "napari_medseg.inference.postprocess",
+                  "napari_medseg.inference.uncertainty", "napari_medseg.inference.result", "xarray")
 
 
 def warm_up_imports() -> threading.Thread:
@@ -34,6 +47,13 @@ def warm_up_imports() -> threading.Thread:
                     importlib.import_module(name)
                 except Exception:  # noqa: BLE001 - a failing import is reported by the run itself
                     return
+            for name in _WARM_OPTIONAL:
+                if _installed(name):
+                    try:
+                        importlib.import_module(name)
+                    except Exception:  # noqa: BLE001 - an optional runtime that fails is the run's to report
+                        pass
+            _read_shader_files()
             try:
                 import numpy as np
 
@@ -55,6 +75,33 @@ def warm_up_imports() -> threading.Thread:
 
 
 _WARM_THREAD: threading.Thread | None = None
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _read_shader_files() -> None:
+    """Read vispy's GLSL library once, so that the first overlay's shader look-ups (``os.path.exists`` on
+    the GUI thread, one per include) hit the page cache: 104 ms for the polygon overlay on a cold disk."""
+    import os
+
+    try:
+        import vispy.glsl
+    except ImportError:
+        return
+    for root, _, files in os.walk(os.path.dirname(vispy.glsl.__file__)):
+        for f in files:
+            try:
+                with open(os.path.join(root, f), "rb") as fh:
+                    fh.read()
+            except OSError:
+                pass
 
 
 def _pint_registry_built() -> bool:
