@@ -62,10 +62,24 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime(tmp_path, package, capsys):
     assert np.array_equal(a.labels.array, b.labels.array) and set(np.unique(a.labels.array)) > {0}
 
 
-def test_openvino_export_writes_ir_and_sidecar(tmp_path, package):
+def _no_telemetry(monkeypatch):
+    """Record every OpenVINO telemetry event (OVC's ``convert_model`` sends them and writes a client id)."""
+    sent = []
+    try:
+        import openvino_telemetry
+    except ImportError:
+        return sent
+    monkeypatch.setattr(openvino_telemetry.Telemetry, "send_event", lambda self, *a, **k: sent.append(a))
+    monkeypatch.setattr(openvino_telemetry.Telemetry, "start_session", lambda self, *a, **k: sent.append(a))
+    return sent
+
+
+def test_openvino_export_writes_ir_and_sidecar(tmp_path, package, monkeypatch):
     ov = pytest.importorskip("openvino")
+    sent = _no_telemetry(monkeypatch)
     out = tmp_path / "tiny.onnx"  # the suffix is replaced by the format's own
     assert main(["export", str(package), "-o", str(out), "--format", "openvino"]) == 0
+    assert not sent, f"the conversion sent OpenVINO telemetry: {sent}"
     assert (tmp_path / "tiny.xml").is_file() and (tmp_path / "tiny.bin").is_file() and not out.exists()
     side = json.loads((tmp_path / "tiny.json").read_text())
     assert side["network"]["file"] == "tiny.xml" and side["check"]["runtime"] == "openvino"

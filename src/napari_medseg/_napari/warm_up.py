@@ -14,7 +14,7 @@ _WARM_OPTIONAL = ("safetensors.torch", "napari_medseg._limits", "napari_medseg._
                   "napari_medseg.inference.monai_parity", "napari_medseg.inference.optimize",
                   "napari_medseg.inference.planner",
                   "napari_medseg.inference.cpu_plan", "napari_medseg.inference.fast_plan",
-                  "napari_medseg.inference.runtimes", "openvino", "openvino.tools.ovc",
+                  "napari_medseg.inference.runtimes", "openvino", "onnxruntime", "onnx",
                   "napari_medseg.inference.sliding", "napari_medseg.inference.multilabel",
                   "napari_medseg.inference.argmax_resample", "napari_medseg.inference.postprocess",
                   "napari_medseg.inference.uncertainty", "napari_medseg.inference.result", "xarray")

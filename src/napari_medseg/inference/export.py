@@ -63,7 +63,7 @@ def export_model(model, out, fmt: str = "onnx", force: bool = False) -> dict:
 
     from napari_medseg._atomic import check_overwrite, public_mode
     from napari_medseg.inference.optimize import fold_batchnorm
-    from napari_medseg.inference.runtimes import _export_onnx, make_predictor
+    from napari_medseg.inference.runtimes import _export_onnx, _onnx_to_openvino, make_predictor
     from napari_medseg.models import LoadedModel, load_model
 
     if fmt not in ("onnx", "openvino"):
@@ -91,9 +91,7 @@ def export_model(model, out, fmt: str = "onnx", force: bool = False) -> dict:
         try:
             _export_onnx(net, example, tmp / "model.onnx")
             if fmt == "openvino":
-                import openvino as ov
-
-                ov.save_model(ov.convert_model(str(tmp / "model.onnx")), str(tmp / "model.xml"), compress_to_fp16=False)
+                _onnx_to_openvino(tmp / "model.onnx", tmp / "model.xml")
             got = make_predictor(runtime, tmp, batch=1, precision="f32")(example).numpy()
         except ImportError as e:
             raise ModelError(f"exporting to {fmt} needs the {e.name or runtime} package: "
