@@ -253,3 +253,43 @@ def test_rehearsal_patches_come_from_parent_boxes_far_from_the_slices():
         assert img.min() >= 26 and not w[:, 0].any() and w[:, 2].any()  # no labelled plane, parent targets only
     off = sparse_case(case, tiny_config(patch_size=(16, 16, 8), parent_weight=0.2), parent=_ConstNet(0.95))
     assert off.rehearsal == () and not off.weak[1][:, :, 40:].any()
+
+
+def test_blend_keeps_that_share_of_the_change_only_without_held_out_cases():
+    """TrainConfig.blend (WiSE-FT): with no validation case the result is start + blend x (trained - start);
+    with a held-out case the held-out rule selects and the blend is not applied."""
+    import dataclasses
+
+    from napari_medseg.errors import InputError
+    from napari_medseg.models.network import build_network
+    from napari_medseg.progress import run_steps
+    from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case
+    from napari_medseg.training.loop import training_steps
+    from training_helpers import blob_volumes
+
+    image, labels = blob_volumes(0)
+    card = tiny_card()
+    mask = np.zeros(labels.spatial_shape, np.int16)
+    mask[[10, 16, 22]] = 1
+    c = prepare_case(image, labels, card, mask=mask)
+    case = Case(c.name, c.image, c.target, c.mask, thin_axis=model_axis_of_array_axis(image, card, 0))
+    cfg = tiny_config(5, patch_size=(16, 16, 8), average_from=None)
+
+    def train(blend, val=None):
+        torch.manual_seed(123)
+        net = build_network(card)
+        start = {k: v.clone() for k, v in net.state_dict().items()}
+        log = run_steps(training_steps(net, [case], dataclasses.replace(cfg, blend=blend), card.out_channels,
+                                       val_cases=val, initial_validation=False))
+        return start, net.state_dict(), log
+
+    start, full, log_full = train(None)
+    _, half, log_half = train(0.5)
+    floats = [k for k in full if full[k].is_floating_point() and not torch.equal(full[k], start[k])]
+    assert floats and log_full.blend is None and log_half.blend == 0.5
+    for k in floats:
+        torch.testing.assert_close(half[k], start[k] + 0.5 * (full[k] - start[k]), rtol=1e-5, atol=1e-6)
+    _, validated, log_val = train(0.5, val=[case])
+    assert log_val.blend is None
+    with pytest.raises(InputError):
+        dataclasses.replace(cfg, blend=0.0)

@@ -71,6 +71,10 @@ class TrainConfig:
     distill_near: int = 3
     distill_far: int = 16
     distill_mode: str = "soft"  # "soft": KL to the parent's softmax; "hard": cross-entropy to its labels
+    # fine-tune without held-out slices (one corrected slice): the result is parent + blend x (trained -
+    # parent), a weight-space interpolation (WiSE-FT) that keeps more of what the parent knew where the
+    # slice says nothing; None or 1.0: the trained weights. With held-out slices the held-out rule selects.
+    blend: float | None = None
 
     def __post_init__(self):
         if self.augment not in ("basic", "few_slice"):
@@ -90,6 +94,8 @@ class TrainConfig:
             raise InputError(f"stop_after must be in [0, 1), got {self.stop_after}")
         if self.distill_mode not in ("soft", "hard"):
             raise InputError(f"distill_mode must be 'soft' or 'hard', got {self.distill_mode!r}")
+        if self.blend is not None and not 0 < self.blend <= 1:
+            raise InputError(f"blend must be in (0, 1] or None, got {self.blend}")
         if self.average_from is not None and not 0 <= self.average_from < 1:
             raise InputError(f"average_from must be in [0, 1) or None, got {self.average_from}")
         if self.steps < 1:
@@ -145,6 +151,9 @@ class FinetuneConfig:
     cv_budget_fraction: float = 0.45
     cv_continue: bool = True  # one fold: the final run continues from the trial run's weights
     tolerance: float = 0.0
+    # a fine-tune with no held-out slice (one corrected slice): TrainConfig.blend of its run, the share of
+    # the trained weights' change kept (WiSE-FT; docs/finetuning.md "Few slices"); None keeps it all
+    unchecked_blend: float | None = None
     class_check: bool = True
     max_class_shrink: float = 0.5
     max_class_growth: float = 1.0
@@ -173,6 +182,8 @@ class FinetuneConfig:
             raise InputError(f"scratch_transfer must be 'encoder' or 'all', got {self.scratch_transfer!r}")
         if self.holdout != "auto" and (not isinstance(self.holdout, int) or self.holdout < 0):
             raise InputError(f"holdout must be 'auto' or a number of slices >= 0, got {self.holdout!r}")
+        if self.unchecked_blend is not None and not 0 < self.unchecked_blend <= 1:
+            raise InputError(f"unchecked_blend must be in (0, 1] or None, got {self.unchecked_blend}")
         if not 0 <= self.cv_budget_fraction < 1:
             raise InputError(f"cv_budget_fraction must be in [0, 1), got {self.cv_budget_fraction}")
         if not 0 < self.max_class_shrink <= 1 or not self.max_class_growth > 0 or self.min_class_ml < 0:

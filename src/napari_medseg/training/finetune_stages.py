@@ -313,6 +313,8 @@ def train_all(start: Start, cases: Cases, split: Split, image, slices, config: F
             before, after, held = yield from cross_validate(start, cases, image, slices, tcfg, config, run)
             split = dataclasses.replace(split, held=held)
         final_cfg = final_config(tcfg, config, split)
+        if split.check == "none" and start.parent is not None and config.unchecked_blend is not None:
+            final_cfg = dataclasses.replace(final_cfg, blend=config.unchecked_blend)  # nothing held out to select
         time_left = job.time_left_for_training if job.budget is not None else None
         log, final_after = yield from train_final(start, cases, split, final_cfg, run, time_left)
         if split.check in ("holdout", "none"):

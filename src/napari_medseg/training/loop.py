@@ -41,6 +41,7 @@ class TrainLog:
     initial_val: dict | None = None  # evaluate_cases() result before the first step
     final_val: dict | None = None  # evaluate_cases() result of the final weights
     selected_step: int | None = None  # the step whose weights were kept (held-out stopping rule, schedule.py)
+    blend: float | None = None  # the weight blend with the start weights applied at the end (TrainConfig.blend)
 
     @property
     def val_curve(self) -> list[tuple[int, float, float]]:
@@ -197,6 +198,14 @@ class WeightAverage:
         self.applied = True
 
 
+def blend_weights(net, start: dict, alpha: float) -> None:
+    """``start + alpha * (net - start)`` for each of ``net``'s parameters named in ``start``, in place."""
+    with torch.no_grad():
+        for k, p in net.named_parameters():
+            if k in start:
+                p.copy_(start[k].to(p.dtype) + alpha * (p - start[k].to(p.dtype)))
+
+
 def training_steps(
     net: torch.nn.Module,
     cases: list[Case],
@@ -244,6 +253,8 @@ def training_steps(
     sampler = PatchSampler(cases, config, n_classes)
     averager = WeightAverage(net, config.average_from)
     val_cases = list(val_cases or [])
+    blend = config.blend if config.blend is not None and config.blend < 1 and not val_cases else None
+    start_weights = {k: p.detach().clone() for k, p in net.named_parameters() if p.requires_grad} if blend else None
     roi = config.patch_size
     log = TrainLog()
     budget = config.time_budget_s
@@ -327,6 +338,9 @@ def training_steps(
             step=step, loss=losses[-1], val_dice=val, elapsed_s=elapsed,
         )
     averager.apply()
+    if start_weights is not None and step > 0:
+        blend_weights(net, start_weights, blend)
+        log.blend = blend
     net.eval()
     log.steps = step
     log.elapsed_s = time.perf_counter() - t0
