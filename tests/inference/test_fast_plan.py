@@ -133,3 +133,18 @@ def test_a_bundle_network_checked_once_is_read_again_without_monai(ov_cache, tmp
     assert (again.architecture, again.arch_args) == (card.architecture, card.arch_args)
     lazy = bundle_mod.load_bundle(root, lazy=True)
     assert not lazy.built and lazy.card.arch_args == card.arch_args
+
+
+def test_the_switch_rule_counts_every_tta_pass(ov_cache, tmp_path, monkeypatch):
+    """TTA runs the sliding window once per flip: the shortcut's cost rule gets all those windows."""
+    import napari_medseg.inference.fast_plan as fp
+
+    pkg, vol = _package(tmp_path), image()
+    segment(vol, model=load_model(pkg, lazy=True), device="cpu")  # builds, plans, records
+    seen = []
+    real = fp.plan_without_network
+    monkeypatch.setattr(fp, "plan_without_network", lambda *a, **k: seen.append(a[5] if len(a) > 5 else a[-1]) or real(*a, **k))
+    plain = segment(vol, model=load_model(pkg, lazy=True), device="cpu")
+    flips = segment(vol, model=load_model(pkg, lazy=True), device="cpu", tta=True)
+    assert len(seen) == 2 and seen[1] == 4 * seen[0] > 0
+    assert plain.labels.array.shape == flips.labels.array.shape

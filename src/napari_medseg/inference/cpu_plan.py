@@ -22,11 +22,13 @@ from napari_medseg.inference.calibrate import (BIG_BATCH, _HINT, Candidate, Refe
 _CONFIG = ("runtime", "precision", "channels_last", "batch", "streams")
 
 
-def prepare_network(net, card, plan, x=None, sw_batch_size=None, amp=None, calibrate=None, recalibrate=False):
+def prepare_network(net, card, plan, x=None, sw_batch_size=None, amp=None, calibrate=None, recalibrate=False,
+                    passes: int = 1):
     """``(predictor, plan)`` for the sliding window; ``plan`` is updated in place.
 
     ``net``: a ``torch.nn.Module``, or a `LoadedModel`: one whose network is still unbuilt runs a cached plan's
-    converted runtime without building it (`fast_plan`), so such a run never imports MONAI."""
+    converted runtime without building it (`fast_plan`), so such a run never imports MONAI. ``passes``: how
+    many times the sliding window covers ``x`` (TTA flips), for that shortcut's cost rule."""
     import torch
 
     from napari_medseg.inference.optimize import fold_batchnorm
@@ -46,7 +48,8 @@ def prepare_network(net, card, plan, x=None, sw_batch_size=None, amp=None, calib
         if x is not None:
             from napari_medseg.inference.sliding import SlidingWindow
 
-            n_windows = SlidingWindow(tuple(card.roi_size), float(card.overlap)).n_windows(tuple(x.shape[1:]))
+            n_windows = max(1, int(passes)) * SlidingWindow(tuple(card.roi_size), float(card.overlap)).n_windows(
+                tuple(x.shape[1:]))
         found = plan_without_network(loaded, card, sw_batch_size, amp, threads_now, n_windows)
     if found is not None:
         pred, info = found

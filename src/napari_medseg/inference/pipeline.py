@@ -212,7 +212,7 @@ def _prepare_network(run: _Run, x):
     cfg = run.config
     with run.timed("plan"):
         net, run.plan = prepare_network(run.loaded, run.card, run.plan, x, sw_batch_size=cfg.sw_batch_size, amp=cfg.amp,
-                                        calibrate=cfg.calibrate)
+                                        calibrate=cfg.calibrate, passes=len(_flip_sets(cfg.tta)))
     run.warnings += run.plan.info.get("notes", [])
     return net
 
