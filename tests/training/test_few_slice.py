@@ -209,11 +209,9 @@ def test_transfer_copies_matching_weights_and_refuses_a_mismatched_model(tiny_pa
     assert rep.source is None and "not transferred" in rep.note and "channels" in rep.note
 
 
-def test_seeded_few_slice_training_is_reproducible():
-    from napari_medseg.models.network import build_network
-    from napari_medseg.progress import run_steps
+def _three_slice_case():
+    """A tiny card and a blob case labelled on axial slices 10, 16 and 22 (thin patches across them)."""
     from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case
-    from napari_medseg.training.loop import training_steps
     from training_helpers import blob_volumes
 
     image, labels = blob_volumes(0)
@@ -221,7 +219,15 @@ def test_seeded_few_slice_training_is_reproducible():
     mask = np.zeros(labels.spatial_shape, np.int16)
     mask[[10, 16, 22]] = 1
     c = prepare_case(image, labels, card, mask=mask)
-    case = Case(c.name, c.image, c.target, c.mask, thin_axis=model_axis_of_array_axis(image, card, 0))
+    return card, Case(c.name, c.image, c.target, c.mask, thin_axis=model_axis_of_array_axis(image, card, 0))
+
+
+def test_seeded_few_slice_training_is_reproducible():
+    from napari_medseg.models.network import build_network
+    from napari_medseg.progress import run_steps
+    from napari_medseg.training.loop import training_steps
+
+    card, case = _three_slice_case()
     cfg = tiny_config(6, patch_size=(16, 16, 8), augment="few_slice", weak_weight=0.5, average_from=0.5,
                       intensity_jitter=0.1, scale_jitter=0.1)
 
@@ -263,16 +269,9 @@ def test_blend_keeps_that_share_of_the_change_only_without_held_out_cases():
     from napari_medseg.errors import InputError
     from napari_medseg.models.network import build_network
     from napari_medseg.progress import run_steps
-    from napari_medseg.training.data import Case, model_axis_of_array_axis, prepare_case
     from napari_medseg.training.loop import training_steps
-    from training_helpers import blob_volumes
 
-    image, labels = blob_volumes(0)
-    card = tiny_card()
-    mask = np.zeros(labels.spatial_shape, np.int16)
-    mask[[10, 16, 22]] = 1
-    c = prepare_case(image, labels, card, mask=mask)
-    case = Case(c.name, c.image, c.target, c.mask, thin_axis=model_axis_of_array_axis(image, card, 0))
+    card, case = _three_slice_case()
     cfg = tiny_config(5, patch_size=(16, 16, 8), average_from=None)
 
     def train(blend, val=None):

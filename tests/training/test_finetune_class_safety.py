@@ -171,3 +171,38 @@ def test_progress_reads_as_seconds_of_the_whole_job_budget(tiny_parent):
     # the time accounting covers the whole job
     t = res.timing
     assert t["budget_s"] == 600.0 and t["job_s"] >= t["train_s"] + t["segment_s"] and t["steps"] == 8
+
+
+def test_growth_the_corrections_asked_for_is_not_flagged_but_erasing_never_licenses_shrinking():
+    """The parent found a quarter of a kidney on the corrected slice and the user painted it whole: the new
+    model growing it x3 elsewhere is what was asked (limit x2 scaled by x4), x15 is still flagged; a class
+    erased on the slice still counts as shrinking elsewhere."""
+    from types import SimpleNamespace
+
+    from napari_medseg.training.safety import compare_classes
+
+    cfg = SimpleNamespace(min_class_ml=0.0, max_class_shrink=0.5, max_class_growth=1.0)
+    shape = (10, 20, 20)
+    parent, user = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    parent[5, :5, :4] = 1  # 20 voxels of class 1 on slice z 5
+    user[5, :10, :8] = 1  # 80: the user's correction grew it x4
+    parent[[1, 2], :5, :10] = 1  # 100 voxels outside the slice
+    parent[5, 10:, 10:] = 2  # class 2 on the slice; the user erased it there
+    parent[[1, 2], 10:, 10:15] = 2  # 100 voxels of class 2 outside
+    classes = {1: "kidney", 2: "spleen"}
+
+    def grown(factor, spleen_left=100):
+        new = np.zeros(shape, np.uint8)
+        new.reshape(-1)[np.flatnonzero((np.arange(new.size) < 100 * factor))] = 1  # class 1: 100 x factor voxels
+        new[5] = 0
+        kept = np.argwhere(parent == 2)
+        kept = kept[kept[:, 0] != 5][:spleen_left]
+        new[tuple(kept.T)] = 2
+        return new
+
+    rows = compare_classes(parent, grown(3), classes, 1.0, [(0, 5)], cfg, corrected=user)
+    assert rows["kidney"]["status"] == "ok" and rows["kidney"]["corrected_scale"] == 4.0
+    assert compare_classes(parent, grown(3), classes, 1.0, [(0, 5)], cfg)["kidney"]["status"] == "grew"
+    assert compare_classes(parent, grown(15), classes, 1.0, [(0, 5)], cfg, corrected=user)["kidney"]["status"] == "grew"
+    shrunk = compare_classes(parent, grown(1, spleen_left=30), classes, 1.0, [(0, 5)], cfg, corrected=user)
+    assert shrunk["spleen"]["status"] == "shrank" and "corrected_scale" not in shrunk["spleen"]

@@ -217,7 +217,7 @@ def finetune_steps(
         classes_ = {v: n for v, n in start.card.class_names().items() if int(v) != 0}
         changes = compare_classes(parent_seg.labels.array, new_seg.labels.array, classes_,
                                   float(image.voxel_volume_mm3) / 1000.0, slices, config,
-                                  image=str(image.meta.get("source_path") or "image"))
+                                  image=str(image.meta.get("source_path") or "image"), corrected=labels.array)
         if split.check == "none":  # one corrected slice: agreement with the parent is what can be checked
             agreement = agreement_outside(parent_seg.labels.array, new_seg.labels.array, classes_, slices)
         job.timed("compare", clock() - t)

@@ -45,23 +45,38 @@ def _on_slices(labels: np.ndarray, values, slices) -> dict[int, int]:
     return out
 
 
+#: the most a correction's own growth of a class on its slices scales the growth limit of the class check
+MAX_CORRECTED_SCALE = 10.0
+
+
 def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str], voxel_ml: float, slices,
-                    config, image: str = "image") -> dict[str, dict]:
+                    config, image: str = "image", corrected: np.ndarray | None = None) -> dict[str, dict]:
     """Per-class predicted volumes of ``parent`` and ``new`` (label arrays on one grid), with a status.
 
     Returns ``{class name: {value, before_ml, after_ml, before_outside_ml, after_outside_ml, change, status,
     image}}``; ``change`` is the relative change outside the corrected ``slices``; ``status`` one of "ok",
     "vanished", "shrank", "grew", "appeared", "too small" (below ``config.min_class_ml`` in both).
+
+    ``corrected`` (the user's labels, same grid): where the corrections themselves grew a class on their
+    slices -- the parent found a quarter of the kidney the user painted -- the same growth elsewhere is what
+    was asked for. The growth limit then scales by that factor (``corrected_scale``: the user's voxels of the
+    class on the slices over the parent's, at most x10); growth beyond the scaled limit is still flagged. The
+    shrink limit never scales: a class erased on the corrected slices is exactly how a model learns to forget
+    it everywhere (issue 18).
     """
     values = [int(v) for v in classes if int(v) != 0]
     whole_b, whole_a = _counts(parent, values), _counts(new, values)
     on_b, on_a = _on_slices(parent, values, slices), _on_slices(new, values, slices)
+    on_u = _on_slices(corrected, values, slices) if corrected is not None else None
     out_b = {v: whole_b[v] - on_b[v] for v in values}
     out_a = {v: whole_a[v] - on_a[v] for v in values}
     rows = {}
     for v in values:
         b, a = out_b[v] * voxel_ml, out_a[v] * voxel_ml
         change = None if b <= 0 else (a - b) / b
+        scale = 1.0
+        if on_u is not None and on_u[v] > on_b[v]:
+            scale = min(MAX_CORRECTED_SCALE, on_u[v] / max(on_b[v], 1))
         floor = float(config.min_class_ml)
         if b < floor:
             status = "appeared" if a >= 10 * floor and a > 0 else "too small"
@@ -69,7 +84,7 @@ def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str]
             status = "vanished"
         elif a < (1 - config.max_class_shrink) * b:
             status = "shrank"
-        elif a > (1 + config.max_class_growth) * b:
+        elif a > (1 + config.max_class_growth) * b * scale:
             status = "grew"
         else:
             status = "ok"
@@ -79,6 +94,8 @@ def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str]
             "before_outside_ml": round(b, 4), "after_outside_ml": round(a, 4),
             "change": None if change is None else round(change, 4), "status": status,
         }
+        if scale != 1.0:
+            rows[classes[v]]["corrected_scale"] = round(scale, 3)
     return rows
 
 
@@ -195,8 +212,10 @@ def class_verdict(changes: dict[str, dict], config, allow: bool, others: dict | 
 
 
 def _row_text(name: str, row: dict) -> str:
+    scaled = row.get("corrected_scale")
+    why = f"; your corrections changed it x{scaled:.2g} on their slices" if scaled else ""
     return (f"{name} {row['status']} ({row['before_outside_ml']:.1f} -> {row['after_outside_ml']:.1f} mL, "
-            f"{_pct(row)})")
+            f"{_pct(row)}{why})")
 
 
 def slice_list(slices) -> str:
@@ -281,6 +300,8 @@ def describe(result) -> str:
         lines.append("Predicted volume on the whole image, parent -> new (change outside the corrected slices):")
         for name, row in changes.items():
             mark = "" if row["status"] in ("ok", "too small") else f"  <- {row['status'].upper()}"
+            if row.get("corrected_scale"):
+                mark += f" (your corrections: x{row['corrected_scale']:.2g} on their slices; limits scaled)"
             lines.append(f"  {name}: {row['before_ml']:.1f} -> {row['after_ml']:.1f} mL ({_pct(row)}){mark}")
     for image, rows in (getattr(result, "other_changes", None) or {}).items():
         lines.append(f"Predicted volume on {image} (another image, at the model's resolution), parent -> new:")
