@@ -75,7 +75,7 @@ def compare_classes(parent: np.ndarray, new: np.ndarray, classes: dict[int, str]
         b, a = out_b[v] * voxel_ml, out_a[v] * voxel_ml
         change = None if b <= 0 else (a - b) / b
         scale = 1.0
-        if on_u is not None and on_u[v] > on_b[v]:
+        if on_u is not None and on_u[v] >= 1.1 * on_b[v]:  # the corrections grew it by 10 % or more
             scale = min(MAX_CORRECTED_SCALE, on_u[v] / max(on_b[v], 1))
         floor = float(config.min_class_ml)
         if b < floor:
