@@ -213,9 +213,13 @@ def class_verdict(changes: dict[str, dict], config, allow: bool, others: dict | 
 
 def _row_text(name: str, row: dict) -> str:
     scaled = row.get("corrected_scale")
-    why = f"; your corrections changed it x{scaled:.2g} on their slices" if scaled else ""
+    why = f"; your corrections grew it {_times(scaled)} on their slices" if scaled else ""
     return (f"{name} {row['status']} ({row['before_outside_ml']:.1f} -> {row['after_outside_ml']:.1f} mL, "
             f"{_pct(row)}{why})")
+
+
+def _times(scale: float) -> str:
+    return f"x{MAX_CORRECTED_SCALE:.0f} or more" if scale >= MAX_CORRECTED_SCALE else f"x{scale:.2g}"
 
 
 def slice_list(slices) -> str:
@@ -301,7 +305,7 @@ def describe(result) -> str:
         for name, row in changes.items():
             mark = "" if row["status"] in ("ok", "too small") else f"  <- {row['status'].upper()}"
             if row.get("corrected_scale"):
-                mark += f" (your corrections: x{row['corrected_scale']:.2g} on their slices; limits scaled)"
+                mark += f" (your corrections grew it {_times(row['corrected_scale'])} on their slices: growth limit scaled)"
             lines.append(f"  {name}: {row['before_ml']:.1f} -> {row['after_ml']:.1f} mL ({_pct(row)}){mark}")
     for image, rows in (getattr(result, "other_changes", None) or {}).items():
         lines.append(f"Predicted volume on {image} (another image, at the model's resolution), parent -> new:")
