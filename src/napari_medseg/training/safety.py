@@ -212,14 +212,16 @@ def class_verdict(changes: dict[str, dict], config, allow: bool, others: dict | 
 
 
 def _row_text(name: str, row: dict) -> str:
-    scaled = row.get("corrected_scale")
-    why = f"; your corrections grew it {_times(scaled)} on their slices" if scaled else ""
+    why = f"; {_corrected(row)}" if row.get("corrected_scale") else ""
     return (f"{name} {row['status']} ({row['before_outside_ml']:.1f} -> {row['after_outside_ml']:.1f} mL, "
             f"{_pct(row)}{why})")
 
 
-def _times(scale: float) -> str:
-    return f"x{MAX_CORRECTED_SCALE:.0f} or more" if scale >= MAX_CORRECTED_SCALE else f"x{scale:.2g}"
+def _corrected(row: dict) -> str:
+    """What the corrections did to the class on their slices (rows with a ``corrected_scale``)."""
+    scale = row["corrected_scale"]
+    times = f"x{MAX_CORRECTED_SCALE:.0f} or more" if scale >= MAX_CORRECTED_SCALE else f"x{scale:.2g}"
+    return f"your corrections grew it {times} on their slices"
 
 
 def slice_list(slices) -> str:
@@ -305,7 +307,7 @@ def describe(result) -> str:
         for name, row in changes.items():
             mark = "" if row["status"] in ("ok", "too small") else f"  <- {row['status'].upper()}"
             if row.get("corrected_scale"):
-                mark += f" (your corrections grew it {_times(row['corrected_scale'])} on their slices: growth limit scaled)"
+                mark += f" ({_corrected(row)}: growth limit scaled)"
             lines.append(f"  {name}: {row['before_ml']:.1f} -> {row['after_ml']:.1f} mL ({_pct(row)}){mark}")
     for image, rows in (getattr(result, "other_changes", None) or {}).items():
         lines.append(f"Predicted volume on {image} (another image, at the model's resolution), parent -> new:")
