@@ -1,6 +1,6 @@
 """Simulated-user benchmark of click prompts: Dice after 1, 3 and 5 clicks and seconds per click.
 
-    PYTHONPATH=src nice -n 10 python benchmarks/prompt_clicks.py [--model PATH] [--clicks 5] [--data ../shared/data]
+    PYTHONPATH=src nice -n 10 python benchmarks/prompt_clicks.py [--model PATH] [--clicks 5] [--data ../shared/data] [--only TEXT]
 
 The user clicks once deep inside the structure, then up to 4 times at the centre of the largest error region
 (positive on a missed part, negative on a leak), each time with the previous result as ``previous``
@@ -23,6 +23,41 @@ from pathlib import Path
 import numpy as np
 
 
+def _threshold_lungs(image) -> dict:
+    """Reference lungs of an unlabelled chest CT, by a rule that needs no model: air (< -400 HU) not connected
+    to the outside of the body, its largest component with holes (vessels) filled slice by slice, split into
+    the two lungs by a watershed of the distance map from the two largest cores. Named by the patient side of
+    their centres (LPS x). Empty when the split does not give two lungs of similar size."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    air = image.array < -400
+    lab, _ = ndi.label(air)
+    faces = np.concatenate([lab[:, 0].ravel(), lab[:, -1].ravel(), lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])
+    lab[np.isin(lab, np.unique(faces))] = 0
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    lungs = np.stack([ndi.binary_fill_holes(s) for s in lab == sizes.argmax()])
+    dist = ndi.distance_transform_edt(lungs, sampling=tuple(image.spacing)[::-1])  # array axes are (k, j, i)
+    for radius in (5, 8, 11, 14, 17, 20, 25):
+        cores, _ = ndi.label(dist > radius)
+        sizes = np.bincount(cores.ravel())
+        sizes[0] = 0
+        big = np.argsort(sizes)[::-1][:2]
+        if len(big) == 2 and sizes[big[1]] > 0.2 * sizes[big[0]]:
+            break
+    else:
+        print("# chest CT: the lungs could not be split; rows skipped")
+        return {}
+    markers = np.zeros(lungs.shape, np.int32)
+    markers[cores == big[0]], markers[cores == big[1]] = 1, 2
+    split = watershed(-dist, markers, mask=lungs)
+    # LPS: +x is the patient's left
+    x = [image.geometry.index_to_physical(np.argwhere(split == v).mean(axis=0)[::-1])[0] for v in (1, 2)]
+    left = 1 if x[0] > x[1] else 2
+    return {"lung_left": split == left, "lung_right": split == 3 - left}
+
+
 def _cases(data: Path):
     from napari_medseg.io import read_volume
     from napari_medseg.sample import SAMPLE_GEOMETRY, make_phantom
@@ -35,6 +70,11 @@ def _cases(data: Path):
             yield f"ct_abdomen_3mm {organ} (held out)", image, labels.array == names[organ]
     else:
         print(f"# {ct} not found: real-CT rows skipped")
+    chest = data / "ct_chest_dicom"
+    if chest.is_dir():
+        image = read_volume(chest)
+        for organ, mask in _threshold_lungs(image).items():
+            yield f"ct_chest_dicom {organ} (CT not trained on)", image, mask
     image, labels = make_phantom(901, **SAMPLE_GEOMETRY)  # seed 901: not a training phantom
     for value, organ in ((1, "liver (held out)"), (2, "spleen (held out)"), (3, "kidney_right")):
         yield f"phantom seed=901 {organ}", image, labels.array == value
@@ -48,6 +88,7 @@ def main(argv=None) -> int:
     default = next((p for p in (here.parent / "shared/data", here.parents[1] / "shared/data", Path("/work/shared/data"))
                     if p.is_dir()), here.parent / "shared/data")
     ap.add_argument("--data", type=Path, default=default)
+    ap.add_argument("--only", default=None, help="run only the structures whose name contains this text")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--spacing-factor", type=float, default=1.0,
                     help="diagnosis: run the model at its spacing times this (the crop covers that much more)")
@@ -70,7 +111,7 @@ def main(argv=None) -> int:
 
         card = dataclasses.replace(loaded.card, spacing=tuple(v * args.spacing_factor for v in loaded.card.spacing))
         loaded = dataclasses.replace(loaded, card=card)
-    cases = list(_cases(args.data))
+    cases = [c for c in _cases(args.data) if args.only is None or args.only in c[0]]
     first = prompt_segment(cases[0][1], positive=[first_click(cases[0][2])], model=loaded)
     print(f"# model {loaded.path} ({loaded.card.provenance.get('training', {}).get('steps', '?')} training steps); "
           f"first call incl. load and warm-up {time.perf_counter() - t:.2f} s (crop {first.meta['prompt']['crop_shape']})")

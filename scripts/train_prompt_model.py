@@ -118,6 +118,15 @@ def build_cases(data: Path, spacing, card, log, scales=(1.0,)):
     return cases, used
 
 
+def lineage(provenance: dict) -> list[dict]:
+    """The training runs behind a package, oldest first: its own lineage plus the run that wrote it."""
+    t = provenance.get("training", {})
+    own = {"date": provenance.get("date"), "command": provenance.get("command"), "init": t.get("init"),
+           "steps": t.get("steps"), "train_seconds": t.get("train_seconds"), "cpu_seconds": t.get("cpu_seconds"),
+           "target_sampling": t.get("target_sampling"), "crop": t.get("crop")}
+    return [*t.get("lineage", []), own]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=35.0, help="training time budget (whole run, incl. resumes)")
@@ -174,9 +183,16 @@ def main(argv=None) -> int:
     elif args.init is not None:
         from napari_medseg.prompt.model import load_prompt_model
 
-        net.load_state_dict({k: v.float() for k, v in load_prompt_model(args.init).network.state_dict().items()})
-        info = {"init": f"{args.init} ({load_prompt_model(args.init).card.provenance.get('training', {}).get('steps')} steps)"}
+        parent = load_prompt_model(args.init)
+        net.load_state_dict({k: v.float() for k, v in parent.network.state_dict().items()})
+        info = {"init": f"{args.init} ({parent.card.provenance.get('training', {}).get('steps')} steps)",
+                "lineage": lineage(parent.card.provenance)}
         log(f"initialised from {info['init']}")
+    if args.package_only and args.init is not None and "lineage" not in info:
+        # a run started before the lineage was recorded: take it from the package it started from
+        from napari_medseg.prompt.model import load_prompt_model
+
+        info["lineage"] = lineage(load_prompt_model(args.init).card.provenance)
     cases, used = build_cases(args.data, card.spacing, card, log, scales)
     n_params = sum(p.numel() for p in net.parameters())
     log(f"{len(cases)} cases, {sum(len(c.targets) for c in cases)} targets; UNet {n_params:,} parameters; "
@@ -205,7 +221,7 @@ def main(argv=None) -> int:
                 os.replace(str(ck) + ".tmp", ck)
                 torch.save(p["optimizer"].state_dict(), str(ck_opt) + ".tmp")
                 os.replace(str(ck_opt) + ".tmp", ck_opt)
-                info = {"init": info.get("init"), "step": step, "seconds": seconds, "cpu_seconds": cpu_now(), "loss_avg": p["loss_avg"],
+                info = {"init": info.get("init"), "lineage": info.get("lineage", []), "step": step, "seconds": seconds, "cpu_seconds": cpu_now(), "loss_avg": p["loss_avg"],
                         "load_averages": loads, "stages": stages, "commands": commands}
                 ck_info.write_text(json.dumps(info))
     card.provenance.update({
@@ -217,7 +233,8 @@ def main(argv=None) -> int:
                  "coarse_copies": used.get("coarse", []),
                  "held_out": list(HELD_OUT) + ["(never a training target, in the CT or the phantoms; they appear "
                                                 "only as unlabelled surroundings of other structures)"]},
-        "training": {"init": info.get("init"), "scales": list(scales), "steps": step, "train_seconds": round(seconds, 1), "cpu_seconds": round(info.get("cpu_seconds", cpu_now()), 1),
+        "training": {"init": info.get("init"), "lineage": info.get("lineage", []),
+                     "total_steps": step + sum(r.get("steps") or 0 for r in info.get("lineage", [])), "scales": list(scales), "steps": step, "train_seconds": round(seconds, 1), "cpu_seconds": round(info.get("cpu_seconds", cpu_now()), 1),
                      "seed": args.seed, "threads": args.threads, "load_averages": loads, "stages": stages,
                      "crop": [st.crop] * 3, "batch": st.batch, "max_corrective_clicks": st.max_clicks,
                      "refine_prob": st.refine_prob, "target_sampling": f"p ~ voxels ** {st.size_power}", "lr": st.lr, "weight_decay": st.weight_decay,

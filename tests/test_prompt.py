@@ -260,3 +260,30 @@ def test_a_click_runs_with_the_planned_threads_and_restores_torchs_setting(monke
     net.seen = []
     out = prompt_segment(volume(), positive=[(15, 20, 25)], bf16=False, model=fake_model(net))
     assert set(net.seen) == {before} and out.meta["prompt"]["threads"] == before
+
+
+def test_mask_box_equals_argwhere_bounds():
+    from napari_medseg.prompt.segment import _mask_box
+
+    rng = np.random.default_rng(5)
+    for density in (1e-4, 0.01, 0.5):
+        m = rng.random((17, 23, 29)) < density
+        m[rng.integers(17), rng.integers(23), rng.integers(29)] = True
+        idx = np.argwhere(m)
+        lo, hi = _mask_box(m)
+        assert lo.tolist() == idx.min(axis=0).tolist() and hi.tolist() == (idx.max(axis=0) + 1).tolist()
+    one = np.zeros((5, 6, 7), bool)
+    one[4, 0, 6] = True
+    assert [v.tolist() for v in _mask_box(one)] == [[4, 0, 6], [5, 1, 7]]
+
+
+def test_a_click_next_to_a_removed_region_outside_its_box_still_removes_it():
+    from napari_medseg.prompt.segment import _click_local_removals
+
+    prev = np.zeros((20, 20, 20), bool)
+    prev[5:10, 5:10, 5:10] = True   # removed by the network, the click is one voxel beyond its corner
+    prev[14:18, 14:18, 14:18] = True  # removed too, far from the click: restored
+    sub = np.zeros_like(prev)
+    out = _click_local_removals(sub, prev, [(10, 10, 10)])
+    assert not out[5:10, 5:10, 5:10].any() and out[14:18, 14:18, 14:18].all()
+    assert out.sum() == 4 ** 3 and not sub.any()  # the caller's array is not modified

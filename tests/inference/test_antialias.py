@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from scipy.spatial.transform import Rotation
 
 from napari_medseg.inference.preprocess import antialias_sigma, model_grid, to_model_grid
@@ -56,3 +57,30 @@ def test_upsampling_and_bundle_cards_leave_the_image_unfiltered():
     card = _card(True)
     assert ModelCard.from_json(card.to_json()).antialias is True
     assert dataclasses.replace(card, antialias=False).antialias is False
+
+
+@pytest.mark.parametrize("matrix_max", [256, 0])  # each axis as a matrix product / scipy filter + interpolation
+def test_filtered_resample_axis_by_axis_equals_filter_then_resample(monkeypatch, matrix_max):
+    """`resample_filtered` interleaves the filter and the interpolation per axis (the prompt crops' fast path):
+    the same values as `antialias` on the whole array then `resample`, for shared, flipped and permuted axes
+    (per-axis maps) and an oblique target (the fallback)."""
+    from napari_medseg.inference.preprocess import antialias
+    from napari_medseg.inference import resample as resample_module
+    from napari_medseg.inference.resample import Grid, resample, resample_filtered
+
+    monkeypatch.setattr(resample_module, "MATRIX_AXIS_MAX", matrix_max)
+
+    rng = np.random.default_rng(3)
+    arr = rng.normal(0, 100, (23, 61, 70)).astype(np.float32)
+    perm = np.array([[0, 0, 1.0], [-1, 0, 0], [0, 1, 0]])
+    rot = Rotation.from_euler("xz", (10, 25), degrees=True).as_matrix()
+    for direction, dst_direction in ((np.eye(3), np.eye(3)), (np.diag([-1.0, 1, -1]), np.diag([-1.0, 1, -1])),
+                                     (perm, perm), (np.eye(3), np.diag([1.0, -1, 1])), (np.eye(3), rot)):
+        vol = Volume(arr, (0.8, 0.9, 2.0), (4.0, -7.0, 2.5), direction)
+        dst = Grid((9, 17, 20), (3.1, 3.0, 4.4), tuple(vol.index_to_physical([3.3, 2.2, 1.7])), dst_direction)
+        sigma = antialias_sigma(vol, dst)
+        want = resample(antialias(vol, dst), vol, dst, mode="linear", padding="border")
+        got = resample_filtered(arr, vol, dst, sigma, padding="border")
+        assert got.shape == want.shape == (9, 17, 20) and got.dtype == np.float32
+        assert np.abs(got - want).max() < 1e-3 * np.abs(want).max(), direction
+        assert max(sigma) > 1.0  # the filter did something

@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_medseg._messages import fmt
 from napari_medseg.errors import InputError, ModelError
-from napari_medseg.inference.resample import Grid, resample
+from napari_medseg.inference.resample import Grid, resample, resample_filtered
 from napari_medseg.volume import LPS_TO_RAS, Volume
 
 __all__ = ["model_grid", "to_model_grid", "antialias", "intensity", "model_input", "Grid"]
@@ -72,9 +72,13 @@ def to_model_grid(volume: Volume, card, interpolation: str = "linear", device=No
         raise InputError(f"empty volume {volume.spatial_shape}" + volume._source_suffix())
     g = model_grid(volume, card)
     src = volume.array
-    if interpolation == "linear" and getattr(card, "antialias", False):
-        src = antialias(volume, g)
-    arr = resample(src, volume, g, mode=interpolation, padding="border", device=device)
+    smooth = interpolation == "linear" and getattr(card, "antialias", False) and max(antialias_sigma(volume, g)) >= 0.3
+    if smooth and src.ndim == 3 and (device is None or str(device) == "cpu"):
+        # the same filter and interpolation, axis by axis (4-8x faster for a 0.98 mm CT onto 3 mm)
+        arr = resample_filtered(src, volume, g, antialias_sigma(volume, g), padding="border")
+    else:
+        arr = resample(antialias(volume, g) if smooth else src, volume, g, mode=interpolation, padding="border",
+                       device=device)
     meta = {k: v for k, v in volume.meta.items() if k not in ("warnings",)}
     return Volume(arr, g.spacing, g.origin, g.direction, {**meta, "model_grid": True})
 

@@ -189,6 +189,71 @@ def _resample_separable(array, m: np.ndarray, axes, dst_shape, mode: str, paddin
     return out
 
 
+#: `resample_filtered` applies an axis as a matrix product up to this many destination voxels along it
+MATRIX_AXIS_MAX = 256
+
+
+def resample_filtered(array: np.ndarray, src, dst, sigma, padding: str = "border") -> np.ndarray:
+    """Linear `resample` of ``array`` (``[k, j, i]``) after a Gaussian of ``sigma`` (source voxels per array axis,
+    ``mode="nearest"``, truncated at 3 sigma: `preprocess.antialias`), the two interleaved axis by axis.
+
+    When the map is per-axis (the grids share their axes), each axis is filtered and then interpolated before
+    the next, the axis that shrinks most first: the later axes run on the smaller array. Filters and
+    interpolations along different axes commute, so this equals filtering the whole array and then resampling
+    (to float rounding) at a fraction of the cost for a large downsampling (a 0.98 mm CT onto a 4-6 mm crop).
+    An axis with at most `MATRIX_AXIS_MAX` destination voxels is one matrix product: filter and interpolation
+    applied to the identity give their composed ``(n_dst, n_src)`` matrix, so only the needed outputs are
+    computed, by BLAS. The first axis runs on slabs of the source converted to float32 one at a time, so
+    memory stays near the input plus the (smaller) result.
+    Other maps filter the whole array and call `resample`. Returns float32 in ``dst``'s array order."""
+    import torch
+    from scipy import ndimage
+
+    m = index_map(src, dst)
+    axes = _axis_aligned(m)
+    if axes is None or _exact_permutation(m) is not None:
+        arr = np.array(array, dtype=np.float32)
+        for s, ax in zip(sigma, (0, 1, 2)):
+            if s >= 0.3:
+                ndimage.gaussian_filter1d(arr, s, axis=ax, output=arr, mode="nearest", truncate=3.0)
+        return resample(arr, src, dst, mode="linear", padding=padding)
+    n_dst_ijk = list(reversed(tuple(int(v) for v in dst.spatial_shape)))
+
+    def one_axis(x, d: int):
+        """Filter and interpolate torch tensor ``x`` along the array axis that destination ijk axis ``d`` samples."""
+        a = 2 - axes[d]
+        n = x.shape[a]
+        pos = m[axes[d], d] * torch.arange(n_dst_ijk[d], dtype=torch.float64) + m[axes[d], 3]
+        if n_dst_ijk[d] <= MATRIX_AXIS_MAX:
+            # filter-then-interpolate as one (n_dst, n_src) matrix, built by applying both to the identity (so
+            # it is exactly their composition), then one matrix product along the axis
+            eye = np.eye(n, dtype=np.float32)
+            if sigma[a] >= 0.3:
+                eye = ndimage.gaussian_filter1d(eye, sigma[a], axis=0, mode="nearest", truncate=3.0)
+            w = _interp_axis(torch.from_numpy(eye), 0, pos, n, "linear", padding)
+            return torch.movedim(torch.movedim(x, a, -1) @ w.T, -1, a).contiguous()
+        if sigma[a] >= 0.3:
+            x = torch.from_numpy(ndimage.gaussian_filter1d(x.numpy(), sigma[a], axis=a, mode="nearest", truncate=3.0))
+        return _interp_axis(x, a, pos, n, "linear", padding).contiguous()
+
+    shape = tuple(int(v) for v in array.shape)
+    # destination axis d (ijk) samples source ijk axis axes[d], i.e. array axis 2 - axes[d]
+    order = sorted(range(3), key=lambda d: n_dst_ijk[d] / shape[2 - axes[d]])
+    first = 2 - axes[order[0]]
+    along = 0 if first != 0 else 1  # slabs along another axis than the one the first step resamples
+    out_shape = list(shape)
+    out_shape[first] = n_dst_ijk[order[0]]
+    x = torch.empty(out_shape, dtype=torch.float32)
+    step = max(1, SLAB_VOXELS // max(1, int(np.prod(shape)) // shape[along]))
+    for s0 in range(0, shape[along], step):
+        sl = tuple(slice(s0, s0 + step) if b == along else slice(None) for b in range(3))
+        x[sl] = one_axis(torch.from_numpy(np.ascontiguousarray(array[sl], dtype=np.float32)), order[0])
+    for d in order[1:]:
+        x = one_axis(x, d)
+    # array axis a now holds destination ijk axis d where a = 2 - axes[d]: move them to [k, j, i]
+    return np.ascontiguousarray(x.numpy().transpose(*(2 - axes[d] for d in (2, 1, 0))))
+
+
 def _resample_torch(array, m: np.ndarray, dst_shape, mode: str, padding: str, device, reduce=None) -> np.ndarray:
     import torch
     import torch.nn.functional as F

@@ -45,15 +45,21 @@ def _previous_array(previous, volume: Volume) -> np.ndarray | None:
 
 
 def _mask_box(mask: np.ndarray):
-    idx = np.argwhere(mask)
-    return idx.min(axis=0), idx.max(axis=0) + 1
+    """``(lo, hi)`` of the mask's voxels: from its profiles along each axis, narrowing the array as it goes
+    (a fraction of `np.argwhere`'s cost for a lung-sized mask of a full-resolution CT)."""
+    lo, hi, view = [0, 0, 0], [0, 0, 0], mask
+    for a in range(3):
+        nz = np.flatnonzero(view.any(axis=tuple(b for b in range(3) if b != a)))
+        lo[a], hi[a] = int(nz[0]), int(nz[-1]) + 1
+        view = view[tuple(slice(lo[b], hi[b]) if b == a else slice(None) for b in range(3))]
+    return np.asarray(lo), np.asarray(hi)
 
 
 def _crop_image(volume: Volume, crop: Crop, card):
     """``(image on the crop grid [k, j, i] after the card's window, source box lo, hi, crop Grid, padded source
     sub-box slices)``: only the source voxels under the crop (plus the interpolation margin) are read."""
-    from napari_medseg.inference.preprocess import antialias, intensity
-    from napari_medseg.inference.resample import resample
+    from napari_medseg.inference.preprocess import antialias_sigma, intensity
+    from napari_medseg.inference.resample import resample, resample_filtered
 
     g = crop.grid(volume)
     lo, hi = crop.source_box(volume)
@@ -62,8 +68,10 @@ def _crop_image(volume: Volume, crop: Crop, card):
     phi = [min(n, h + p) for h, p, n in zip(hi, pad, volume.spatial_shape)]
     box = tuple(slice(a, b) for a, b in zip(plo, phi))
     sub_vol = _sub_volume(volume, np.asarray(volume.array[box]), plo)
-    arr = antialias(sub_vol, g) if card.antialias else np.asarray(sub_vol.array, np.float32)
-    img = resample(arr, sub_vol, g, mode="linear", padding="border")
+    if card.antialias:  # = preprocess.antialias, then resample: filtered and resampled axis by axis
+        img = resample_filtered(sub_vol.array, sub_vol, g, antialias_sigma(sub_vol, g), padding="border")
+    else:
+        img = resample(np.asarray(sub_vol.array, np.float32), sub_vol, g, mode="linear", padding="border")
     return intensity(img, card), lo, hi, g, box
 
 
@@ -139,7 +147,7 @@ def _keep_prompted(sub: np.ndarray, prev_sub, pos_local) -> np.ndarray:
     for p in pos_local:
         keep[lab[p]] = True
     if prev_sub is not None:
-        keep[np.unique(lab[prev_sub])] = True
+        keep[lab[prev_sub]] = True  # (a scatter: np.unique would sort a lung's million labels)
     for a in range(3):
         keep[np.unique(lab.take(0, axis=a))] = True
         keep[np.unique(lab.take(-1, axis=a))] = True
@@ -160,13 +168,17 @@ def _click_local_removals(sub: np.ndarray, prev_sub: np.ndarray, clicks_local) -
     removed = prev_sub & ~sub
     if not removed.any():
         return sub
-    lab, n = ndimage.label(removed)
+    lo, hi = _mask_box(removed)  # label only the box of the removed voxels
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    lab, n = ndimage.label(removed[box])
     keep = np.zeros(n + 1, bool)
     for p in clicks_local:
-        sl = tuple(slice(max(0, c - 1), c + 2) for c in p)
+        sl = tuple(slice(max(0, c - 1 - a), max(0, c + 2 - a)) for c, a in zip(p, lo))
         keep[np.unique(lab[sl])] = True
     keep[0] = False
-    return sub | (removed & ~keep[lab])
+    out = sub.copy()
+    out[box] |= removed[box] & ~keep[lab]
+    return out
 
 
 def _box_region(shape, prompts: Prompts) -> np.ndarray:
