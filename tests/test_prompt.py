@@ -184,6 +184,27 @@ def test_merge_indices_new_refine_overwrite():
     assert out[3, 4, 4] == 0 and (out[mask] != 0).all() and touched_slices(idx) == [0, 1, 3]
 
 
+@pytest.mark.parametrize("refine", [False, True])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_merge_indices_follow_the_rule_voxel_by_voxel(refine, overwrite):
+    from napari_medseg.prompt.apply import merge_indices
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, (6, 7, 8)).astype(np.uint8)
+    mask = rng.random(labels.shape) > 0.5
+    want = labels.copy()
+    for p in np.ndindex(labels.shape):
+        if mask[p] and (labels[p] in (0, 2) or overwrite):
+            want[p] = 2
+        elif refine and labels[p] == 2 and not mask[p]:
+            want[p] = 0
+    idx, val = merge_indices(labels, mask, 2, refine=refine, overwrite=overwrite)
+    out = labels.copy()
+    out[idx] = val
+    assert np.array_equal(out, want) and val.dtype == labels.dtype
+    assert (labels[idx] != val).all()  # only voxels that change are listed
+
+
 def test_a_box_keeps_the_previous_mask_outside_it_and_the_source_box_is_reported():
     vol = volume(shape=(40, 60, 60), spacing=(1.0, 1.0, 1.0))
     prev = np.zeros(vol.spatial_shape, np.uint8)

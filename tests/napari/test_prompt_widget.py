@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from napari_medseg._napari.layers import image_layer_data
-from napari_medseg._napari.prompt_widget import POINTS_NAME, PREVIEW_NAME, PromptWidget
+from napari_medseg._napari.prompt_widget import BOX_NAME, POINTS_NAME, PREVIEW_NAME, PromptWidget
 from napari_medseg.models.package import LoadedModel
 from napari_medseg.prompt.model import PromptSettings, prompt_card
 from napari_medseg.session import CORRECTED_KEY, EDITED_KEY
@@ -86,7 +86,7 @@ def test_click_preview_accept_undo_and_record(make_napari_viewer, qtbot):
     expected = np.asarray(viewer.layers[PREVIEW_NAME].data) > 0
     changed = widget.accept()
     assert changed == int(expected.sum()) and np.array_equal(labels.data == 3, expected)
-    assert POINTS_NAME not in viewer.layers and PREVIEW_NAME not in viewer.layers
+    assert parked(viewer)
     touched = sorted({int(k) for k in np.nonzero(expected.any(axis=(1, 2)))[0]})
     assert [s for a, s in labels.metadata[EDITED_KEY] if a == 0] == touched
     assert [0, 10] in labels.metadata[CORRECTED_KEY]  # the slice on screen was reviewed
@@ -130,4 +130,73 @@ def test_discard_and_bad_start(make_napari_viewer, qtbot):
     click(widget, (10, 30, 30))
     wait_result(qtbot, widget, n)
     widget.discard()
-    assert labels.data.sum() == 0 and PREVIEW_NAME not in viewer.layers and POINTS_NAME not in viewer.layers
+    assert labels.data.sum() == 0 and parked(viewer)
+
+
+def test_sessions_reuse_their_layers_without_removing_any(make_napari_viewer, qtbot):
+    """Removing a layer makes napari run gc.collect() (0.3 s a layer with a CT open): sessions park their layers
+    (emptied, hidden) and the next one reuses them; a new image grid gets new ones."""
+    viewer, widget, labels = setup(make_napari_viewer, qtbot, PositiveBalls())
+    removed = []
+    viewer.layers.events.removed.connect(lambda e: removed.append(e.value.name))
+    for round_ in range(2):
+        widget.start()
+        pts = viewer.layers[POINTS_NAME]
+        assert pts.visible and pts.mode == "add" and len(pts.data) == 0
+        n = widget.runs
+        click(widget, (10, 30, 30 - 10 * round_))
+        wait_result(qtbot, widget, n)
+        preview = viewer.layers[PREVIEW_NAME]
+        assert preview.visible and preview.data[10, 30, 30 - 10 * round_] == 1
+        assert round_ == 0 or preview.data[10, 30, 30] == 0  # the previous session's preview is gone
+        n_runs = widget.runs
+        widget.accept() if round_ == 0 else widget.discard()
+        assert parked(viewer) and widget.runs == n_runs  # emptying the clicks ran nothing
+        assert [layer.name for layer in viewer.layers].count(POINTS_NAME) == 1
+    assert removed == [] and (labels.data == 3).sum() > 0
+    pts.add(np.asarray((10, 30, 40), float))  # a click on the parked layer is no session: nothing runs
+    qtbot.wait(200)
+    assert widget.runs == n_runs
+    # another image grid: the parked layers cannot be reused and are replaced
+    img2 = viewer.add_image(np.zeros((20, 60, 60), np.float32), name="ct2", scale=(2.0, 1.0, 1.0))
+    viewer.add_labels(np.zeros((20, 60, 60), np.uint8), name="seg2", scale=img2.scale)
+    widget.image_combo.setCurrentText("ct2")
+    widget.labels_combo.setCurrentText("seg2")
+    viewer.layers["seg2"].selected_label = 1
+    widget.start()
+    assert POINTS_NAME in removed and np.allclose(viewer.layers[POINTS_NAME].scale, img2.scale)
+
+
+def parked(viewer) -> bool:
+    """The session layers are emptied and hidden (not removed), the clicks layer out of add mode."""
+    pts = viewer.layers[POINTS_NAME]
+    preview_hidden = PREVIEW_NAME not in viewer.layers or not viewer.layers[PREVIEW_NAME].visible
+    return len(pts.data) == 0 and not pts.visible and pts.mode != "add" and preview_hidden
+
+
+def test_box_prompt_from_the_shapes_layer_and_its_parking(make_napari_viewer, qtbot):
+    viewer, widget, labels = setup(make_napari_viewer, qtbot, PositiveBalls())
+    widget.draw_box()  # starts a session too
+    box = viewer.layers[BOX_NAME]
+    assert box.mode == "add_rectangle" and viewer.layers.selection.active is box
+    n = widget.runs
+    box.add_rectangles(np.array([[10, 20, 20], [10, 20, 40], [10, 40, 40], [10, 40, 20]], float))
+    wait_result(qtbot, widget, n)
+    assert widget.prompts()["box"] == (10, (20.0, 20.0), (40.0, 40.0))
+    preview = np.asarray(viewer.layers[PREVIEW_NAME].data) > 0
+    assert preview[10, 30, 30] and not preview[10, :20].any() and not preview[10, 41:].any()  # bounded by the box
+    widget.accept()
+    assert (labels.data[10] == 3).sum() == preview[10].sum() and len(box.data) == 0 and not box.visible
+    widget.draw_box()  # the parked box layer is reused
+    assert viewer.layers[BOX_NAME] is box and box.visible
+
+
+def test_opening_the_widget_warms_up_the_shipped_prompt_model(make_napari_viewer):
+    from napari_medseg.prompt import model as prompt_model
+
+    viewer = make_napari_viewer()
+    widget = PromptWidget(viewer)  # the shipped model
+    widget.warm_up.join(timeout=300)
+    assert not widget.warm_up.is_alive()
+    cached = [k for k in prompt_model._CACHE if k[0] == str(prompt_model.builtin_prompt_path().resolve())]
+    assert cached, "the shipped prompt model was read and cached before any click"

@@ -62,12 +62,16 @@ class PromptWidget(QWidget):
         self._result = None  # last prompt result (Volume)
         self._volume = None
         self._boxes = []  # source boxes of the session's results: where labels can change
-        self._layers = {}  # the prompt layers of the session
+        self._layers = {}  # the prompt layers (kept, emptied and hidden between sessions: see `_park_layers`)
+        self._active = False  # a session is running (clicks on the points layer run the model)
         self.last_seconds = None
         self.runs = 0  # results received (tests and benchmarks wait on it)
         from napari_medseg._napari.tracking import ensure_correction_stores
 
         ensure_correction_stores(self.viewer)  # every labels layer tracks its edits from now on
+        from napari_medseg._napari.warm_up import warm_up_prompt
+
+        self.warm_up = warm_up_prompt(model)  # imports, model read, first-call kernels: not on the first click
         self._build()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -177,17 +181,22 @@ class PromptWidget(QWidget):
         self._base = (np.asarray(labels.data) == value) if self.refine else None
         if self.refine and not self._base.any():
             raise InputError(f"class {value} is empty: use 'New object' to segment it")
-        self._remove_session_layers()
+        self._park_layers()
         self._result, self._pending, self._boxes = None, False, []
-        geo = {"scale": image.scale, "translate": image.translate, "affine": image.affine.affine_matrix}
-        pts = self.viewer.add_points(np.empty((0, 3)), ndim=3, name=POINTS_NAME, size=6, face_color=COLORS["positive"],
-                                     features={"kind": np.array([], dtype=object)}, **geo)
+        pts = self._reusable("points", image)
+        if pts is None:
+            geo = {"scale": image.scale, "translate": image.translate, "affine": image.affine.affine_matrix}
+            pts = self.viewer.add_points(np.empty((0, 3)), ndim=3, name=POINTS_NAME, size=6,
+                                         face_color=COLORS["positive"], features={"kind": np.array([], dtype=object)},
+                                         **geo)
+            pts.events.data.connect(self._on_prompts)
+            pts.bind_key("n", lambda layer: self.negative.toggle(), overwrite=True)
+            pts.bind_key("Enter", lambda layer: self._guard(self.accept, "Accept"), overwrite=True)
+            pts.bind_key("Escape", lambda layer: self._guard(self.discard, "Discard"), overwrite=True)
+            self._layers["points"] = pts
         pts.feature_defaults = {"kind": "positive"}
-        pts.events.data.connect(self._on_prompts)
-        pts.bind_key("n", lambda layer: self.negative.toggle(), overwrite=True)
-        pts.bind_key("Enter", lambda layer: self._guard(self.accept, "Accept"), overwrite=True)
-        pts.bind_key("Escape", lambda layer: self._guard(self.discard, "Discard"), overwrite=True)
-        self._layers = {"points": pts}
+        pts.visible = True
+        self._active = True
         pts.mode = "add"
         self.viewer.layers.selection.active = pts
         self._on_kind(self.negative.isChecked())
@@ -199,12 +208,14 @@ class PromptWidget(QWidget):
             self.start()
         image = self.image_layer()
         geo = {"scale": image.scale, "translate": image.translate, "affine": image.affine.affine_matrix}
-        if "box" not in self._layers:
+        box = self._reusable("box", image)
+        if box is None:
             box = self.viewer.add_shapes(ndim=3, name=BOX_NAME, edge_color="yellow", face_color="transparent",
                                          edge_width=1.5, **geo)
             box.events.data.connect(self._on_prompts)
             self._layers["box"] = box
-        self.viewer.layers.selection.active = self._layers["box"]
+        box.visible = True
+        self.viewer.layers.selection.active = box
         self._layers["box"].mode = "add_rectangle"
 
     def _on_kind(self, negative: bool):
@@ -233,6 +244,8 @@ class PromptWidget(QWidget):
         return out
 
     def _on_prompts(self, event=None):
+        if not self._active:  # the layers being emptied at the end of a session
+            return
         action = str(getattr(event, "action", ""))
         if action.endswith(("adding", "removing", "changing")):  # napari's "before" events: wait for the change
             return
@@ -269,6 +282,7 @@ class PromptWidget(QWidget):
 
         def steps():
             yield Progress(0, 1, "prompt", "running the prompt model")
+            self.warm_up.join()  # its throw-away click sets torch's thread count while it runs
             from napari_medseg.prompt import prompt_segment
 
             return prompt_segment(vol, positive=p["positive"], negative=p["negative"], box=p["box"],
@@ -299,16 +313,18 @@ class PromptWidget(QWidget):
         layer = self._layers.get("preview")
         if mask is None:
             if layer is not None:
-                layer.data = np.zeros_like(layer.data)
+                layer.visible = False
             return
+        image = self.image_layer()
+        layer = self._reusable("preview", image, np.shape(mask))
         if layer is None:
-            image = self.image_layer()
             layer = self.viewer.add_labels(np.asarray(mask, np.uint8), name=PREVIEW_NAME, opacity=0.55, scale=image.scale,
                                            translate=image.translate, affine=image.affine.affine_matrix)
             self._layers["preview"] = layer
             self.viewer.layers.selection.active = self._layers["points"]
         else:
             layer.data = np.asarray(mask, np.uint8)
+            layer.visible = True
 
     # ------------------------------------------------------------------ accept / discard
     def current_slice(self) -> tuple[int, int]:
@@ -345,14 +361,38 @@ class PromptWidget(QWidget):
         self.status.setText("discarded")
 
     def _end_session(self):
-        self._remove_session_layers()
+        self._park_layers()
         self._result, self._base, self._pending, self._boxes = None, None, False, []
         lab = self.labels_layer()
         if lab is not None:
             self.viewer.layers.selection.active = lab
 
-    def _remove_session_layers(self):
-        for layer in list(self._layers.values()):
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        self._layers = {}
+    def _park_layers(self):
+        """End a session's layers without removing them: clicks and box emptied, everything hidden, the clicks
+        layer out of add mode. The next session reuses them. (Removing a layer makes napari run a full
+        ``gc.collect()``: 0.3 s per layer with a CT open, a GUI stall on every Accept.)"""
+        self._active = False
+        for kind, layer in list(self._layers.items()):
+            if layer not in self.viewer.layers:
+                del self._layers[kind]
+                continue
+            if kind in ("points", "box") and len(layer.data):
+                layer.data = np.empty((0, 3)) if kind == "points" else []
+            if kind == "points":
+                layer.mode = "pan_zoom"
+            layer.visible = False
+
+    def _reusable(self, kind: str, image, shape=None):
+        """The parked layer of this kind when it is still in the viewer on ``image``'s grid (else it is removed)."""
+        layer = self._layers.get(kind)
+        if layer is None or layer not in self.viewer.layers:
+            self._layers.pop(kind, None)
+            return None
+        same = (np.allclose(layer.scale, image.scale) and np.allclose(layer.translate, image.translate)
+                and np.allclose(layer.affine.affine_matrix, image.affine.affine_matrix)
+                and (shape is None or tuple(np.shape(layer.data)) == tuple(shape)))
+        if not same:
+            self.viewer.layers.remove(layer)
+            del self._layers[kind]
+            return None
+        return layer

@@ -75,6 +75,34 @@ def warm_up_imports() -> threading.Thread:
 
 
 _WARM_THREAD: threading.Thread | None = None
+_PROMPT_THREADS: dict = {}
+
+
+def warm_up_prompt(model=None) -> threading.Thread:
+    """`warm_up_imports`, then one throw-away click with ``model`` (None: the shipped prompt model) on a tiny
+    volume, in a background thread, once per process and model: the prompt modules and scipy/scikit-image
+    imports, the model package read (and cached), and the network's first-call kernel set-up (3-4 s in all
+    here) happen when the Prompt widget opens, not on the user's first click. A run should ``join()`` the
+    thread first: the throw-away click sets torch's thread count while it runs."""
+    key = id(model) if model is not None else None
+    if key not in _PROMPT_THREADS:
+        base = warm_up_imports()
+
+        def work():
+            base.join()
+            try:
+                import numpy as np
+
+                from napari_medseg.prompt.segment import prompt_segment
+                from napari_medseg.volume import Volume
+
+                prompt_segment(Volume(np.zeros((8, 8, 8), np.float32), (3.0, 3.0, 3.0)), positive=[(4, 4, 4)], model=model)
+            except Exception:  # noqa: BLE001 - only a warm-up: the user's click reports what is wrong
+                pass
+
+        _PROMPT_THREADS[key] = threading.Thread(target=work, name="napari-medseg prompt warm-up", daemon=True)
+        _PROMPT_THREADS[key].start()
+    return _PROMPT_THREADS[key]
 
 
 def _installed(name: str) -> bool:

@@ -18,12 +18,16 @@ def merge_indices(labels: np.ndarray, mask: np.ndarray, value: int, refine: bool
     if mask.shape != labels.shape:
         raise ValueError(f"mask shape {mask.shape} differs from the labels {labels.shape}")
     value = int(value)
-    target = np.where(mask & ((labels == 0) | (labels == value) | bool(overwrite)), value, labels)
-    if refine:
-        target = np.where((labels == value) & ~mask, 0, target)
-    changed = target != labels
+    is_value = labels == value
+    # mask voxels that become the class: not it yet, and background (or any class with overwrite)
+    changed = mask & ~is_value
+    if not overwrite:
+        changed &= labels == 0
+    if refine:  # and the class's voxels outside the mask become background
+        changed |= is_value & ~mask
     idx = np.nonzero(changed)
-    return idx, target[idx].astype(labels.dtype, copy=False)
+    values = np.where(mask[idx], value, 0) if refine else np.full(idx[0].size, value)
+    return idx, values.astype(labels.dtype, copy=False)
 
 
 def union_box(boxes, shape):
