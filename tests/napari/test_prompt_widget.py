@@ -187,8 +187,12 @@ def test_box_prompt_from_the_shapes_layer_and_its_parking(make_napari_viewer, qt
     assert preview[10, 30, 30] and not preview[10, :20].any() and not preview[10, 41:].any()  # bounded by the box
     widget.accept()
     assert (labels.data[10] == 3).sum() == preview[10].sum() and len(box.data) == 0 and not box.visible
-    widget.draw_box()  # the parked box layer is reused
-    assert viewer.layers[BOX_NAME] is box and box.visible
+    widget.draw_box()  # the parked box layer is reused, in a new session
+    assert viewer.layers[BOX_NAME] is box and box.visible and viewer.layers[POINTS_NAME].visible
+    n = widget.runs
+    box.add_rectangles(np.array([[12, 20, 20], [12, 20, 30], [12, 30, 30], [12, 30, 20]], float))
+    wait_result(qtbot, widget, n)
+    assert (np.asarray(viewer.layers[PREVIEW_NAME].data)[12] > 0).any()
 
 
 def test_opening_the_widget_warms_up_the_shipped_prompt_model(make_napari_viewer):
@@ -200,3 +204,22 @@ def test_opening_the_widget_warms_up_the_shipped_prompt_model(make_napari_viewer
     assert not widget.warm_up.is_alive()
     cached = [k for k in prompt_model._CACHE if k[0] == str(prompt_model.builtin_prompt_path().resolve())]
     assert cached, "the shipped prompt model was read and cached before any click"
+
+
+def test_accept_in_the_background_is_one_undo_step_and_keeps_an_edit_made_meanwhile(make_napari_viewer, qtbot):
+    viewer, widget, labels = setup(make_napari_viewer, qtbot, PositiveBalls())
+    widget.start()
+    n = widget.runs
+    click(widget, (10, 30, 30))
+    wait_result(qtbot, widget, n)
+    expected = np.asarray(viewer.layers[PREVIEW_NAME].data) > 0
+    labels.data_setitem((np.array([10]), np.array([5]), np.array([5])), 7)  # an edit before Accept
+    widget.accept_button.click()  # what Enter does too
+    assert widget.accepting
+    widget.discard()  # Escape after Enter: the accept goes on
+    labels.data_setitem((np.array([12]), np.array([55]), np.array([55])), 9)  # an edit while the worker runs
+    qtbot.waitUntil(lambda: widget.accepted == 1 and not widget.accepting, timeout=60000)
+    assert np.array_equal(labels.data == 3, expected) and labels.data[10, 5, 5] == 7 and labels.data[12, 55, 55] == 9
+    assert parked(viewer) and "accepted" in widget.status.text()
+    labels.undo()  # one step takes the prompt result back, the edits stay
+    assert not (labels.data == 3).any() and labels.data[12, 55, 55] == 9

@@ -42,9 +42,9 @@ def _kinds(points) -> list[str]:
     return [str(k) for k in feats["kind"]]
 
 
-def record_prompt_edit(layer, axis: int, slices: list[int], reviewed: int | None) -> None:
+def record_prompt_edit(layer, axis: int, reviewed: int | None) -> None:
     """Record a prompt edit in the layer's `CorrectionStore`. The ``data_setitem`` write already reached it as an
-    edit of the touched ``slices`` (its paint event); the slice on screen (``reviewed``) is marked corrected."""
+    edit of the touched slices (its paint event); the slice on screen (``reviewed``) is marked corrected."""
     from napari_medseg._napari.tracking import store_for
 
     if reviewed is not None:
@@ -66,6 +66,8 @@ class PromptWidget(QWidget):
         self._active = False  # a session is running (clicks on the points layer run the model)
         self.last_seconds = None
         self.runs = 0  # results received (tests and benchmarks wait on it)
+        self.accepted = 0  # results written into the labels
+        self.accepting = False  # a background Accept is finding the voxels that change
         from napari_medseg._napari.tracking import ensure_correction_stores
 
         ensure_correction_stores(self.viewer)  # every labels layer tracks its edits from now on
@@ -94,7 +96,7 @@ class PromptWidget(QWidget):
         self.box_button = QPushButton("Draw box")
         self.box_button.clicked.connect(lambda: self._guard(self.draw_box, "Box"))
         self.accept_button = QPushButton("Accept (Enter)")
-        self.accept_button.clicked.connect(lambda: self._guard(self.accept, "Accept"))
+        self.accept_button.clicked.connect(lambda: self._guard(lambda: self.accept(background=True), "Accept"))
         self.discard_button = QPushButton("Discard (Esc)")
         self.discard_button.clicked.connect(lambda: self._guard(self.discard, "Discard"))
         self.status = QLabel("Choose the image and labels, select a class, then Start clicking.")
@@ -168,6 +170,8 @@ class PromptWidget(QWidget):
 
     def start(self):
         """Create the clicks / box layers on the image's grid and select the clicks layer in add mode."""
+        if self.accepting:
+            raise InputError("the last result is still being accepted; start again in a moment")
         image, labels = self.image_layer(), self.labels_layer()
         if image is None or labels is None:
             raise InputError("open an image and a labels layer on it first (Segment, or File > New Labels)")
@@ -191,7 +195,8 @@ class PromptWidget(QWidget):
                                          **geo)
             pts.events.data.connect(self._on_prompts)
             pts.bind_key("n", lambda layer: self.negative.toggle(), overwrite=True)
-            pts.bind_key("Enter", lambda layer: self._guard(self.accept, "Accept"), overwrite=True)
+            pts.bind_key("Enter", lambda layer: self._guard(lambda: self.accept(background=True), "Accept"),
+                         overwrite=True)
             pts.bind_key("Escape", lambda layer: self._guard(self.discard, "Discard"), overwrite=True)
             self._layers["points"] = pts
         pts.feature_defaults = {"kind": "positive"}
@@ -204,7 +209,7 @@ class PromptWidget(QWidget):
                             "N: negative clicks, Enter: accept, Escape: discard")
 
     def draw_box(self):
-        if "points" not in self._layers:
+        if not self._active:  # no session yet (parked layers are not one)
             self.start()
         image = self.image_layer()
         geo = {"scale": image.scale, "translate": image.translate, "affine": image.affine.affine_matrix}
@@ -332,31 +337,66 @@ class PromptWidget(QWidget):
         axis = int(dims.not_displayed[-1]) if dims.ndisplay == 2 and dims.not_displayed else 0
         return axis, int(dims.current_step[axis])
 
-    def accept(self) -> int:
-        """Write the preview into the labels as one undoable edit; return the number of voxels changed."""
-        from napari_medseg.prompt.apply import merge_in_box, touched_slices, union_box
+    def accept(self, background: bool = False) -> int | None:
+        """Write the preview into the labels as one undoable edit; return the number of voxels changed.
 
+        ``background`` (the Accept button and Enter): the voxels that change are found in the worker, on a copy
+        of the labels under the session's crops taken now; only the write runs on the GUI thread (for a lung of
+        a full-resolution CT the search is ~0.1 s). The labels are compared with the copy before the write: an
+        edit made meanwhile is merged with, never overwritten. Returns None then; `accepting` is True until done."""
+        from napari_medseg.prompt.apply import merge_in_box, merge_indices, union_box
+
+        if self.accepting:
+            return None
         if self._progress is not None and self._progress.running:
             raise InputError("the prompt model is still running; accept when the preview is up to date")
         if self._result is None:
             raise InputError("nothing to accept: click inside a structure first")
         labels = self.labels_layer()
-        value = int(labels.selected_label)
+        value, refine, overwrite = int(labels.selected_label), self.refine, self.overwrite.isChecked()
+        result = self._result.array
         # only the source boxes of this session's crops can differ from the labels: a large CT is not scanned
         box = union_box(self._boxes, np.shape(labels.data))
-        idx, values = merge_in_box(np.asarray(labels.data), self._result.array > 0, value, box, self.refine,
-                                   self.overwrite.isChecked())
+        if not background:
+            return self._write(labels, value, *merge_in_box(np.asarray(labels.data), result > 0, value, box, refine,
+                                                            overwrite))
+        before = np.array(np.asarray(labels.data)[box])  # the labels the worker merges with
+
+        def steps():
+            yield Progress(0, 1, "accept", "finding the voxels that change")
+            local, values = merge_indices(before, result[box] > 0, value, refine, overwrite)
+            return tuple(ix + s.start for ix, s in zip(local, box)), values
+
+        def done(merged):
+            self.accepting = False
+            if not np.array_equal(np.asarray(labels.data)[box], before):  # edited meanwhile: merge with the edit
+                merged = merge_in_box(np.asarray(labels.data), result > 0, value, box, refine, overwrite)
+            self._write(labels, value, *merged)
+
+        def stopped(exc=None):  # failed or cancelled: the session goes on, nothing was written
+            self.accepting, self._active = False, True
+            if exc is not None:
+                self._on_error(exc)
+
+        self.accepting, self._active = True, False  # clicks meanwhile are not a new prompt
+        self.status.setText("accepting: finding the voxels that change")
+        self._panel().start(steps, on_done=done, on_error=stopped, on_cancelled=stopped)
+        return None
+
+    def _write(self, labels, value: int, idx, values) -> int:
         n = int(values.size)
         axis, index = self.current_slice()
         if n:
             labels.data_setitem(idx, values)  # one history item: Ctrl+Z undoes the whole result
-            record_prompt_edit(labels, axis, touched_slices(idx, axis),
-                               index if self.mark_reviewed.isChecked() else None)
+            record_prompt_edit(labels, axis, index if self.mark_reviewed.isChecked() else None)
         self._end_session()
         self.status.setText(f"accepted: {n} voxels of class {value} changed (Ctrl+Z undoes it)")
+        self.accepted += 1
         return n
 
     def discard(self):
+        if self.accepting:
+            return  # Accept was pressed first: it is being written
         self._end_session()
         self.status.setText("discarded")
 
