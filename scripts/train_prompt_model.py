@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         info = {"init": f"{args.init} ({parent.card.provenance.get('training', {}).get('steps')} steps)",
                 "lineage": lineage(parent.card.provenance)}
         log(f"initialised from {info['init']}")
-    if args.package_only and args.init is not None and "lineage" not in info:
+    if (args.resume or args.package_only) and args.init is not None and not info.get("lineage"):
         # a run started before the lineage was recorded: take it from the package it started from
         from napari_medseg.prompt.model import load_prompt_model
 
